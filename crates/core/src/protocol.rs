@@ -1,0 +1,345 @@
+//! Wire types of the `/v1` API, shared by server, client and agent.
+//!
+//! JSON bodies use these types directly. Chunk bodies are raw bytes; several
+//! chunks in one body use the framing in [`crate::frame`].
+//!
+//! Routes (all under `/v1`, `Authorization: Bearer <token>`):
+//!
+//! | method | path | body → answer |
+//! |---|---|---|
+//! | GET  | `/folders/{folder}` | → [`FolderInfo`] |
+//! | GET  | `/folders/{folder}/changes?since=&limit=&wait=` | → [`ChangesResponse`] (long-polls up to `wait` seconds) |
+//! | POST | `/folders/{folder}/chunks/missing` | [`MissingChunksRequest`] → [`MissingChunksResponse`] |
+//! | PUT  | `/folders/{folder}/chunks/{hash}` | raw bytes → [`UploadResponse`] |
+//! | POST | `/folders/{folder}/chunks/upload` | framed chunks → [`UploadResponse`] |
+//! | GET  | `/folders/{folder}/chunks/{hash}` | → raw bytes |
+//! | POST | `/folders/{folder}/chunks/fetch` | [`FetchChunksRequest`] → framed chunks |
+//! | POST | `/folders/{folder}/commit` | [`CommitRequest`] → [`CommitResponse`] |
+//! | GET  | `/folders/{folder}/history?path=` | → [`HistoryResponse`] |
+//! | POST | `/folders/{folder}/restore` | [`RestoreRequest`] → [`FileRecord`] |
+//! | POST | `/admin/folders` | [`CreateFolderRequest`] → [`CreateFolderResponse`] |
+//! | GET  | `/admin/folders` | → `Vec<FolderInfo>` |
+//! | GET/PATCH/DELETE | `/admin/folders/{folder}` | [`FolderSettingsPatch`] → [`FolderInfo`] |
+//! | POST | `/admin/folders/{folder}/tokens` | [`CreateTokenRequest`] → [`CreateTokenResponse`] |
+//! | DELETE | `/admin/folders/{folder}/tokens/{token_id}` | → 204 |
+//!
+//! Errors are a status code plus an [`ErrorBody`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+
+/// The header an agent names itself with on every request.
+pub const AGENT_ID_HEADER: &str = "x-syncfolder-agent";
+
+/// How agents of a folder treat their local copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderMode {
+    /// Changes flow both ways.
+    #[default]
+    TwoWay,
+    /// The agent's copy is the truth: it uploads and never applies remote changes.
+    SendOnly,
+    /// The agent never uploads; it applies remote changes.
+    ReceiveOnly,
+}
+
+impl FolderMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FolderMode::TwoWay => "two-way",
+            FolderMode::SendOnly => "send-only",
+            FolderMode::ReceiveOnly => "receive-only",
+        }
+    }
+}
+
+impl std::str::FromStr for FolderMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "two-way" => Ok(FolderMode::TwoWay),
+            "send-only" => Ok(FolderMode::SendOnly),
+            "receive-only" => Ok(FolderMode::ReceiveOnly),
+            other => Err(format!(
+                "unknown folder mode {other:?}: use two-way, send-only or receive-only"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FolderMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// What a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// One chunk of a file: its SHA-256 and its length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub hash: Hash,
+    pub size: u64,
+}
+
+/// The content of a path, as far as syncing is concerned: what two agents
+/// compare to decide whether they hold the same thing. Owners, times and
+/// permissions other than the executable bit are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Content {
+    File {
+        /// [`crate::hash::content_hash`] of the chunk list.
+        content_hash: Hash,
+        size: u64,
+        executable: bool,
+    },
+    Directory,
+    Symlink {
+        target: String,
+    },
+}
+
+impl Content {
+    pub fn kind(&self) -> EntryKind {
+        match self {
+            Content::File { .. } => EntryKind::File,
+            Content::Directory => EntryKind::Directory,
+            Content::Symlink { .. } => EntryKind::Symlink,
+        }
+    }
+}
+
+/// The server's record of one path at one version. A deleted path keeps a
+/// record (a tombstone) with `content: None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub path: String,
+    /// The folder sequence number at which this record was committed.
+    pub version: u64,
+    /// `None` for a tombstone.
+    pub content: Option<Content>,
+    /// The chunks of a file, in order; empty for anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+    /// Modification time the writer saw, nanoseconds since the Unix epoch (informative).
+    #[serde(default)]
+    pub mtime_ns: i64,
+    /// The agent that committed this version.
+    pub agent_id: String,
+    /// When the server accepted it, milliseconds since the Unix epoch.
+    pub committed_at_ms: i64,
+}
+
+impl FileRecord {
+    pub fn is_deleted(&self) -> bool {
+        self.content.is_none()
+    }
+}
+
+/// `GET /v1/folders/{folder}/changes`: records with `version > since`, in
+/// version order; only the newest record of each path is ever returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    pub records: Vec<FileRecord>,
+    /// The folder's current sequence number. When `records` is not empty,
+    /// continue from the last record's version; otherwise from `latest`.
+    pub latest: u64,
+    /// True when more records are waiting (the `limit` cut the answer).
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunksRequest {
+    pub hashes: Vec<Hash>,
+}
+
+/// The subset of the asked hashes that this folder cannot read yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunksResponse {
+    pub missing: Vec<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    /// Chunks now stored for this folder (including ones the server already had).
+    pub stored: u64,
+    /// Bytes actually written to the chunk store (dedup hits write nothing).
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchChunksRequest {
+    pub hashes: Vec<Hash>,
+}
+
+/// One change inside a commit batch: "path becomes `content`, provided it is
+/// still at `parent_version`" (0: the path has no record yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub path: String,
+    pub parent_version: u64,
+    /// `None` commits a tombstone.
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+    #[serde(default)]
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub changes: Vec<Change>,
+}
+
+/// The outcome of one change of a commit batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommitResult {
+    /// Accepted; `record` is the new current record.
+    Committed { record: FileRecord },
+    /// `parent_version` was stale; `current` is the record to decide against
+    /// (`None`: the path has no record).
+    Conflict { current: Option<FileRecord> },
+    /// Some chunks are not stored for this folder yet: upload them and retry.
+    MissingChunks { missing: Vec<Hash> },
+    /// The change itself is wrong (bad path, sizes that do not add up, ...).
+    Rejected { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// One result per change, in request order.
+    pub results: Vec<CommitResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The current record first, then older versions, newest first.
+    pub versions: Vec<FileRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub path: String,
+    pub version: u64,
+}
+
+/// How long a folder keeps previous versions of its files. A version is
+/// dropped when it is beyond `keep_versions` newer ones *and* older than
+/// `keep_days` days; 0 disables that limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRetention {
+    pub keep_versions: u32,
+    pub keep_days: u32,
+}
+
+impl Default for HistoryRetention {
+    fn default() -> Self {
+        HistoryRetention {
+            keep_versions: 10,
+            keep_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderSettings {
+    pub mode: FolderMode,
+    pub retention: HistoryRetention,
+    /// Extra gitignore-style patterns every agent of the folder applies.
+    #[serde(default)]
+    pub ignore_patterns: Vec<String>,
+    /// Largest total size of current files, in bytes; 0 for no limit.
+    #[serde(default)]
+    pub quota_bytes: u64,
+}
+
+impl Default for FolderSettings {
+    fn default() -> Self {
+        FolderSettings {
+            mode: FolderMode::TwoWay,
+            retention: HistoryRetention::default(),
+            ignore_patterns: Vec::new(),
+            quota_bytes: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderInfo {
+    pub name: String,
+    pub settings: FolderSettings,
+    /// The folder's current sequence number.
+    pub latest_version: u64,
+    /// Current (not deleted) files, and their total size.
+    pub n_files: u64,
+    pub total_bytes: u64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFolderRequest {
+    pub name: String,
+    #[serde(default)]
+    pub settings: FolderSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFolderResponse {
+    pub folder: FolderInfo,
+    /// A read-write token for the folder; shown once.
+    pub token: String,
+    pub token_id: String,
+}
+
+/// Partial update of a folder's settings; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderSettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FolderMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<HistoryRetention>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_patterns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenScope {
+    ReadWrite,
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    pub scope: TokenScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    pub token_id: String,
+    /// The secret token; shown once, stored only as a hash.
+    pub token: String,
+    pub scope: TokenScope,
+}
+
+/// The body of every 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, such as `invalid_path` or `unauthorized`.
+    pub error: String,
+    /// A sentence for humans.
+    pub message: String,
+}
