@@ -1,1 +1,29 @@
-//! placeholder
+//! syncfolder's agent: keeps a local directory identical to a server folder,
+//! in both directions.
+//!
+//! - [`agent`]: the process: configuration, connection, the sync loop;
+//! - [`engine`]: base/local/remote per path, decisions, and carrying them out
+//!   ([`plan`], upload, download);
+//! - [`local_fs`], [`remote`], [`clock`]: the narrow traits the engine does
+//!   all its IO through, each with one real implementation;
+//! - [`state`]: the local state DB;
+//! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
+//! - [`stats`]: counters and readiness.
+
+pub mod agent;
+pub mod clock;
+pub mod engine;
+pub mod local_fs;
+pub mod remote;
+pub mod scan;
+pub mod state;
+pub mod stats;
+pub mod watcher;
+
+mod download;
+mod error;
+mod plan;
+mod upload;
+
+pub use agent::{Agent, AgentConfig};
+pub use error::{Error, Result};

@@ -87,6 +87,10 @@ pub fn chunk_reader<R: Read>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -121,5 +125,169 @@ mod tests {
             data.len() as u64
         );
         assert!(streamed.len() > 2, "9 MiB should make several chunks");
+    }
+
+    /// Small bounds so that a few hundred KiB make many chunks.
+    const SMALL: ChunkerConfig = ChunkerConfig {
+        min_size: 2 * 1024,
+        avg_size: 8 * 1024,
+        max_size: 32 * 1024,
+    };
+
+    /// Random bytes, long runs of one byte (which hit `max_size`), or a short
+    /// pattern repeated.
+    fn data(max_len: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => (0..max_len, any::<u64>()).prop_map(|(len, seed)| pseudo_random(len, seed)),
+            1 => (0..max_len, any::<u8>()).prop_map(|(len, byte)| vec![byte; len]),
+            1 => (0..max_len, proptest::collection::vec(any::<u8>(), 1..64)).prop_map(
+                |(len, pattern)| pattern.iter().copied().cycle().take(len).collect()
+            ),
+        ]
+    }
+
+    fn check_spans(
+        data: &[u8],
+        spans: &[ChunkSpan],
+        config: ChunkerConfig,
+    ) -> Result<(), TestCaseError> {
+        let mut offset = 0u64;
+        for (span_idx, span) in spans.iter().enumerate() {
+            prop_assert_eq!(span.offset, offset);
+            let size = span.chunk.size as usize;
+            prop_assert!(
+                size <= config.max_size,
+                "chunk {} has {} bytes",
+                span_idx,
+                size
+            );
+            if span_idx + 1 < spans.len() {
+                prop_assert!(
+                    size >= config.min_size,
+                    "chunk {} has {} bytes",
+                    span_idx,
+                    size
+                );
+            } else {
+                prop_assert!(size > 0);
+            }
+            let bytes = &data[offset as usize..offset as usize + size];
+            prop_assert_eq!(span.chunk.hash, Hash::of(bytes));
+            offset += span.chunk.size;
+        }
+        prop_assert_eq!(
+            offset,
+            data.len() as u64,
+            "sizes add up to the input length"
+        );
+        Ok(())
+    }
+
+    /// A reader that hands out at most a few bytes per call, like a pipe.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        read_sizes: Vec<usize>,
+        n_reads: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let limit = self.read_sizes[self.n_reads % self.read_sizes.len()];
+            self.n_reads += 1;
+            let n_bytes = limit.min(buffer.len()).min(self.data.len());
+            buffer[..n_bytes].copy_from_slice(&self.data[..n_bytes]);
+            self.data = &self.data[n_bytes..];
+            Ok(n_bytes)
+        }
+    }
+
+    fn chunk_hashes(data: &[u8], config: ChunkerConfig) -> Vec<Hash> {
+        chunk_bytes(data, config)
+            .into_iter()
+            .map(|span| span.chunk.hash)
+            .collect()
+    }
+
+    /// How many chunks of `before` are not among the chunks of `after`.
+    fn n_lost_chunks(before: &[Hash], after: &[Hash]) -> usize {
+        let after: HashSet<&Hash> = after.iter().collect();
+        before.iter().filter(|hash| !after.contains(hash)).count()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn chunks_tile_the_input_within_the_size_bounds(data in data(400 * 1024)) {
+            let spans = chunk_bytes(&data, SMALL);
+            check_spans(&data, &spans, SMALL)?;
+            prop_assert_eq!(chunk_bytes(&data, SMALL), spans, "same bytes, same chunks");
+        }
+
+        #[test]
+        fn streaming_finds_the_same_chunks_whatever_the_read_sizes(
+            data in data(300 * 1024),
+            read_sizes in proptest::collection::vec(1usize..70_000, 1..8),
+        ) {
+            let in_memory = chunk_bytes(&data, SMALL);
+            let mut seen = Vec::new();
+            let reader = Trickle { data: &data, read_sizes, n_reads: 0 };
+            let streamed = chunk_reader(reader, SMALL, |span, bytes| {
+                seen.push((span, Hash::of(bytes), bytes.len()));
+            })
+            .expect("in-memory read");
+            let expected: Vec<ChunkRef> = in_memory.iter().map(|span| span.chunk).collect();
+            prop_assert_eq!(&streamed, &expected);
+            for ((span, bytes_hash, n_bytes), expected_span) in seen.iter().zip(&in_memory) {
+                prop_assert_eq!(span, expected_span);
+                prop_assert_eq!(*bytes_hash, span.chunk.hash);
+                prop_assert_eq!(*n_bytes as u64, span.chunk.size);
+            }
+            prop_assert_eq!(seen.len(), in_memory.len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn a_small_insert_leaves_most_chunks_unchanged(
+            seed in any::<u64>(),
+            at_idx in any::<prop::sample::Index>(),
+            inserted in proptest::collection::vec(any::<u8>(), 1..16),
+        ) {
+            let before = pseudo_random(3 * 1024 * 1024, seed);
+            let cut = at_idx.index(before.len() + 1);
+            let mut after = before.clone();
+            after.splice(cut..cut, inserted.iter().copied());
+            let (before_hashes, after_hashes) = (chunk_hashes(&before, SMALL), chunk_hashes(&after, SMALL));
+            prop_assert!(before_hashes.len() > 100);
+            let n_lost = n_lost_chunks(&before_hashes, &after_hashes);
+            prop_assert!(n_lost <= 3, "{} of {} chunks changed", n_lost, before_hashes.len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5))]
+
+        #[test]
+        fn with_default_bounds_an_insert_costs_at_most_a_few_chunks(
+            seed in any::<u64>(),
+            at_idx in any::<prop::sample::Index>(),
+            inserted in proptest::collection::vec(any::<u8>(), 1..16),
+        ) {
+            let config = ChunkerConfig::DEFAULT;
+            let before = pseudo_random(12 * 1024 * 1024, seed);
+            let cut = at_idx.index(before.len() + 1);
+            let mut after = before.clone();
+            after.splice(cut..cut, inserted.iter().copied());
+            let spans = chunk_bytes(&after, config);
+            check_spans(&after, &spans, config)?;
+            let after_hashes: Vec<Hash> = spans.iter().map(|span| span.chunk.hash).collect();
+            let before_hashes = chunk_hashes(&before, config);
+            prop_assert!(before_hashes.len() > 4);
+            let n_lost = n_lost_chunks(&before_hashes, &after_hashes);
+            prop_assert!(n_lost <= 3, "{} of {} chunks changed", n_lost, before_hashes.len());
+        }
     }
 }

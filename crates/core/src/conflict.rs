@@ -8,7 +8,10 @@ use crate::path;
 pub const MARKER: &str = ".sync-conflict-";
 
 /// The conflict copy's path for `original` (a synced path), made at
-/// `unix_seconds` (UTC) by `agent_id`.
+/// `unix_seconds` (UTC) by `agent_id`. To stay within the path limits the
+/// stem, then the extension, then the agent id are shortened; only when the
+/// original's parent leaves no room for the marker and stamp (31 bytes) is
+/// the result not a valid path, so callers still [`path::validate`] it.
 pub fn conflict_copy_path(original: &str, unix_seconds: i64, agent_id: &str) -> String {
     let name = path::file_name(original);
     let (stem, extension) = match name.rfind('.') {
@@ -28,25 +31,31 @@ pub fn conflict_copy_path(original: &str, unix_seconds: i64, agent_id: &str) -> 
         })
         .take(32)
         .collect();
-    let mut copy_name = format!("{stem}{MARKER}{stamp}-{agent}{extension}");
-    // stay within the component limit by shortening the stem, never the marker
-    while copy_name.len() > path::MAX_COMPONENT_BYTES {
-        let keep = stem
-            .len()
-            .saturating_sub(copy_name.len() - path::MAX_COMPONENT_BYTES);
-        let mut cut = keep;
-        while !stem.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        copy_name = format!("{}{MARKER}{stamp}-{agent}{extension}", &stem[..cut]);
-        if cut == 0 {
-            break;
-        }
-    }
-    match path::parent(original) {
+    let parent = path::parent(original);
+    // the longest name that keeps the copy within the component and path limits
+    let max_name_len = path::MAX_COMPONENT_BYTES
+        .min(path::MAX_PATH_BYTES.saturating_sub(parent.map_or(0, |parent| parent.len() + 1)));
+    // shorten the stem first, then the extension, then the agent id; never
+    // the marker or the stamp
+    let fixed_len = MARKER.len() + stamp.len() + 1;
+    let agent = truncate(&agent, max_name_len.saturating_sub(fixed_len));
+    let room = max_name_len.saturating_sub(fixed_len + agent.len());
+    let extension = truncate(extension, room);
+    let stem = truncate(stem, room - extension.len());
+    let copy_name = format!("{stem}{MARKER}{stamp}-{agent}{extension}");
+    match parent {
         Some(parent) => format!("{parent}/{copy_name}"),
         None => copy_name,
     }
+}
+
+/// The longest prefix of `text` that has at most `max_len` bytes.
+fn truncate(text: &str, max_len: usize) -> &str {
+    let mut cut = max_len.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// True for a path whose file name is a conflict copy.
@@ -87,7 +96,10 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::ignore::is_fixed_ignore;
 
     #[test]
     fn conflict_copy_keeps_directory_and_extension() {
@@ -122,8 +134,92 @@ mod tests {
     }
 
     #[test]
+    fn a_long_extension_is_shortened_rather_than_the_limit_broken() {
+        let original = format!("dir/s.{}", "e".repeat(250));
+        let copy = conflict_copy_path(&original, 0, "agent");
+        assert_eq!(path::validate(&copy), Ok(()));
+        assert!(copy.starts_with("dir/.sync-conflict-19700101-000000-agent.eee"));
+    }
+
+    #[test]
+    fn a_copy_deep_in_a_long_path_stays_within_the_path_limit() {
+        let parent = vec!["d".repeat(200); 20].join("/");
+        let original = format!("{parent}/{}.txt", "n".repeat(60));
+        assert_eq!(path::validate(&original), Ok(()));
+        let copy = conflict_copy_path(&original, 0, "agent");
+        assert_eq!(path::validate(&copy), Ok(()));
+        assert!(is_conflict_copy(&copy));
+        assert_eq!(path::parent(&copy), Some(parent.as_str()));
+    }
+
+    #[test]
     fn leap_day_is_computed() {
         // 2024-02-29 00:00:00 UTC
         assert!(utc_stamp(1_709_164_800).starts_with("20240229"));
+    }
+
+    /// File names as users make them: with and without extensions, hidden,
+    /// several dots, unicode, and right at the component limit.
+    fn file_name_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-zA-Z0-9 _-]{1,12}(\\.[a-z0-9]{1,5}){0,2}",
+            2 => "\\.?[^/\\\\\\x00.]{1,10}(\\.[^/\\\\\\x00.]{1,6})?",
+            1 => "\\.{3,6}",
+            1 => (1usize..=255, 0usize..=250).prop_map(|(stem_len, ext_len)| {
+                let ext = if ext_len == 0 { String::new() } else { format!(".{}", "e".repeat(ext_len)) };
+                let name = format!("{}{ext}", "s".repeat(stem_len));
+                name[..name.len().min(path::MAX_COMPONENT_BYTES)].to_owned()
+            }),
+            1 => (1usize..=85).prop_map(|n_chars| format!("{}.md", "語".repeat(n_chars))),
+        ]
+        .prop_filter("a valid name", |name| path::validate(name).is_ok())
+    }
+
+    fn original_path() -> impl Strategy<Value = String> {
+        let shallow = (
+            proptest::collection::vec("[a-z]{1,8}", 0..4),
+            file_name_strategy(),
+        )
+            .prop_map(|(directories, name)| {
+                let mut components = directories;
+                components.push(name);
+                components.join("/")
+            });
+        // a parent that leaves the copy's name less room than a component
+        // has, but still room for the marker and stamp
+        let deep = (3800usize..=4064, file_name_strategy()).prop_map(|(parent_len, name)| {
+            let parent: String = "d"
+                .repeat(200)
+                .chars()
+                .chain(['/'])
+                .cycle()
+                .take(parent_len)
+                .collect();
+            let parent = parent.trim_end_matches('/');
+            let name = truncate(&name, path::MAX_PATH_BYTES - parent.len() - 1);
+            format!("{parent}/{}", name.trim_end_matches('.'))
+        });
+        prop_oneof![3 => shallow, 1 => deep]
+            .prop_filter("a valid path", |original| path::validate(original).is_ok())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn conflict_copies_are_valid_recognised_siblings(
+            original in original_path(),
+            unix_seconds in -2_208_988_800i64..=4_102_444_800,
+            agent_id in "\\PC{0,40}",
+        ) {
+            let copy = conflict_copy_path(&original, unix_seconds, &agent_id);
+            prop_assert_eq!(path::validate(&copy), Ok(()), "{:?}", copy);
+            prop_assert!(is_conflict_copy(&copy));
+            prop_assert_ne!(&copy, &original);
+            prop_assert_eq!(path::parent(&copy), path::parent(&original));
+            if !is_fixed_ignore(&original) {
+                prop_assert!(!is_fixed_ignore(&copy), "{:?}", copy);
+            }
+        }
     }
 }

@@ -90,6 +90,8 @@ pub fn is_within(path: &str, ancestor: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -143,5 +145,119 @@ mod tests {
         assert_eq!(parent("a/b/c"), Some("a/b"));
         assert_eq!(parent("a"), None);
         assert_eq!(file_name("a/b/c.txt"), "c.txt");
+    }
+
+    fn is_valid_component(component: &str) -> bool {
+        !component.is_empty()
+            && component != "."
+            && component != ".."
+            && component.len() <= MAX_COMPONENT_BYTES
+            && !component.contains(['/', '\\', '\0'])
+    }
+
+    /// Valid components: mostly short, some with dots, unicode or spaces,
+    /// some right at the length limit.
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z0-9._ -]{1,12}",
+            2 => "[^/\\\\\\x00]{1,8}",
+            1 => Just("x".repeat(MAX_COMPONENT_BYTES)),
+            1 => (1usize..=63).prop_map(|n_chars| format!("{}.txt", "日".repeat(n_chars))),
+        ]
+        .prop_filter("a valid component", |component| {
+            is_valid_component(component)
+        })
+    }
+
+    fn components() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(component(), 1..6)
+    }
+
+    /// Strings over a small alphabet that holds every troublesome character,
+    /// so that separators, dots and forbidden bytes meet often.
+    fn tricky_string() -> impl Strategy<Value = String> {
+        "[ab./\\\\\\x00é]{0,12}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn paths_joined_from_valid_components_are_accepted(components in components()) {
+            let path = components.join("/");
+            prop_assert_eq!(validate(&path), Ok(()));
+            prop_assert_eq!(from_local_bytes(path.as_bytes()), Ok(path.clone()));
+        }
+
+        #[test]
+        fn validate_accepts_exactly_the_joins_of_valid_components(text in tricky_string()) {
+            let expected = !text.is_empty()
+                && text.len() <= MAX_PATH_BYTES
+                && text.split('/').all(is_valid_component);
+            prop_assert_eq!(validate(&text).is_ok(), expected, "{:?}", text);
+        }
+
+        #[test]
+        fn a_dot_or_empty_component_anywhere_is_refused(
+            components in components(),
+            insert_idx in any::<prop::sample::Index>(),
+            bad in prop_oneof![Just("."), Just(".."), Just("")],
+        ) {
+            let mut components = components;
+            components.insert(insert_idx.index(components.len() + 1), bad.to_owned());
+            let path = components.join("/");
+            prop_assert!(validate(&path).is_err(), "{:?}", path);
+        }
+
+        #[test]
+        fn absolute_paths_are_refused(components in components()) {
+            let path = format!("/{}", components.join("/"));
+            prop_assert_eq!(validate(&path), Err(PathError::Absolute(path.clone())));
+        }
+
+        #[test]
+        fn a_nul_or_backslash_anywhere_is_refused(
+            components in components(),
+            at_idx in any::<prop::sample::Index>(),
+            bad in prop_oneof![Just('\0'), Just('\\')],
+        ) {
+            let path = components.join("/");
+            let boundaries: Vec<usize> = path
+                .char_indices()
+                .map(|(byte_idx, _)| byte_idx)
+                .chain([path.len()])
+                .collect();
+            let cut = boundaries[at_idx.index(boundaries.len())];
+            let bad_path = format!("{}{bad}{}", &path[..cut], &path[cut..]);
+            prop_assert!(validate(&bad_path).is_err(), "{:?}", bad_path);
+        }
+
+        #[test]
+        fn parent_and_file_name_split_a_path_into_valid_pieces(components in components()) {
+            let path = components.join("/");
+            let name = file_name(&path);
+            prop_assert_eq!(name, components.last().expect("one component").as_str());
+            prop_assert_eq!(validate(name), Ok(()));
+            prop_assert!(is_within(&path, &path));
+            match parent(&path) {
+                None => prop_assert_eq!(components.len(), 1),
+                Some(parent_path) => {
+                    prop_assert_eq!(parent_path, components[..components.len() - 1].join("/"));
+                    prop_assert_eq!(validate(parent_path), Ok(()));
+                    prop_assert_eq!(format!("{parent_path}/{name}"), path.clone());
+                    prop_assert!(is_within(&path, parent_path));
+                    prop_assert!(!is_within(parent_path, &path));
+                }
+            }
+        }
+
+        #[test]
+        fn is_within_means_a_prefix_of_whole_components(
+            path in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("ab")], 1..5),
+            ancestor in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("ab")], 1..5),
+        ) {
+            let expected = path.starts_with(&ancestor);
+            prop_assert_eq!(is_within(&path.join("/"), &ancestor.join("/")), expected);
+        }
     }
 }

@@ -1,1 +1,38 @@
-//! placeholder
+//! syncfolder's sync server: the `/v1` HTTP API over a content-addressed
+//! chunk store and a SQLite metadata database, with a long-polling change
+//! feed, an event outbox and Prometheus metrics.
+//!
+//! Layout:
+//! - [`config`]: [`ServerConfig`] and [`Limits`];
+//! - [`server`]: [`Server`] — bind, serve, graceful shutdown;
+//! - [`routes`]: [`router`] lists every route; one file per area
+//!   (`folders`, `changes`, `chunks`, `commit`, `admin`, `health`);
+//! - [`auth`]: tokens and the access extractors;
+//! - [`extract`]: extractors whose rejections are JSON errors;
+//! - [`metadata`]: the database — folders, tokens, records, history,
+//!   folder chunks, events — and the commit logic;
+//! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
+//! - [`feed`]: per-folder wake-ups for long-polls;
+//! - [`metrics`]: every metric the server exports;
+//! - [`admin_token`], [`shutdown`], [`error`].
+
+pub mod admin_token;
+pub mod auth;
+pub mod chunk_store;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod feed;
+pub mod metadata;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+
+pub use chunk_store::{ChunkStore, LooseChunkStore};
+pub use config::{Limits, ServerConfig};
+pub use error::{Error, Result};
+pub use routes::router;
+pub use server::Server;
+pub use state::AppState;

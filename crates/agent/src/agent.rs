@@ -1,0 +1,503 @@
+//! The agent process: opens the state DB, connects to the server, and runs
+//! the sync loop, fed by the change feed, the file watcher, a periodic full
+//! rescan and retries with backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use syncfolder_client::Client;
+use syncfolder_core::chunking::ChunkerConfig;
+use syncfolder_core::ignore::STATE_DIR_NAME;
+use syncfolder_core::protocol::{ChangesResponse, FolderMode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Engine, EngineConfig};
+use crate::local_fs::{LocalFs, RealFs};
+use crate::remote::{HttpRemote, Remote, RemoteError};
+use crate::state::StateDb;
+use crate::stats::SyncStats;
+use crate::watcher::LocalWatcher;
+use crate::{Error, Result};
+
+/// Everything an agent needs to know.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server_url: String,
+    pub folder: String,
+    pub token: String,
+    /// The synced directory.
+    pub root: PathBuf,
+    /// Where the state DB lives; `<root>/.syncfolder` when not given.
+    pub state_dir: Option<PathBuf>,
+    pub agent_id: Option<String>,
+    /// Overrides the folder's mode from the server.
+    pub mode: Option<FolderMode>,
+    /// Full rescan period (the safety net under the watcher).
+    pub rescan_interval: Duration,
+    /// Quiet time after a local change before it is synced.
+    pub debounce: Duration,
+    /// Transfers in flight at once.
+    pub parallelism: usize,
+    /// How long one change-feed request waits for news.
+    pub long_poll: Duration,
+    /// Use the file watcher (off: rely on rescans).
+    pub watch: bool,
+}
+
+impl AgentConfig {
+    pub fn new(
+        server_url: &str,
+        folder: &str,
+        token: &str,
+        root: impl Into<PathBuf>,
+    ) -> AgentConfig {
+        AgentConfig {
+            server_url: server_url.to_owned(),
+            folder: folder.to_owned(),
+            token: token.to_owned(),
+            root: root.into(),
+            state_dir: None,
+            agent_id: None,
+            mode: None,
+            rescan_interval: Duration::from_secs(300),
+            debounce: Duration::from_millis(100),
+            parallelism: 4,
+            long_poll: Duration::from_secs(30),
+            watch: true,
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join(STATE_DIR_NAME))
+    }
+}
+
+/// A configured agent; [`Agent::run`] syncs until shutdown.
+pub struct Agent {
+    config: AgentConfig,
+    stats: Arc<SyncStats>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent {
+            config,
+            stats: Arc::new(SyncStats::default()),
+        }
+    }
+
+    /// Counters and readiness, live while the agent runs.
+    pub fn stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.stats)
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let config = self.config;
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir).map_err(|source| Error::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let state_db = StateDb::open(&state_dir.join("state.db")).await?;
+        check_binding(&state_db, &config).await?;
+
+        if !config.root.is_dir() {
+            if state_db.load().await?.base.is_empty() {
+                std::fs::create_dir_all(&config.root).map_err(|source| Error::Io {
+                    path: config.root.clone(),
+                    source,
+                })?;
+            } else {
+                return Err(Error::Unsafe(format!(
+                    "the sync directory {} is missing but holds synced files according to {}; \
+                     restore or mount it, or remove the state directory to start afresh",
+                    config.root.display(),
+                    state_dir.display()
+                )));
+            }
+        }
+
+        let agent_id = match (&config.agent_id, state_db.meta("agent_id").await?) {
+            (Some(agent_id), _) => agent_id.clone(),
+            (None, Some(stored)) => stored,
+            (None, None) => generated_agent_id(),
+        };
+        state_db.set_meta("agent_id", &agent_id).await?;
+
+        let client = Client::new(&config.server_url, &config.token)
+            .map_err(|err| Error::Config(format!("server URL {:?}: {err}", config.server_url)))?
+            .with_agent_id(&agent_id);
+        let remote = Arc::new(HttpRemote::new(client, &config.folder));
+        let fs = Arc::new(RealFs::new(config.root.clone()));
+        let clock = Arc::new(SystemClock);
+
+        tokio::pin!(shutdown);
+        let folder_info = tokio::select! {
+            info = connect(remote.as_ref(), clock.as_ref()) => info?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let mode = config.mode.unwrap_or(folder_info.settings.mode);
+        tracing::info!(
+            folder = config.folder,
+            agent_id,
+            %mode,
+            root = %config.root.display(),
+            server = config.server_url,
+            "agent starting"
+        );
+
+        let engine_config = EngineConfig {
+            agent_id,
+            mode,
+            chunker: ChunkerConfig::DEFAULT,
+            parallelism: config.parallelism,
+            folder_ignore_patterns: folder_info.settings.ignore_patterns.clone(),
+        };
+        let engine = Engine::load(
+            fs,
+            remote,
+            clock,
+            state_db,
+            engine_config,
+            Arc::clone(&self.stats),
+        )
+        .await?;
+        let watcher = if config.watch {
+            match LocalWatcher::start(&config.root, &state_dir) {
+                Ok(watcher) => Some(watcher),
+                Err(err) => {
+                    tracing::warn!(%err, "file watching unavailable; relying on periodic rescans");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        SyncLoop {
+            engine,
+            watcher,
+            stats: self.stats,
+            config,
+        }
+        .run(shutdown)
+        .await
+    }
+}
+
+/// The state DB belongs to one folder: refuse to mix two.
+async fn check_binding(state_db: &StateDb, config: &AgentConfig) -> Result<()> {
+    match state_db.meta("folder").await? {
+        Some(folder) if folder != config.folder => Err(Error::Config(format!(
+            "the state directory belongs to folder {folder:?}, not {:?}; use another --state-dir",
+            config.folder
+        ))),
+        Some(_) => Ok(()),
+        None => state_db.set_meta("folder", &config.folder).await,
+    }
+}
+
+fn generated_agent_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "agent".to_owned());
+    format!("{host}-{:04x}", rand::random::<u16>())
+}
+
+/// Waits for the server, with backoff, and reads the folder's settings.
+async fn connect<R: Remote, C: Clock>(
+    remote: &R,
+    clock: &C,
+) -> Result<syncfolder_core::protocol::FolderInfo> {
+    let mut backoff = Backoff::new();
+    loop {
+        match remote.folder_info().await {
+            Ok(info) => return Ok(info),
+            Err(RemoteError::Unavailable(message)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    message,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "server unavailable"
+                );
+                clock.sleep(delay).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Exponential backoff with jitter, 0.5 s to 30 s.
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff { attempt: 0 }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base_ms = (500u64 << self.attempt.min(6)).min(30_000);
+        self.attempt += 1;
+        let jitter = rand::random::<u64>() % (base_ms / 4 + 1);
+        Duration::from_millis(base_ms + jitter)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+struct SyncLoop<F: LocalFs, R: Remote, C: Clock> {
+    engine: Engine<F, R, C>,
+    watcher: Option<LocalWatcher>,
+    stats: Arc<SyncStats>,
+    config: AgentConfig,
+}
+
+impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
+    async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        // catch up with the feed before the first full pass, so it sees the whole server
+        tokio::select! {
+            caught_up = self.catch_up() => caught_up?,
+            () = &mut shutdown => return Ok(()),
+        }
+        let (feed_sender, mut feed) = mpsc::channel(4);
+        let feed_task = tokio::spawn(follow_feed(
+            Arc::clone(&self.engine.remote),
+            self.engine.since(),
+            self.config.long_poll,
+            feed_sender,
+        ));
+
+        let mut full_scan = true;
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut retry: BTreeSet<String> = BTreeSet::new();
+        let mut retry_backoff = Backoff::new();
+        let mut retry_at: Option<Instant> = None;
+        let mut next_rescan = Instant::now() + self.config.rescan_interval;
+        let no_metadata = BTreeMap::new();
+        let result = loop {
+            if self
+                .watcher
+                .as_ref()
+                .is_some_and(LocalWatcher::take_rescan_request)
+            {
+                full_scan = true;
+            }
+            let outcome = if full_scan {
+                full_scan = false;
+                next_rescan = Instant::now() + self.config.rescan_interval;
+                match self.full_pass().await {
+                    Ok(Some(outcome)) => Some(outcome),
+                    Ok(None) => {
+                        retry_at = Some(Instant::now() + retry_backoff.next_delay());
+                        None
+                    }
+                    Err(err) => break Err(err),
+                }
+            } else if !dirty.is_empty() {
+                let paths = self.engine.expand_paths(std::mem::take(&mut dirty)).await;
+                match self.engine.reconcile(paths, &no_metadata, false).await {
+                    Ok(outcome) => Some(outcome),
+                    Err(err) => break Err(err),
+                }
+            } else {
+                None
+            };
+            if let Some(outcome) = outcome {
+                self.stats.cycles.inc();
+                dirty.extend(outcome.follow_up);
+                if outcome.retry.is_empty() {
+                    if retry.is_empty() {
+                        retry_backoff.reset();
+                    }
+                } else {
+                    retry.extend(outcome.retry);
+                    retry_at = Some(Instant::now() + retry_backoff.next_delay());
+                }
+            }
+            if dirty.is_empty() && retry.is_empty() && !full_scan && retry_at.is_none() {
+                self.mark_synced();
+            }
+            if !dirty.is_empty() || full_scan {
+                continue;
+            }
+
+            tokio::select! {
+                page = feed.recv() => match page {
+                    Some(page) => match self.engine.apply_changes(page).await {
+                        Ok(touched) => dirty.extend(touched),
+                        Err(err) => break Err(err),
+                    },
+                    None => break Err(Error::Config("the change feed stopped".to_owned())),
+                },
+                Some(changed) = next_local_change(&mut self.watcher) => {
+                    dirty.insert(changed);
+                    self.debounce(&mut dirty).await;
+                }
+                () = tokio::time::sleep_until(next_rescan) => full_scan = true,
+                () = sleep_until_option(retry_at) => {
+                    retry_at = None;
+                    if retry.is_empty() {
+                        // a refused full pass: try the whole tree again
+                        full_scan = !self.stats.is_ready();
+                    }
+                    dirty.extend(std::mem::take(&mut retry));
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut shutdown => break Ok(()),
+            }
+        };
+        feed_task.abort();
+        tracing::info!("agent stopped");
+        result
+    }
+
+    /// Reads the change feed until it has nothing more to give.
+    async fn catch_up(&mut self) -> Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self
+                .engine
+                .remote
+                .changes(self.engine.since(), 1000, Duration::ZERO)
+                .await
+            {
+                Ok(page) => {
+                    let more = page.more;
+                    self.engine.apply_changes(page).await?;
+                    if !more {
+                        return Ok(());
+                    }
+                }
+                Err(RemoteError::Unavailable(message)) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        message,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "server unavailable"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// A full walk and reconcile; `None` when the pass was refused for safety.
+    async fn full_pass(&mut self) -> Result<Option<crate::engine::CycleOutcome>> {
+        let started = Instant::now();
+        let (paths, local) = match self.engine.all_paths().await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::error!(%err, "cannot read the sync directory; not syncing until it is back");
+                return Ok(None);
+            }
+        };
+        let n_live = self.engine.n_live_base_entries();
+        if local.is_empty() && n_live > 0 {
+            tracing::error!(
+                n_synced = n_live,
+                root = %self.config.root.display(),
+                "the sync directory is empty but held synced files: refusing to delete them on the server \
+                 (is the volume mounted?); delete the state directory to start afresh"
+            );
+            return Ok(None);
+        }
+        let n_paths = paths.len();
+        let outcome = self.engine.reconcile(paths, &local, true).await?;
+        tracing::debug!(
+            n_paths,
+            n_applied = outcome.n_applied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full scan done"
+        );
+        Ok(Some(outcome))
+    }
+
+    /// Gathers more changed paths until the tree is quiet for the debounce time
+    /// (at most ten debounce periods in all).
+    async fn debounce(&mut self, dirty: &mut BTreeSet<String>) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let deadline = Instant::now() + self.config.debounce * 10;
+        loop {
+            tokio::select! {
+                Some(changed) = watcher.changed.recv() => { dirty.insert(changed); }
+                () = tokio::time::sleep(self.config.debounce) => return,
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    fn mark_synced(&self) {
+        if !self.stats.initial_sync_done.swap(true, Ordering::AcqRel) {
+            tracing::info!(cycles = self.stats.cycles.get(), "initial sync complete");
+        }
+        self.stats
+            .last_clean_sync_ms
+            .store(self.engine.clock.now_ms(), Ordering::Release);
+    }
+}
+
+async fn next_local_change(watcher: &mut Option<LocalWatcher>) -> Option<String> {
+    match watcher {
+        Some(watcher) => watcher.changed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_option(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Long-polls the change feed and hands each page to the sync loop.
+async fn follow_feed<R: Remote>(
+    remote: Arc<R>,
+    mut since: u64,
+    long_poll: Duration,
+    pages: mpsc::Sender<ChangesResponse>,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        match remote.changes(since, 1000, long_poll).await {
+            Ok(page) => {
+                backoff.reset();
+                let next = page
+                    .records
+                    .iter()
+                    .map(|record| record.version)
+                    .max()
+                    .unwrap_or(since)
+                    .max(if page.more { since } else { page.latest });
+                let is_news = !page.records.is_empty() || next != since;
+                since = next;
+                if is_news && pages.send(page).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, "change feed interrupted");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

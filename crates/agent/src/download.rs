@@ -1,0 +1,431 @@
+//! Applying remote changes: directories and links directly, files through a
+//! temp file in the same directory that is filled (reusing local chunks where
+//! possible, fetching the rest), made durable, checked against the local
+//! entry once more, and only then renamed into place. A partially written
+//! file is never visible under its real name.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use syncfolder_core::Hash;
+use syncfolder_core::path;
+use syncfolder_core::protocol::{Content, FileRecord};
+
+use crate::Result;
+use crate::clock::Clock;
+use crate::engine::{CycleOutcome, Engine, LocalObservation};
+use crate::local_fs::{LocalFs, LocalKind};
+use crate::remote::{Remote, RemoteError};
+use crate::state::StateBatch;
+
+const FETCH_BATCH_BYTES: u64 = 8 << 20;
+const FETCH_BATCH_CHUNKS: usize = 1024;
+
+/// Chunk hash → (size, every (temp file, offset) it is written to).
+type NeededChunks = HashMap<Hash, (u64, Vec<(String, u64)>)>;
+
+/// A file being downloaded.
+struct PendingFile {
+    synced_path: String,
+    local: LocalObservation,
+    record: FileRecord,
+    temp_path: String,
+}
+
+impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+    pub(crate) async fn download_all(
+        &mut self,
+        mut downloads: Vec<(String, LocalObservation)>,
+        outcome: &mut CycleOutcome,
+    ) -> Result<()> {
+        if downloads.is_empty() {
+            return Ok(());
+        }
+        // parents before children
+        downloads.sort_by(|(left, _), (right, _)| left.cmp(right));
+        let mut batch = StateBatch::default();
+        let mut files = Vec::new();
+        for (synced_path, local) in downloads {
+            let Some(record) = self.remote_records.get(&synced_path).cloned() else {
+                continue;
+            };
+            let applied = match &record.content {
+                Some(Content::Directory) => {
+                    self.apply_directory(&synced_path, &local, &record, &mut batch)
+                        .await
+                }
+                Some(Content::Symlink { target }) => {
+                    let target = target.clone();
+                    self.apply_symlink(&synced_path, &local, &record, &target, &mut batch)
+                        .await
+                }
+                Some(Content::File { .. }) => {
+                    files.push((synced_path, local, record));
+                    continue;
+                }
+                None => continue,
+            };
+            match applied {
+                Ok(true) => outcome.n_applied += 1,
+                Ok(false) => {
+                    outcome.follow_up.insert(synced_path);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, path = synced_path, "could not apply a remote change; will retry");
+                    outcome.retry.insert(synced_path);
+                }
+            }
+        }
+        self.state_db.apply(&batch).await?;
+        self.download_files(files, outcome).await
+    }
+
+    /// Makes sure every ancestor of `synced_path` is a real directory (never a
+    /// symlink: writes must not escape the synced tree).
+    async fn prepare_parent(&self, synced_path: &str) -> std::io::Result<()> {
+        let Some(parent) = path::parent(synced_path) else {
+            return Ok(());
+        };
+        let mut prefix_end = 0;
+        for component in parent.split('/') {
+            prefix_end += component.len();
+            let ancestor = &parent[..prefix_end];
+            match self.fs.stat(ancestor).await? {
+                Some(meta) if meta.kind == LocalKind::Directory => {}
+                Some(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        format!("{ancestor} is not a directory here"),
+                    ));
+                }
+                None => self.fs.create_dir_all(ancestor).await?,
+            }
+            prefix_end += 1;
+        }
+        Ok(())
+    }
+
+    /// Clears what stands at `synced_path` when it is no directory or an
+    /// empty one; false when it changed since it was observed.
+    async fn clear_for_replace(
+        &self,
+        synced_path: &str,
+        local: &LocalObservation,
+    ) -> std::io::Result<bool> {
+        if !self
+            .still_as_observed(synced_path, local.meta.as_ref())
+            .await
+        {
+            return Ok(false);
+        }
+        if let Some(meta) = local.meta
+            && meta.kind == LocalKind::Directory
+        {
+            self.fs.remove_dir(synced_path).await?;
+        }
+        Ok(true)
+    }
+
+    async fn apply_directory(
+        &mut self,
+        synced_path: &str,
+        local: &LocalObservation,
+        record: &FileRecord,
+        batch: &mut StateBatch,
+    ) -> std::io::Result<bool> {
+        if !self
+            .still_as_observed(synced_path, local.meta.as_ref())
+            .await
+        {
+            return Ok(false);
+        }
+        if local
+            .meta
+            .is_some_and(|meta| meta.kind != LocalKind::Directory)
+        {
+            self.fs.remove_file(synced_path).await?;
+        }
+        self.prepare_parent(synced_path).await?;
+        self.fs.create_dir_all(synced_path).await?;
+        let meta = self.fs.stat(synced_path).await?;
+        tracing::info!(
+            path = synced_path,
+            version = record.version,
+            "created directory"
+        );
+        self.set_base(batch, record.clone(), meta.map(|meta| meta.fingerprint));
+        Ok(true)
+    }
+
+    async fn apply_symlink(
+        &mut self,
+        synced_path: &str,
+        local: &LocalObservation,
+        record: &FileRecord,
+        target: &str,
+        batch: &mut StateBatch,
+    ) -> std::io::Result<bool> {
+        self.prepare_parent(synced_path).await?;
+        let temp_path = self
+            .fs
+            .create_temp(path::parent(synced_path).unwrap_or(""))
+            .await?;
+        self.fs.remove_file(&temp_path).await?;
+        self.fs.symlink(target, &temp_path).await?;
+        if !self.clear_for_replace(synced_path, local).await? {
+            self.fs.remove_file(&temp_path).await?;
+            return Ok(false);
+        }
+        self.fs.rename(&temp_path, synced_path).await?;
+        let meta = self.fs.stat(synced_path).await?;
+        tracing::info!(
+            path = synced_path,
+            version = record.version,
+            target,
+            "created symlink"
+        );
+        self.set_base(batch, record.clone(), meta.map(|meta| meta.fingerprint));
+        Ok(true)
+    }
+
+    async fn download_files(
+        &mut self,
+        files: Vec<(String, LocalObservation, FileRecord)>,
+        outcome: &mut CycleOutcome,
+    ) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let reusable = self.reusable_chunks();
+        let mut pending = Vec::new();
+        // chunk hash → (size, where it goes)
+        let mut needed: NeededChunks = HashMap::new();
+        for (synced_path, local, record) in files {
+            match self
+                .start_file(&synced_path, &record, &reusable, &mut needed)
+                .await
+            {
+                Ok(temp_path) => pending.push(PendingFile {
+                    synced_path,
+                    local,
+                    record,
+                    temp_path,
+                }),
+                Err(err) => {
+                    tracing::warn!(%err, path = synced_path, "could not prepare a download; will retry");
+                    outcome.retry.insert(synced_path);
+                }
+            }
+        }
+
+        if let Err(err) = self.fetch_needed(needed).await {
+            tracing::warn!(%err, "download failed; will retry");
+            for file in pending {
+                let _ = self.fs.remove_file(&file.temp_path).await;
+                outcome.retry.insert(file.synced_path);
+            }
+            return Ok(());
+        }
+
+        // durability for the whole batch at once, then the renames
+        for file in &pending {
+            if let Some(Content::File {
+                executable: true, ..
+            }) = &file.record.content
+            {
+                let _ = self.fs.set_executable(&file.temp_path, true).await;
+            }
+        }
+        let durable = if pending.len() == 1 {
+            self.fs.sync_file(&pending[0].temp_path).await
+        } else {
+            self.fs.sync_all().await
+        };
+        if let Err(err) = durable {
+            tracing::warn!(%err, "could not make downloads durable; will retry");
+            for file in pending {
+                let _ = self.fs.remove_file(&file.temp_path).await;
+                outcome.retry.insert(file.synced_path);
+            }
+            return Ok(());
+        }
+
+        let mut batch = StateBatch::default();
+        let mut n_renamed = 0;
+        for file in pending {
+            match self.finish_file(&file, &mut batch).await {
+                Ok(true) => {
+                    n_renamed += 1;
+                    outcome.n_applied += 1;
+                }
+                Ok(false) => {
+                    let _ = self.fs.remove_file(&file.temp_path).await;
+                    outcome.follow_up.insert(file.synced_path);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, path = file.synced_path, "could not put a download in place; will retry");
+                    let _ = self.fs.remove_file(&file.temp_path).await;
+                    outcome.retry.insert(file.synced_path);
+                }
+            }
+        }
+        if n_renamed > 0 {
+            // the renames themselves
+            if let Err(err) = self.fs.sync_all().await {
+                tracing::warn!(%err, "could not sync directories after renames");
+            }
+        }
+        self.state_db.apply(&batch).await
+    }
+
+    /// Where each chunk of each synced file can be read locally, by hash.
+    fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
+        let mut reusable = HashMap::new();
+        for (synced_path, entry) in &self.base {
+            if entry.fingerprint.is_none()
+                || !matches!(entry.record.content, Some(Content::File { .. }))
+            {
+                continue;
+            }
+            let mut offset = 0;
+            for chunk in &entry.record.chunks {
+                reusable
+                    .entry(chunk.hash)
+                    .or_insert_with(|| (synced_path.clone(), offset));
+                offset += chunk.size;
+            }
+        }
+        reusable
+    }
+
+    /// Creates the temp file and fills what local chunks can fill; records
+    /// the rest in `needed`.
+    async fn start_file(
+        &self,
+        synced_path: &str,
+        record: &FileRecord,
+        reusable: &HashMap<Hash, (String, u64)>,
+        needed: &mut NeededChunks,
+    ) -> std::io::Result<String> {
+        self.prepare_parent(synced_path).await?;
+        let temp_path = self
+            .fs
+            .create_temp(path::parent(synced_path).unwrap_or(""))
+            .await?;
+        let mut offset = 0;
+        for chunk in &record.chunks {
+            let mut reused = false;
+            if let Some((source_path, source_offset)) = reusable.get(&chunk.hash)
+                && let Ok(bytes) = self
+                    .fs
+                    .read_range(source_path, *source_offset, chunk.size)
+                    .await
+                && Hash::of(&bytes) == chunk.hash
+            {
+                self.fs.write_at(&temp_path, offset, bytes).await?;
+                self.stats.bytes_reused.add(chunk.size);
+                reused = true;
+            }
+            if !reused {
+                needed
+                    .entry(chunk.hash)
+                    .or_insert_with(|| (chunk.size, Vec::new()))
+                    .1
+                    .push((temp_path.clone(), offset));
+            }
+            offset += chunk.size;
+        }
+        Ok(temp_path)
+    }
+
+    /// Fetches the needed chunks, several requests in flight, writing each
+    /// where it goes as it arrives.
+    async fn fetch_needed(&self, needed: NeededChunks) -> Result<(), FetchError> {
+        let mut wanted: Vec<(Hash, u64)> = needed
+            .iter()
+            .map(|(hash, (size, _))| (*hash, *size))
+            .collect();
+        wanted.sort_by_key(|(hash, _)| needed[hash].1.first().cloned());
+        let mut groups: Vec<Vec<Hash>> = Vec::new();
+        let mut group_bytes = 0;
+        for (hash, size) in wanted {
+            let full = groups.last().is_none_or(|group| {
+                group_bytes + size > FETCH_BATCH_BYTES || group.len() >= FETCH_BATCH_CHUNKS
+            });
+            if full {
+                groups.push(Vec::new());
+                group_bytes = 0;
+            }
+            group_bytes += size;
+            if let Some(group) = groups.last_mut() {
+                group.push(hash);
+            }
+        }
+        let needed = &needed;
+        let results: Vec<Result<(), FetchError>> = futures::stream::iter(groups)
+            .map(|group| async move {
+                let fetched = self.remote.fetch_chunks(group.clone()).await?;
+                for (hash, bytes) in fetched {
+                    if Hash::of(&bytes) != hash {
+                        return Err(FetchError::Corrupt(hash));
+                    }
+                    let Some((_, targets)) = needed.get(&hash) else {
+                        continue;
+                    };
+                    self.stats.bytes_downloaded.add(bytes.len() as u64);
+                    for (temp_path, offset) in targets {
+                        self.fs.write_at(temp_path, *offset, bytes.to_vec()).await?;
+                    }
+                }
+                Ok(())
+            })
+            .buffer_unordered(self.config.parallelism.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Re-checks the local entry and renames the temp file into place; false
+    /// when the local entry changed since the decision (it is decided again).
+    async fn finish_file(
+        &mut self,
+        file: &PendingFile,
+        batch: &mut StateBatch,
+    ) -> std::io::Result<bool> {
+        if !self
+            .clear_for_replace(&file.synced_path, &file.local)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.fs.rename(&file.temp_path, &file.synced_path).await?;
+        let meta = self.fs.stat(&file.synced_path).await?;
+        let size = match &file.record.content {
+            Some(Content::File { size, .. }) => *size,
+            _ => 0,
+        };
+        tracing::info!(
+            path = file.synced_path,
+            version = file.record.version,
+            size,
+            "downloaded"
+        );
+        self.stats.files_downloaded.inc();
+        self.set_base(
+            batch,
+            file.record.clone(),
+            meta.map(|meta| meta.fingerprint),
+        );
+        Ok(true)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("chunk {0} arrived with the wrong bytes")]
+    Corrupt(Hash),
+    #[error("writing a temp file: {0}")]
+    Io(#[from] std::io::Error),
+}

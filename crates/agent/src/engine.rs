@@ -1,0 +1,468 @@
+//! The sync engine: holds base and remote records, observes local paths,
+//! decides per path with the 3-way table and carries the decisions out.
+//!
+//! Architecture invariant: the engine does IO only through [`LocalFs`],
+//! [`Remote`] and [`Clock`], so a simulation can run the same logic over a
+//! virtual filesystem, network and clock. It knows nothing of notify, HTTP or
+//! threads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use syncfolder_core::chunking::ChunkerConfig;
+use syncfolder_core::decision::{self, Action, Observed, Versioned};
+use syncfolder_core::hash::content_hash;
+use syncfolder_core::ignore::{IGNORE_FILE_NAME, IgnoreRules};
+use syncfolder_core::path;
+use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord, FolderMode};
+
+use crate::clock::Clock;
+use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
+use crate::remote::Remote;
+use crate::scan;
+use crate::state::{BaseEntry, StateBatch, StateDb};
+use crate::stats::SyncStats;
+use crate::{Error, Result};
+
+/// Settings of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub agent_id: String,
+    pub mode: FolderMode,
+    pub chunker: ChunkerConfig,
+    /// Transfers (chunk requests, files hashed) in flight at once.
+    pub parallelism: usize,
+    /// Ignore patterns from the folder's settings on the server.
+    pub folder_ignore_patterns: Vec<String>,
+}
+
+/// What a cycle leaves for later.
+#[derive(Debug, Default)]
+pub struct CycleOutcome {
+    /// Paths to look at again right away (conflict copies, lost CAS races).
+    pub follow_up: BTreeSet<String>,
+    /// Paths that failed for a passing reason (file changing, server away): retry after a pause.
+    pub retry: BTreeSet<String>,
+    /// Changes applied (uploads, downloads, deletes, conflicts).
+    pub n_applied: usize,
+}
+
+/// A local path as observed in this cycle.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalObservation {
+    pub meta: Option<LocalMeta>,
+    pub content: Option<Content>,
+    /// A file's chunks (hashed now, or the base's when the fingerprint matched).
+    pub chunks: Vec<ChunkRef>,
+    /// True when the file was hashed in this cycle.
+    pub hashed: bool,
+}
+
+pub(crate) enum Observation {
+    Seen(LocalObservation),
+    /// The entry changed while it was read, or could not be read: look again later.
+    Unstable,
+}
+
+pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
+    pub(crate) fs: Arc<F>,
+    pub(crate) remote: Arc<R>,
+    pub(crate) clock: Arc<C>,
+    pub(crate) state_db: StateDb,
+    pub(crate) config: EngineConfig,
+    pub(crate) base: BTreeMap<String, BaseEntry>,
+    pub(crate) remote_records: BTreeMap<String, FileRecord>,
+    pub(crate) since: u64,
+    ignore: IgnoreRules,
+    ignore_file_fingerprint: Option<Fingerprint>,
+    /// Paths the server refused outright, with the fingerprint refused: not retried until it changes.
+    pub(crate) refused: BTreeMap<String, Option<Fingerprint>>,
+    pub(crate) stats: Arc<SyncStats>,
+}
+
+impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+    /// Loads the state DB and builds the engine.
+    pub async fn load(
+        fs: Arc<F>,
+        remote: Arc<R>,
+        clock: Arc<C>,
+        state_db: StateDb,
+        config: EngineConfig,
+        stats: Arc<SyncStats>,
+    ) -> Result<Self> {
+        let loaded = state_db.load().await?;
+        let ignore = IgnoreRules::new(config.folder_ignore_patterns.iter().map(String::as_str))
+            .map_err(|err| Error::Config(err.to_string()))?;
+        Ok(Engine {
+            fs,
+            remote,
+            clock,
+            state_db,
+            config,
+            base: loaded.base,
+            remote_records: loaded.remote,
+            since: loaded.since,
+            ignore,
+            ignore_file_fingerprint: None,
+            refused: BTreeMap::new(),
+            stats,
+        })
+    }
+
+    pub fn since(&self) -> u64 {
+        self.since
+    }
+
+    pub fn mode(&self) -> FolderMode {
+        self.config.mode
+    }
+
+    pub fn has_synced_before(&self) -> bool {
+        !self.base.is_empty()
+    }
+
+    /// Number of base records that are live files, directories or links.
+    pub fn n_live_base_entries(&self) -> usize {
+        self.base
+            .values()
+            .filter(|entry| !entry.record.is_deleted())
+            .count()
+    }
+
+    /// Takes in a page of the change feed; returns the paths it touched.
+    pub async fn apply_changes(&mut self, changes: ChangesResponse) -> Result<BTreeSet<String>> {
+        let mut batch = StateBatch::default();
+        let mut touched = BTreeSet::new();
+        let mut next_since = self.since;
+        for record in changes.records {
+            next_since = next_since.max(record.version);
+            if self.remember_remote(record.clone()) {
+                touched.insert(record.path.clone());
+                batch.remote_put.push(record);
+            }
+        }
+        if !changes.more {
+            next_since = next_since.max(changes.latest);
+        }
+        if next_since != self.since {
+            self.since = next_since;
+            batch.since = Some(next_since);
+        }
+        self.state_db.apply(&batch).await?;
+        Ok(touched)
+    }
+
+    /// Keeps `record` as the server's current record when it is newer than
+    /// the one known; true when it was.
+    pub(crate) fn remember_remote(&mut self, record: FileRecord) -> bool {
+        match self.remote_records.get(&record.path) {
+            Some(known) if known.version >= record.version => false,
+            _ => {
+                self.remote_records.insert(record.path.clone(), record);
+                true
+            }
+        }
+    }
+
+    /// Every path worth a look in a full scan: all local entries, base and remote records.
+    pub async fn all_paths(&mut self) -> Result<(BTreeSet<String>, BTreeMap<String, LocalMeta>)> {
+        self.reload_ignore_file().await;
+        let local = scan::walk(self.fs.as_ref(), "", &self.ignore)
+            .await
+            .map_err(|source| Error::Io {
+                path: ".".into(),
+                source,
+            })?;
+        let mut paths: BTreeSet<String> = local.keys().cloned().collect();
+        paths.extend(self.base.keys().cloned());
+        paths.extend(self.remote_records.keys().cloned());
+        Ok((paths, local))
+    }
+
+    /// The paths to look at for a set of changed paths: the paths themselves,
+    /// everything known below them, and everything on disk below the ones
+    /// that are directories now.
+    pub async fn expand_paths(&mut self, changed: BTreeSet<String>) -> BTreeSet<String> {
+        if changed
+            .iter()
+            .any(|changed_path| changed_path == IGNORE_FILE_NAME)
+        {
+            self.reload_ignore_file().await;
+        }
+        let mut paths = BTreeSet::new();
+        for changed_path in changed {
+            paths.extend(
+                self.base
+                    .range(changed_path.clone()..)
+                    .take_while(|(known, _)| known.starts_with(changed_path.as_str()))
+                    .filter(|(known, _)| path::is_within(known, &changed_path))
+                    .map(|(known, _)| known.clone()),
+            );
+            paths.extend(
+                self.remote_records
+                    .range(changed_path.clone()..)
+                    .take_while(|(known, _)| known.starts_with(changed_path.as_str()))
+                    .filter(|(known, _)| path::is_within(known, &changed_path))
+                    .map(|(known, _)| known.clone()),
+            );
+            if let Ok(Some(meta)) = self.fs.stat(&changed_path).await
+                && meta.kind == LocalKind::Directory
+                && !self.ignore.is_ignored(&changed_path, true)
+                && let Ok(below) = scan::walk(self.fs.as_ref(), &changed_path, &self.ignore).await
+            {
+                paths.extend(below.into_keys());
+            }
+            paths.insert(changed_path);
+        }
+        paths
+    }
+
+    async fn reload_ignore_file(&mut self) {
+        let meta = self.fs.stat(IGNORE_FILE_NAME).await.ok().flatten();
+        let fingerprint = meta.map(|meta| meta.fingerprint);
+        if fingerprint == self.ignore_file_fingerprint {
+            return;
+        }
+        self.ignore_file_fingerprint = fingerprint;
+        let mut lines: Vec<String> = self.config.folder_ignore_patterns.clone();
+        if meta.is_some_and(|meta| meta.kind == LocalKind::File) {
+            match self.fs.read_range(IGNORE_FILE_NAME, 0, 1 << 20).await {
+                Ok(bytes) => {
+                    lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_owned))
+                }
+                Err(err) => tracing::warn!(%err, "could not read {IGNORE_FILE_NAME}"),
+            }
+        }
+        match IgnoreRules::new(lines.iter().map(String::as_str)) {
+            Ok(rules) => {
+                tracing::info!(n_patterns = lines.len(), "ignore rules loaded");
+                self.ignore = rules;
+            }
+            Err(err) => tracing::warn!(%err, "keeping the previous ignore rules"),
+        }
+    }
+
+    pub(crate) fn is_ignored(
+        &self,
+        synced_path: &str,
+        meta: Option<&LocalMeta>,
+        remote: Option<&FileRecord>,
+    ) -> bool {
+        let is_dir = meta
+            .map(|meta| meta.kind == LocalKind::Directory)
+            .unwrap_or_else(|| {
+                remote.is_some_and(|record| matches!(record.content, Some(Content::Directory)))
+            });
+        self.ignore.is_ignored(synced_path, is_dir)
+    }
+
+    /// Looks at one local path: metadata, and content where it may have changed.
+    pub(crate) async fn observe(
+        &self,
+        synced_path: &str,
+        known_meta: Option<LocalMeta>,
+    ) -> Observation {
+        let meta = match known_meta {
+            Some(meta) => Some(meta),
+            None => match self.fs.stat(synced_path).await {
+                Ok(meta) => meta,
+                Err(err) => {
+                    tracing::debug!(%err, path = synced_path, "cannot stat");
+                    return Observation::Unstable;
+                }
+            },
+        };
+        let Some(meta) = meta else {
+            return Observation::Seen(LocalObservation {
+                meta: None,
+                content: None,
+                chunks: Vec::new(),
+                hashed: false,
+            });
+        };
+        let base = self.base.get(synced_path);
+        let content = match meta.kind {
+            LocalKind::Directory => Content::Directory,
+            LocalKind::Symlink => match self.fs.read_link(synced_path).await {
+                Ok(target) => Content::Symlink { target },
+                Err(err) => {
+                    tracing::warn!(%err, path = synced_path, "not syncing a symlink whose target cannot be read");
+                    return Observation::Unstable;
+                }
+            },
+            LocalKind::Other => {
+                return Observation::Seen(LocalObservation {
+                    meta: None,
+                    content: None,
+                    chunks: Vec::new(),
+                    hashed: false,
+                });
+            }
+            LocalKind::File => {
+                if let Some(base) = base.filter(|base| base.fingerprint == Some(meta.fingerprint))
+                    && let Some(content @ Content::File { .. }) = &base.record.content
+                {
+                    return Observation::Seen(LocalObservation {
+                        meta: Some(meta),
+                        content: Some(content.clone()),
+                        chunks: base.record.chunks.clone(),
+                        hashed: false,
+                    });
+                }
+                let chunked = match self.fs.chunk_file(synced_path, self.config.chunker).await {
+                    Ok(chunked) => chunked,
+                    Err(err) => {
+                        tracing::debug!(%err, path = synced_path, "cannot read file");
+                        return Observation::Unstable;
+                    }
+                };
+                if !chunked.is_stable() || chunked.before != meta {
+                    tracing::debug!(
+                        path = synced_path,
+                        "file changed while it was read; looking again later"
+                    );
+                    return Observation::Unstable;
+                }
+                let size = chunked.chunks.iter().map(|chunk| chunk.size).sum();
+                return Observation::Seen(LocalObservation {
+                    meta: Some(meta),
+                    content: Some(Content::File {
+                        content_hash: content_hash(&chunked.chunks),
+                        size,
+                        executable: meta.is_executable(),
+                    }),
+                    chunks: chunked.chunks,
+                    hashed: true,
+                });
+            }
+        };
+        Observation::Seen(LocalObservation {
+            meta: Some(meta),
+            content: Some(content),
+            chunks: Vec::new(),
+            hashed: false,
+        })
+    }
+
+    /// One reconcile pass over `paths`. `known_meta` holds metadata a full
+    /// walk already read (paths missing from it are stat'ed).
+    pub async fn reconcile(
+        &mut self,
+        paths: BTreeSet<String>,
+        known_meta: &BTreeMap<String, LocalMeta>,
+        full_walk: bool,
+    ) -> Result<CycleOutcome> {
+        let mut outcome = CycleOutcome::default();
+        // observe in parallel: hashing is the expensive part
+        let observations: Vec<(String, Observation)> = {
+            let engine = &*self;
+            futures::stream::iter(
+                paths
+                    .into_iter()
+                    .filter(|synced_path| path::validate(synced_path).is_ok()),
+            )
+            .map(|synced_path| async move {
+                let known = known_meta.get(&synced_path).copied();
+                // a full walk that did not list a path has shown it is absent (or ignored)
+                let observation = if known.is_none() && full_walk {
+                    Observation::Seen(LocalObservation {
+                        meta: None,
+                        content: None,
+                        chunks: Vec::new(),
+                        hashed: false,
+                    })
+                } else {
+                    engine.observe(&synced_path, known).await
+                };
+                (synced_path, observation)
+            })
+            .buffered(self.config.parallelism.max(1))
+            .collect()
+            .await
+        };
+
+        let mut plan = crate::plan::Plan::default();
+        let mut fingerprint_updates = StateBatch::default();
+        for (synced_path, observation) in observations {
+            let Observation::Seen(local) = observation else {
+                outcome.retry.insert(synced_path);
+                continue;
+            };
+            let remote = self.remote_records.get(&synced_path);
+            if self.is_ignored(&synced_path, local.meta.as_ref(), remote) {
+                continue;
+            }
+            if let Some(refused_fingerprint) = self.refused.get(&synced_path)
+                && *refused_fingerprint == local.meta.map(|meta| meta.fingerprint)
+            {
+                continue;
+            }
+            let base = self.base.get(&synced_path);
+            let action = decision::decide(
+                Observed {
+                    base: base.map(|entry| Versioned {
+                        version: entry.record.version,
+                        content: entry.record.content.as_ref(),
+                    }),
+                    local: local.content.as_ref(),
+                    remote: remote.map(|record| Versioned {
+                        version: record.version,
+                        content: record.content.as_ref(),
+                    }),
+                },
+                self.config.mode,
+            );
+            // a touched file with unchanged content: remember its new fingerprint, skip hashing next time
+            if action == Action::Nothing
+                && local.hashed
+                && let Some(base) = base.filter(|base| base.record.content == local.content)
+            {
+                let mut entry = base.clone();
+                entry.fingerprint = local.meta.map(|meta| meta.fingerprint);
+                fingerprint_updates
+                    .base_put
+                    .push((synced_path.clone(), entry));
+            }
+            plan.add(synced_path, local, action);
+        }
+        for (synced_path, entry) in &fingerprint_updates.base_put {
+            self.base.insert(synced_path.clone(), entry.clone());
+        }
+        self.state_db.apply(&fingerprint_updates).await?;
+
+        self.execute(plan, &mut outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Records `record` as synced with the local entry at `fingerprint`.
+    pub(crate) fn set_base(
+        &mut self,
+        batch: &mut StateBatch,
+        record: FileRecord,
+        fingerprint: Option<Fingerprint>,
+    ) {
+        let entry = BaseEntry {
+            record,
+            fingerprint,
+        };
+        self.base.insert(entry.record.path.clone(), entry.clone());
+        batch.base_put.push((entry.record.path.clone(), entry));
+    }
+
+    /// True when the local entry still is what the decision was based on.
+    pub(crate) async fn still_as_observed(
+        &self,
+        synced_path: &str,
+        observed: Option<&LocalMeta>,
+    ) -> bool {
+        match self.fs.stat(synced_path).await {
+            Ok(now) => now.as_ref() == observed,
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn now_seconds(&self) -> i64 {
+        self.clock.now_ms().div_euclid(1000)
+    }
+}

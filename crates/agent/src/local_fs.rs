@@ -1,0 +1,379 @@
+//! The synced directory, as the engine sees it: a narrow trait over the few
+//! filesystem operations sync needs, addressed by synced paths (relative,
+//! `/`-separated; `""` is the root). [`RealFs`] is the one real
+//! implementation; a simulation supplies another.
+//!
+//! Architecture invariant: nothing here follows a symlink. Every call is an
+//! `lstat`-style operation on the path itself, so a link to `/etc` syncs as a
+//! link and never exposes what it points to.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use syncfolder_core::chunking::{self, ChunkerConfig};
+use syncfolder_core::protocol::ChunkRef;
+
+/// What kind of thing a local path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    File,
+    Directory,
+    Symlink,
+    /// Sockets, FIFOs, devices: never synced.
+    Other,
+}
+
+/// The cheap identity of a local entry: when all of it matches what was
+/// recorded at the last sync, the content is taken as unchanged without
+/// hashing (the rescan of an idle tree is a metadata walk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalMeta {
+    pub kind: LocalKind,
+    pub fingerprint: Fingerprint,
+}
+
+impl LocalMeta {
+    pub fn is_executable(&self) -> bool {
+        self.fingerprint.mode & 0o100 != 0
+    }
+}
+
+/// A file's chunks with its metadata before and after reading: when the two
+/// differ, the file changed while it was read and the chunks are not to be trusted.
+#[derive(Debug, Clone)]
+pub struct ChunkedFile {
+    pub chunks: Vec<ChunkRef>,
+    pub before: LocalMeta,
+    pub after: LocalMeta,
+}
+
+impl ChunkedFile {
+    pub fn is_stable(&self) -> bool {
+        self.before == self.after
+    }
+}
+
+pub trait LocalFs: Send + Sync + 'static {
+    /// `lstat`: `None` when nothing is there.
+    fn stat(&self, path: &str) -> impl Future<Output = io::Result<Option<LocalMeta>>> + Send;
+    /// The entries of a directory: raw names and their metadata.
+    fn list_dir(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = io::Result<Vec<(Vec<u8>, LocalMeta)>>> + Send;
+    /// A symlink's target, which must be UTF-8 to be synced.
+    fn read_link(&self, path: &str) -> impl Future<Output = io::Result<String>> + Send;
+    /// Reads and chunks a whole file, streaming (memory stays at one chunk).
+    fn chunk_file(
+        &self,
+        path: &str,
+        config: ChunkerConfig,
+    ) -> impl Future<Output = io::Result<ChunkedFile>> + Send;
+    /// Reads `len` bytes at `offset` (short read: the file shrank).
+    fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
+    /// Creates a new empty temp file in directory `dir` (created if missing)
+    /// and returns its synced path. Its name starts with the fixed temp prefix.
+    fn create_temp(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
+    /// Writes `bytes` at `offset` of an existing file.
+    fn write_at(
+        &self,
+        path: &str,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    fn set_executable(
+        &self,
+        path: &str,
+        executable: bool,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Makes one file's data durable (`fsync`).
+    fn sync_file(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Makes everything written so far durable at once (`syncfs`).
+    fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>> + Send;
+    fn remove_file(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Removes an empty directory (fails when it is not empty).
+    fn remove_dir(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
+    fn create_dir_all(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
+    fn symlink(&self, target: &str, path: &str) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The real filesystem under one root directory. Blocking calls run on
+/// tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct RealFs {
+    root: Arc<PathBuf>,
+}
+
+impl RealFs {
+    pub fn new(root: impl Into<PathBuf>) -> RealFs {
+        RealFs {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(path)
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || work(&root))
+            .await
+            .map_err(|join_err| io::Error::other(join_err.to_string()))?
+    }
+}
+
+fn meta_of(metadata: &std::fs::Metadata) -> LocalMeta {
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_symlink() {
+        LocalKind::Symlink
+    } else if file_type.is_dir() {
+        LocalKind::Directory
+    } else if file_type.is_file() {
+        LocalKind::File
+    } else {
+        LocalKind::Other
+    };
+    LocalMeta {
+        kind,
+        fingerprint: Fingerprint {
+            size: if kind == LocalKind::File {
+                metadata.size()
+            } else {
+                0
+            },
+            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+            ctime_ns: metadata.ctime() * 1_000_000_000 + metadata.ctime_nsec(),
+            inode: metadata.ino(),
+            mode: metadata.mode(),
+        },
+    }
+}
+
+fn lstat(path: &Path) -> io::Result<Option<LocalMeta>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) => Ok(Some(meta_of(&metadata))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+fn join(root: &Path, path: &str) -> PathBuf {
+    if path.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(path)
+    }
+}
+
+impl LocalFs for RealFs {
+    async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
+        let full = self.full(path);
+        self.blocking(move |_| lstat(&full)).await
+    }
+
+    async fn list_dir(&self, path: &str) -> io::Result<Vec<(Vec<u8>, LocalMeta)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(&full)? {
+                let entry = entry?;
+                // entries can vanish between readdir and lstat: skip them
+                let Some(meta) = lstat(&entry.path())? else {
+                    continue;
+                };
+                entries.push((entry.file_name().as_bytes().to_vec(), meta));
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn read_link(&self, path: &str) -> io::Result<String> {
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let target = std::fs::read_link(&full)?;
+            target.into_os_string().into_string().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "symlink target is not valid UTF-8",
+                )
+            })
+        })
+        .await
+    }
+
+    async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let file = std::fs::File::open(&full)?;
+            let before = meta_of(&file.metadata()?);
+            let reader = io::BufReader::with_capacity(1 << 20, &file);
+            let chunks = chunking::chunk_reader(reader, config, |_, _| {})?;
+            // fstat catches writes through the open file; lstat catches a replace by rename
+            let after_open = meta_of(&file.metadata()?);
+            let after = match lstat(&full)? {
+                Some(now) if now == after_open => after_open,
+                Some(now) => now,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "file vanished while it was read",
+                    ));
+                }
+            };
+            Ok(ChunkedFile {
+                chunks,
+                before,
+                after,
+            })
+        })
+        .await
+    }
+
+    async fn read_range(&self, path: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let file = std::fs::File::open(&full)?;
+            let mut buffer = vec![0u8; len as usize];
+            let mut filled = 0usize;
+            while filled < buffer.len() {
+                let n_read = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+                if n_read == 0 {
+                    break;
+                }
+                filled += n_read;
+            }
+            buffer.truncate(filled);
+            Ok(buffer)
+        })
+        .await
+    }
+
+    async fn create_temp(&self, dir: &str) -> io::Result<String> {
+        let dir = dir.to_owned();
+        self.blocking(move |root| {
+            let full_dir = join(root, &dir);
+            std::fs::create_dir_all(&full_dir)?;
+            loop {
+                let name = format!(
+                    "{}{:016x}",
+                    syncfolder_core::ignore::TEMP_FILE_PREFIX,
+                    rand::random::<u64>()
+                );
+                let synced = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(full_dir.join(&name))
+                {
+                    Ok(_) => return Ok(synced),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn write_at(&self, path: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let file = std::fs::OpenOptions::new().write(true).open(&full)?;
+            file.write_all_at(&bytes, offset)
+        })
+        .await
+    }
+
+    async fn set_executable(&self, path: &str, executable: bool) -> io::Result<()> {
+        let full = self.full(path);
+        self.blocking(move |_| {
+            let mode = std::fs::symlink_metadata(&full)?.mode() & 0o7777;
+            let new_mode = if executable {
+                // executable for whoever may read it, as `chmod +x` does
+                mode | ((mode & 0o444) >> 2) | 0o100
+            } else {
+                mode & !0o111
+            };
+            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(new_mode))
+        })
+        .await
+    }
+
+    async fn sync_file(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        self.blocking(move |_| std::fs::File::open(&full)?.sync_all())
+            .await
+    }
+
+    async fn sync_all(&self) -> io::Result<()> {
+        self.blocking(|root| {
+            let dir = std::fs::File::open(root)?;
+            rustix::fs::syncfs(&dir).map_err(io::Error::from)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from, to) = (self.full(from), self.full(to));
+        self.blocking(move |_| std::fs::rename(&from, &to)).await
+    }
+
+    async fn remove_file(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        self.blocking(move |_| std::fs::remove_file(&full)).await
+    }
+
+    async fn remove_dir(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        self.blocking(move |_| std::fs::remove_dir(&full)).await
+    }
+
+    async fn create_dir_all(&self, path: &str) -> io::Result<()> {
+        let full = self.full(path);
+        self.blocking(move |_| std::fs::create_dir_all(&full)).await
+    }
+
+    async fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
+        let (target, full) = (target.to_owned(), self.full(path));
+        self.blocking(move |_| std::os::unix::fs::symlink(&target, &full))
+            .await
+    }
+}

@@ -1,0 +1,197 @@
+//! A cycle's decisions grouped by kind of work, and carrying them out in a
+//! safe order: conflict copies first (so nothing is overwritten), downloads
+//! (which may copy chunks from files about to be deleted or renamed), uploads
+//! and tombstones, and local deletions last, deepest paths first.
+
+use syncfolder_core::conflict;
+use syncfolder_core::decision::Action;
+use syncfolder_core::protocol::FileRecord;
+
+use crate::Result;
+use crate::clock::Clock;
+use crate::engine::{CycleOutcome, Engine, LocalObservation};
+use crate::local_fs::{LocalFs, LocalKind};
+use crate::remote::Remote;
+use crate::state::StateBatch;
+
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub record_synced: Vec<(String, LocalObservation)>,
+    pub uploads: Vec<(String, LocalObservation, u64)>,
+    pub commit_deletes: Vec<(String, u64)>,
+    pub downloads: Vec<(String, LocalObservation)>,
+    pub delete_local: Vec<(String, LocalObservation)>,
+    pub conflicts: Vec<(String, LocalObservation)>,
+}
+
+impl Plan {
+    pub fn add(&mut self, synced_path: String, local: LocalObservation, action: Action) {
+        match action {
+            Action::Nothing | Action::KeepLocal => {}
+            Action::RecordSynced => self.record_synced.push((synced_path, local)),
+            Action::Upload { parent_version } => {
+                self.uploads.push((synced_path, local, parent_version))
+            }
+            Action::CommitDelete { parent_version } => {
+                self.commit_deletes.push((synced_path, parent_version))
+            }
+            Action::Download => self.downloads.push((synced_path, local)),
+            Action::DeleteLocal => self.delete_local.push((synced_path, local)),
+            Action::Conflict => self.conflicts.push((synced_path, local)),
+        }
+    }
+}
+
+impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+    pub(crate) async fn execute(
+        &mut self,
+        mut plan: Plan,
+        outcome: &mut CycleOutcome,
+    ) -> Result<()> {
+        let mut batch = StateBatch::default();
+        for (synced_path, local) in std::mem::take(&mut plan.record_synced) {
+            let record = self.remote_records.get(&synced_path).cloned();
+            match record {
+                Some(record) => {
+                    self.set_base(&mut batch, record, local.meta.map(|meta| meta.fingerprint))
+                }
+                None => {
+                    self.base.remove(&synced_path);
+                    batch.base_delete.push(synced_path);
+                }
+            }
+        }
+        self.state_db.apply(&batch).await?;
+
+        for (synced_path, local) in std::mem::take(&mut plan.conflicts) {
+            match self.make_conflict_copy(&synced_path, &local).await {
+                Some(copy_path) => {
+                    outcome.follow_up.insert(copy_path);
+                    outcome.n_applied += 1;
+                    plan.downloads.push((
+                        synced_path,
+                        LocalObservation {
+                            meta: None,
+                            content: None,
+                            chunks: Vec::new(),
+                            hashed: false,
+                        },
+                    ));
+                }
+                None => {
+                    outcome.retry.insert(synced_path);
+                }
+            }
+        }
+
+        let downloads = std::mem::take(&mut plan.downloads);
+        self.download_all(downloads, outcome).await?;
+
+        let uploads = std::mem::take(&mut plan.uploads);
+        let deletes = std::mem::take(&mut plan.commit_deletes);
+        self.upload_all(uploads, deletes, outcome).await?;
+
+        let mut delete_local = std::mem::take(&mut plan.delete_local);
+        // children before their directories
+        delete_local.sort_by(|(left, _), (right, _)| right.cmp(left));
+        self.delete_all_local(delete_local, outcome).await
+    }
+
+    /// Moves the local entry aside as a conflict copy; `None` when it changed
+    /// again or could not be moved (retried later).
+    async fn make_conflict_copy(
+        &self,
+        synced_path: &str,
+        local: &LocalObservation,
+    ) -> Option<String> {
+        if !self
+            .still_as_observed(synced_path, local.meta.as_ref())
+            .await
+        {
+            return None;
+        }
+        let copy_path =
+            conflict::conflict_copy_path(synced_path, self.now_seconds(), &self.config.agent_id);
+        if !matches!(self.fs.stat(&copy_path).await, Ok(None)) {
+            // a copy from this very second exists already: try again in a moment
+            return None;
+        }
+        match self.fs.rename(synced_path, &copy_path).await {
+            Ok(()) => {
+                self.stats.conflicts.inc();
+                tracing::warn!(
+                    path = synced_path,
+                    conflict_copy = copy_path,
+                    "conflict: both sides changed; kept the local version as a conflict copy"
+                );
+                Some(copy_path)
+            }
+            Err(err) => {
+                tracing::warn!(%err, path = synced_path, "could not move the local version aside");
+                None
+            }
+        }
+    }
+
+    async fn delete_all_local(
+        &mut self,
+        deletes: Vec<(String, LocalObservation)>,
+        outcome: &mut CycleOutcome,
+    ) -> Result<()> {
+        let mut batch = StateBatch::default();
+        for (synced_path, local) in deletes {
+            let Some(record) = self.remote_records.get(&synced_path).cloned() else {
+                continue;
+            };
+            if !self
+                .still_as_observed(&synced_path, local.meta.as_ref())
+                .await
+            {
+                outcome.follow_up.insert(synced_path);
+                continue;
+            }
+            let result = match local.meta.map(|meta| meta.kind) {
+                None => Ok(()),
+                Some(LocalKind::Directory) => self.fs.remove_dir(&synced_path).await,
+                Some(_) => self.fs.remove_file(&synced_path).await,
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        path = synced_path,
+                        version = record.version,
+                        "deleted locally (deleted on the server)"
+                    );
+                    self.stats.files_deleted_locally.inc();
+                    outcome.n_applied += 1;
+                    self.set_base(&mut batch, record, None);
+                }
+                Err(err)
+                    if local
+                        .meta
+                        .is_some_and(|meta| meta.kind == LocalKind::Directory) =>
+                {
+                    // it still holds entries the server never saw deleted (new or ignored ones):
+                    // the directory survives, and is committed again on the next pass
+                    tracing::info!(%err, path = synced_path, "keeping a directory deleted on the server: it is not empty");
+                    self.set_base(&mut batch, tombstone_like(&record), None);
+                    outcome.follow_up.insert(synced_path);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, path = synced_path, "could not delete locally");
+                    outcome.retry.insert(synced_path);
+                }
+            }
+        }
+        self.state_db.apply(&batch).await
+    }
+}
+
+/// The base of a path whose server record is a tombstone.
+fn tombstone_like(record: &FileRecord) -> FileRecord {
+    FileRecord {
+        content: None,
+        chunks: Vec::new(),
+        ..record.clone()
+    }
+}

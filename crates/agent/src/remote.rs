@@ -1,0 +1,153 @@
+//! The server, as the engine sees it: a narrow trait over the `/v1` folder
+//! routes, with one real implementation on top of `syncfolder-client`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use syncfolder_client::Client;
+use syncfolder_core::Hash;
+use syncfolder_core::protocol::{
+    Change, ChangesResponse, CommitResult, FolderInfo, UploadResponse,
+};
+
+/// Why a call to the server failed, in the terms the engine acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The server is away, overloaded or out of space: retry later with backoff.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+    /// The token may not do this (read-only token, revoked token).
+    #[error("refused by the server: {0}")]
+    Forbidden(String),
+    /// The request itself was refused; retrying it unchanged will not help.
+    #[error("request refused: {0}")]
+    Refused(String),
+}
+
+impl RemoteError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RemoteError::Unavailable(_))
+    }
+}
+
+pub type RemoteResult<T> = Result<T, RemoteError>;
+
+/// The calls the engine makes on its folder.
+pub trait Remote: Send + Sync + 'static {
+    fn folder_info(&self) -> impl Future<Output = RemoteResult<FolderInfo>> + Send;
+    fn changes(
+        &self,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+    ) -> impl Future<Output = RemoteResult<ChangesResponse>> + Send;
+    fn missing_chunks(
+        &self,
+        hashes: Vec<Hash>,
+    ) -> impl Future<Output = RemoteResult<Vec<Hash>>> + Send;
+    fn upload_chunks(
+        &self,
+        chunks: Vec<(Hash, Bytes)>,
+    ) -> impl Future<Output = RemoteResult<UploadResponse>> + Send;
+    fn fetch_chunks(
+        &self,
+        hashes: Vec<Hash>,
+    ) -> impl Future<Output = RemoteResult<Vec<(Hash, Bytes)>>> + Send;
+    fn commit(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = RemoteResult<Vec<CommitResult>>> + Send;
+}
+
+/// The real server, over HTTP.
+#[derive(Clone)]
+pub struct HttpRemote {
+    client: Client,
+    folder: String,
+}
+
+impl HttpRemote {
+    pub fn new(client: Client, folder: &str) -> HttpRemote {
+        HttpRemote {
+            client,
+            folder: folder.to_owned(),
+        }
+    }
+}
+
+fn classify(err: syncfolder_client::Error) -> RemoteError {
+    if err.is_transient() {
+        return RemoteError::Unavailable(err.to_string());
+    }
+    match &err {
+        syncfolder_client::Error::Api {
+            status: 401 | 403, ..
+        } => RemoteError::Forbidden(err.to_string()),
+        _ => RemoteError::Refused(err.to_string()),
+    }
+}
+
+impl Remote for HttpRemote {
+    async fn folder_info(&self) -> RemoteResult<FolderInfo> {
+        self.client
+            .folder_info(&self.folder)
+            .await
+            .map_err(classify)
+    }
+
+    async fn changes(
+        &self,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+    ) -> RemoteResult<ChangesResponse> {
+        self.client
+            .changes(&self.folder, since, limit, wait)
+            .await
+            .map_err(classify)
+    }
+
+    async fn missing_chunks(&self, hashes: Vec<Hash>) -> RemoteResult<Vec<Hash>> {
+        self.client
+            .missing_chunks(&self.folder, &hashes)
+            .await
+            .map_err(classify)
+    }
+
+    async fn upload_chunks(&self, chunks: Vec<(Hash, Bytes)>) -> RemoteResult<UploadResponse> {
+        if let [(hash, bytes)] = chunks.as_slice() {
+            return self
+                .client
+                .upload_chunk(&self.folder, hash, bytes.clone())
+                .await
+                .map_err(classify);
+        }
+        self.client
+            .upload_chunks(&self.folder, &chunks)
+            .await
+            .map_err(classify)
+    }
+
+    async fn fetch_chunks(&self, hashes: Vec<Hash>) -> RemoteResult<Vec<(Hash, Bytes)>> {
+        if let [hash] = hashes.as_slice() {
+            let bytes = self
+                .client
+                .download_chunk(&self.folder, hash)
+                .await
+                .map_err(classify)?;
+            return Ok(vec![(*hash, bytes)]);
+        }
+        self.client
+            .fetch_chunks(&self.folder, &hashes)
+            .await
+            .map_err(classify)
+    }
+
+    async fn commit(&self, changes: Vec<Change>) -> RemoteResult<Vec<CommitResult>> {
+        self.client
+            .commit(&self.folder, changes)
+            .await
+            .map_err(classify)
+    }
+}

@@ -1,0 +1,64 @@
+//! Walking the local tree: every entry that may be synced, with its metadata,
+//! never descending into symlinks or ignored directories.
+
+use std::collections::BTreeMap;
+
+use syncfolder_core::ignore::{IgnoreRules, TEMP_FILE_PREFIX};
+use syncfolder_core::path;
+
+use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+
+/// The synced paths below `start` (a directory's synced path, `""` for the
+/// root), `start` itself excluded, with their metadata. Names that cannot be
+/// synced (not UTF-8, too long) are skipped with a warning; leftover temp
+/// files of an earlier run are removed.
+pub async fn walk<F: LocalFs>(
+    fs: &F,
+    start: &str,
+    ignore: &IgnoreRules,
+) -> std::io::Result<BTreeMap<String, LocalMeta>> {
+    let mut found = BTreeMap::new();
+    let mut pending_dirs = vec![start.to_owned()];
+    while let Some(dir) = pending_dirs.pop() {
+        let entries = match fs.list_dir(&dir).await {
+            Ok(entries) => entries,
+            // a directory that vanished or cannot be read is not fatal to the walk
+            Err(err) if !dir.is_empty() => {
+                tracing::debug!(%err, dir, "skipping unreadable directory");
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        for (name, meta) in entries {
+            let Ok(name) = String::from_utf8(name.clone()) else {
+                tracing::warn!(dir, name = %String::from_utf8_lossy(&name), "not syncing a name that is not valid UTF-8");
+                continue;
+            };
+            let synced_path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if name.starts_with(TEMP_FILE_PREFIX) && meta.kind == LocalKind::File {
+                // ours, from a run that stopped before renaming it into place
+                if let Err(err) = fs.remove_file(&synced_path).await {
+                    tracing::debug!(%err, path = synced_path, "could not remove a stale temp file");
+                }
+                continue;
+            }
+            if let Err(err) = path::validate(&synced_path) {
+                tracing::warn!(%err, "not syncing a path the protocol cannot carry");
+                continue;
+            }
+            let is_dir = meta.kind == LocalKind::Directory;
+            if ignore.is_ignored(&synced_path, is_dir) || meta.kind == LocalKind::Other {
+                continue;
+            }
+            if is_dir {
+                pending_dirs.push(synced_path.clone());
+            }
+            found.insert(synced_path, meta);
+        }
+    }
+    Ok(found)
+}

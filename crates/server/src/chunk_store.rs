@@ -1,0 +1,225 @@
+//! Content-addressed chunk storage behind a narrow trait, so that pack files
+//! and object storage can be added as implementations.
+//!
+//! [`LooseChunkStore`] keeps each chunk as `<data>/chunks/ab/cd/<hex>`.
+//! Architecture invariant: a file under a final chunk name is always complete
+//! and durable. A batch is written to temp files under `<data>/tmp/`, made
+//! durable with one `syncfs`, renamed into place, and synced again; only
+//! then does the caller record the chunks in the metadata.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use syncfolder_core::Hash;
+
+/// A place to keep chunks by their SHA-256. Callers verify hashes before
+/// [`ChunkStore::put_batch`]; implementations trust them.
+pub trait ChunkStore: Send + Sync + 'static {
+    /// Stores the chunks durably, skipping those already stored. Returns, per
+    /// chunk, whether it was newly written (false: a dedup hit).
+    fn put_batch(&self, chunks: Vec<(Hash, Bytes)>) -> BoxFuture<'_, io::Result<Vec<bool>>>;
+    /// The bytes of a chunk, `None` when it is not stored.
+    fn get(&self, hash: Hash) -> BoxFuture<'_, io::Result<Option<Bytes>>>;
+    /// Fails when the store cannot take writes (for readiness).
+    fn check_writable(&self) -> BoxFuture<'_, io::Result<()>>;
+}
+
+/// One file per chunk, in a two-level fan-out directory tree.
+#[derive(Debug, Clone)]
+pub struct LooseChunkStore {
+    inner: Arc<Dirs>,
+}
+
+#[derive(Debug)]
+struct Dirs {
+    chunks: PathBuf,
+    tmp: PathBuf,
+}
+
+impl LooseChunkStore {
+    /// Opens the store under `data_dir`, creating its directories and removing
+    /// temp files an interrupted upload left behind.
+    pub fn open(data_dir: &Path) -> io::Result<LooseChunkStore> {
+        let chunks = data_dir.join("chunks");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&chunks)?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(LooseChunkStore {
+            inner: Arc::new(Dirs { chunks, tmp }),
+        })
+    }
+
+    /// `<chunks>/ab/cd/<hex>`.
+    pub fn chunk_path(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.inner.chunks.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    }
+}
+
+/// A temp file name nobody else uses.
+fn temp_name(hash: &Hash) -> String {
+    format!("{}.{:016x}.tmp", hash.to_hex(), rand::random::<u64>())
+}
+
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let handle = File::open(dir)?;
+    rustix::fs::syncfs(&handle)?;
+    Ok(())
+}
+
+impl LooseChunkStore {
+    fn put_batch_blocking(&self, chunks: &[(Hash, Bytes)]) -> io::Result<Vec<bool>> {
+        let mut written = vec![false; chunks.len()];
+        let mut pending: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let result = (|| {
+            for (chunk_idx, (hash, bytes)) in chunks.iter().enumerate() {
+                let final_path = self.chunk_path(hash);
+                if !seen.insert(*hash) || final_path.exists() {
+                    continue;
+                }
+                let temp_path = self.inner.tmp.join(temp_name(hash));
+                let mut file = File::create_new(&temp_path)?;
+                pending.push((temp_path, final_path));
+                file.write_all(bytes)?;
+                written[chunk_idx] = true;
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            // one pass makes every temp file of the batch durable
+            sync_filesystem(&self.inner.tmp)?;
+            for (temp_path, final_path) in &pending {
+                if let Some(parent) = final_path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(temp_path, final_path)?;
+            }
+            // and one more makes the new names (and directories) durable
+            sync_filesystem(&self.inner.chunks)
+        })();
+        if let Err(err) = result {
+            for (temp_path, _) in &pending {
+                let _ = std::fs::remove_file(temp_path);
+            }
+            return Err(err);
+        }
+        Ok(written)
+    }
+
+    fn get_blocking(&self, hash: &Hash) -> io::Result<Option<Bytes>> {
+        match std::fs::read(self.chunk_path(hash)) {
+            Ok(bytes) => {
+                if Hash::of(&bytes) != *hash {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("stored chunk {hash} is corrupt"),
+                    ));
+                }
+                Ok(Some(Bytes::from(bytes)))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn check_writable_blocking(&self) -> io::Result<()> {
+        let probe = self
+            .inner
+            .tmp
+            .join(format!("ready.{:016x}", rand::random::<u64>()));
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| io::Error::other(format!("chunk store task failed: {err}")))?
+}
+
+impl ChunkStore for LooseChunkStore {
+    fn put_batch(&self, chunks: Vec<(Hash, Bytes)>) -> BoxFuture<'_, io::Result<Vec<bool>>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.put_batch_blocking(&chunks)))
+    }
+
+    fn get(&self, hash: Hash) -> BoxFuture<'_, io::Result<Option<Bytes>>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.get_blocking(&hash)))
+    }
+
+    fn check_writable(&self) -> BoxFuture<'_, io::Result<()>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.check_writable_blocking()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stored_chunk_reads_back_and_a_second_put_is_a_dedup_hit() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let store = LooseChunkStore::open(data.path()).expect("open");
+        let bytes = Bytes::from_static(b"hello chunk");
+        let hash = Hash::of(&bytes);
+        let first = store
+            .put_batch(vec![(hash, bytes.clone()), (hash, bytes.clone())])
+            .await;
+        assert_eq!(first.expect("put"), vec![true, false]);
+        assert_eq!(store.get(hash).await.expect("get"), Some(bytes.clone()));
+        assert_eq!(
+            store.put_batch(vec![(hash, bytes)]).await.expect("put"),
+            vec![false]
+        );
+        assert!(store.chunk_path(&hash).ends_with(format!(
+            "{}/{}/{}",
+            &hash.to_hex()[..2],
+            &hash.to_hex()[2..4],
+            hash.to_hex()
+        )));
+        assert_eq!(store.get(Hash::of(b"absent")).await.expect("get"), None);
+        let leftovers = std::fs::read_dir(data.path().join("tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_removed_at_open() {
+        let data = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(data.path().join("tmp")).expect("mkdir");
+        std::fs::write(data.path().join("tmp/partial.tmp"), b"half").expect("write");
+        LooseChunkStore::open(data.path()).expect("open");
+        assert_eq!(
+            std::fs::read_dir(data.path().join("tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_an_error_not_data() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let store = LooseChunkStore::open(data.path()).expect("open");
+        let bytes = Bytes::from_static(b"original");
+        let hash = Hash::of(&bytes);
+        store.put_batch(vec![(hash, bytes)]).await.expect("put");
+        std::fs::write(store.chunk_path(&hash), b"tampered").expect("tamper");
+        assert!(store.get(hash).await.is_err());
+    }
+}

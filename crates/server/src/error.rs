@@ -1,0 +1,208 @@
+//! The server's one error type and how each variant becomes an HTTP answer:
+//! a status code plus a JSON [`ErrorBody`] with a stable `error` code.
+
+use axum::extract::rejection::{
+    BytesRejection, JsonRejection, PathRejection, QueryRejection, RawPathParamsRejection,
+};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use syncfolder_core::Hash;
+use syncfolder_core::frame::FrameError;
+use syncfolder_core::path::PathError;
+use syncfolder_core::protocol::ErrorBody;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("a valid token is required: send Authorization: Bearer <token>")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("folder {0:?} does not exist")]
+    FolderNotFound(String),
+    #[error("folder {0:?} already exists")]
+    FolderExists(String),
+    #[error(
+        "invalid folder name {0:?}: use 1-63 characters, a-z or 0-9 first, then a-z, 0-9, '.', '_' or '-'"
+    )]
+    InvalidFolderName(String),
+    #[error("token {0:?} does not exist in this folder")]
+    TokenNotFound(String),
+    #[error("chunk {0} is not stored for this folder")]
+    ChunkNotFound(Hash),
+    #[error("{path:?} has no version {version}")]
+    VersionNotFound { path: String, version: u64 },
+    #[error("{0}")]
+    InvalidPath(#[from] PathError),
+    #[error("invalid hash {0:?}: a hash is 64 lower-case hex digits")]
+    InvalidHash(String),
+    #[error("chunk bytes hash to {actual}, not to the announced {expected}; nothing was stored")]
+    HashMismatch { expected: Hash, actual: Hash },
+    #[error("invalid chunk framing: {0}")]
+    InvalidFrame(#[from] FrameError),
+    #[error("{what}: {count} is over the limit of {limit}")]
+    TooMany {
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An axum extractor refused the request (malformed JSON, body too large, ...).
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error("no route for this method and path")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("metadata database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("metadata migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::FolderNotFound(_)
+            | Error::TokenNotFound(_)
+            | Error::ChunkNotFound(_)
+            | Error::VersionNotFound { .. }
+            | Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::FolderExists(_) => StatusCode::CONFLICT,
+            Error::InvalidFolderName(_)
+            | Error::InvalidPath(_)
+            | Error::InvalidHash(_)
+            | Error::HashMismatch { .. }
+            | Error::InvalidFrame(_)
+            | Error::TooMany { .. }
+            | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Rejected { status, .. } => *status,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Database(_) | Error::Migrate(_) | Error::Io { .. } | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The stable machine-readable code of [`ErrorBody::error`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::FolderNotFound(_) => "folder_not_found",
+            Error::FolderExists(_) => "folder_exists",
+            Error::InvalidFolderName(_) => "invalid_folder_name",
+            Error::TokenNotFound(_) => "token_not_found",
+            Error::ChunkNotFound(_) => "chunk_not_found",
+            Error::VersionNotFound { .. } => "version_not_found",
+            Error::InvalidPath(_) => "invalid_path",
+            Error::InvalidHash(_) => "invalid_hash",
+            Error::HashMismatch { .. } => "hash_mismatch",
+            Error::InvalidFrame(_) => "invalid_frame",
+            Error::TooMany { .. } => "batch_too_large",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::Rejected { code, .. } => code,
+            Error::NoRoute => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::Database(_) | Error::Migrate(_) | Error::Io { .. } | Error::Internal(_) => {
+                "internal"
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(err = %self, "request failed");
+            "internal server error; the server log has details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            error: self.code().to_owned(),
+            message,
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// The code for an extractor's rejection, from its status.
+fn rejection_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_server_error() => "internal",
+        _ => "invalid_request",
+    }
+}
+
+macro_rules! from_rejection {
+    ($rejection:ty, $default_code:literal) => {
+        impl From<$rejection> for Error {
+            fn from(rejection: $rejection) -> Error {
+                let status = rejection.status();
+                let code = match rejection_code(status) {
+                    "invalid_request" => $default_code,
+                    code => code,
+                };
+                Error::Rejected {
+                    status,
+                    code,
+                    message: rejection.body_text(),
+                }
+            }
+        }
+    };
+}
+
+from_rejection!(JsonRejection, "invalid_json");
+from_rejection!(QueryRejection, "invalid_query");
+from_rejection!(PathRejection, "invalid_path_parameter");
+from_rejection!(BytesRejection, "invalid_body");
+from_rejection!(RawPathParamsRejection, "invalid_path_parameter");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_keep_their_message_and_server_errors_hide_theirs() {
+        let bad = Error::InvalidHash("xyz".to_owned());
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert!(bad.to_string().contains("xyz"));
+        let internal = Error::Internal("secret detail".to_owned());
+        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(internal.code(), "internal");
+    }
+
+    #[test]
+    fn oversize_bodies_are_413_with_their_own_code() {
+        assert_eq!(
+            rejection_code(StatusCode::PAYLOAD_TOO_LARGE),
+            "body_too_large"
+        );
+        assert_eq!(rejection_code(StatusCode::BAD_REQUEST), "invalid_request");
+    }
+}

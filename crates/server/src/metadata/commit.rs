@@ -1,0 +1,376 @@
+//! Accepting changes: each one a compare-and-swap on its path's current
+//! version, all of one batch in one transaction, each accepted one given the
+//! folder's next sequence number, its predecessor moved to history and an
+//! event written to the outbox in the same transaction.
+
+use sqlx::SqliteConnection;
+use syncfolder_core::hash::content_hash;
+use syncfolder_core::path::{self, MAX_PATH_BYTES};
+use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord};
+
+use super::folders::{Folder, FolderRow};
+use super::records::{RecordColumns, RecordRow, current_row, row_at_version};
+use super::{Db, chunks, from_db, now_ms, retention, to_db};
+use crate::error::{Error, Result};
+
+/// What a commit batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// One result per change, in request order.
+    pub results: Vec<CommitResult>,
+    /// The folder's sequence after the batch.
+    pub latest: u64,
+}
+
+/// Checks what a change says about itself, before looking at the database:
+/// a valid path, a file whose chunks add up to its size and hash to its
+/// content hash, no chunks on anything but a file, a sane symlink target.
+pub fn validate_change(change: &Change) -> Result<(), String> {
+    path::validate(&change.path).map_err(|err| err.to_string())?;
+    match &change.content {
+        Some(Content::File {
+            content_hash: announced,
+            size,
+            ..
+        }) => {
+            let total = change
+                .chunks
+                .iter()
+                .try_fold(0u64, |total, chunk| total.checked_add(chunk.size))
+                .ok_or("chunk sizes overflow")?;
+            if total != *size {
+                return Err(format!(
+                    "chunk sizes add up to {total} bytes but the file is {size} bytes"
+                ));
+            }
+            if i64::try_from(*size).is_err() {
+                return Err(format!("file size {size} is too large"));
+            }
+            if content_hash(&change.chunks) != *announced {
+                return Err("content_hash is not the hash of the chunk list".to_owned());
+            }
+        }
+        Some(Content::Symlink { target }) => {
+            if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH_BYTES {
+                return Err("a symlink target is 1 to 4096 bytes without NUL".to_owned());
+            }
+        }
+        Some(Content::Directory) | None => {}
+    }
+    if !change.chunks.is_empty() && !matches!(change.content, Some(Content::File { .. })) {
+        return Err("only a file has chunks".to_owned());
+    }
+    Ok(())
+}
+
+/// The event action of an accepted change.
+fn action(previous: Option<&RecordRow>, content: &Option<Content>, restore: bool) -> &'static str {
+    match content {
+        _ if restore => "restore",
+        None => "delete",
+        Some(Content::Directory) => "mkdir",
+        Some(Content::Symlink { .. }) => "symlink",
+        Some(Content::File { .. }) if previous.is_some_and(RecordRow::is_file) => "modify",
+        Some(Content::File { .. }) => "create",
+    }
+}
+
+/// One write transaction on one folder.
+struct FolderWriter<'a> {
+    connection: &'a mut SqliteConnection,
+    folder: Folder,
+    seq: u64,
+    /// Bytes of current files, tracked only when the folder has a quota.
+    total_bytes: Option<u64>,
+    agent_id: &'a str,
+    now_ms: i64,
+}
+
+impl<'a> FolderWriter<'a> {
+    async fn start(
+        connection: &'a mut SqliteConnection,
+        folder_id: i64,
+        agent_id: &'a str,
+    ) -> Result<FolderWriter<'a>> {
+        let row: Option<FolderRow> = sqlx::query_as(
+            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+        )
+        .bind(folder_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+        let folder = row
+            .ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?
+            .into_folder()?;
+        let total_bytes = if folder.settings.quota_bytes > 0 {
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(size), 0) FROM files WHERE folder_id = $1 AND kind = 'file'",
+            )
+            .bind(folder_id)
+            .fetch_one(&mut *connection)
+            .await?;
+            Some(from_db(total))
+        } else {
+            None
+        };
+        Ok(FolderWriter {
+            connection,
+            seq: folder.seq,
+            folder,
+            total_bytes,
+            agent_id,
+            now_ms: now_ms(),
+        })
+    }
+
+    async fn apply(&mut self, change: Change, restore: bool) -> Result<CommitResult> {
+        if let Err(error) = validate_change(&change) {
+            return Ok(CommitResult::Rejected { error });
+        }
+        let folder_id = self.folder.id;
+        let current = current_row(self.connection, folder_id, &change.path).await?;
+        let current_version = current.as_ref().map_or(0, |row| from_db(row.version));
+        if change.parent_version != current_version {
+            let current = current.map(RecordRow::into_record).transpose()?;
+            return Ok(CommitResult::Conflict { current });
+        }
+        let hashes: Vec<_> = change.chunks.iter().map(|chunk| chunk.hash).collect();
+        let missing = chunks::missing_in(self.connection, folder_id, hashes).await?;
+        if !missing.is_empty() {
+            return Ok(CommitResult::MissingChunks { missing });
+        }
+        let columns = RecordColumns::of(&change.content, &change.chunks)?;
+        if let Some(total_bytes) = self.total_bytes {
+            let old_size = current
+                .as_ref()
+                .filter(|row| row.is_file())
+                .map_or(0, |row| from_db(row.size));
+            let new_size = from_db(columns.size);
+            let new_total = total_bytes
+                .saturating_sub(old_size)
+                .saturating_add(new_size);
+            let quota = self.folder.settings.quota_bytes;
+            if new_size > old_size && new_total > quota {
+                return Ok(CommitResult::Rejected {
+                    error: format!(
+                        "the folder's quota of {quota} bytes would be exceeded ({new_total} bytes)"
+                    ),
+                });
+            }
+            self.total_bytes = Some(new_total);
+        }
+
+        let version = self.seq + 1;
+        let action = action(current.as_ref(), &change.content, restore);
+        if current.is_some() {
+            sqlx::query(
+                "INSERT INTO history (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
+                 agent_id, committed_at_ms, replaced_at_ms) \
+                 SELECT folder_id, path, version, kind, size, content, chunks, mtime_ns, agent_id, \
+                 committed_at_ms, $3 FROM files WHERE folder_id = $1 AND path = $2",
+            )
+            .bind(folder_id)
+            .bind(&change.path)
+            .bind(self.now_ms)
+            .execute(&mut *self.connection)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO files (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
+             agent_id, committed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (folder_id, path) DO UPDATE SET version = excluded.version, \
+             kind = excluded.kind, size = excluded.size, content = excluded.content, \
+             chunks = excluded.chunks, mtime_ns = excluded.mtime_ns, \
+             agent_id = excluded.agent_id, committed_at_ms = excluded.committed_at_ms",
+        )
+        .bind(folder_id)
+        .bind(&change.path)
+        .bind(to_db(version, "version")?)
+        .bind(columns.kind)
+        .bind(columns.size)
+        .bind(&columns.content)
+        .bind(&columns.chunks)
+        .bind(change.mtime_ns)
+        .bind(self.agent_id)
+        .bind(self.now_ms)
+        .execute(&mut *self.connection)
+        .await?;
+        let content_hash = match &change.content {
+            Some(Content::File { content_hash, .. }) => Some(content_hash.to_hex()),
+            _ => None,
+        };
+        sqlx::query(
+            "INSERT INTO events (folder, path, action, size, version, content_hash, agent_id, at_ms, shipped) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE)",
+        )
+        .bind(&self.folder.name)
+        .bind(&change.path)
+        .bind(action)
+        .bind(columns.size)
+        .bind(to_db(version, "version")?)
+        .bind(content_hash)
+        .bind(self.agent_id)
+        .bind(self.now_ms)
+        .execute(&mut *self.connection)
+        .await?;
+        let retention = self.folder.settings.retention;
+        retention::prune(
+            self.connection,
+            folder_id,
+            &change.path,
+            &retention,
+            self.now_ms,
+        )
+        .await?;
+        self.seq = version;
+        Ok(CommitResult::Committed {
+            record: FileRecord {
+                path: change.path,
+                version,
+                content: change.content,
+                chunks: change.chunks,
+                mtime_ns: change.mtime_ns,
+                agent_id: self.agent_id.to_owned(),
+                committed_at_ms: self.now_ms,
+            },
+        })
+    }
+
+    /// Stores the advanced sequence; returns it.
+    async fn finish(self) -> Result<u64> {
+        if self.seq != self.folder.seq {
+            sqlx::query("UPDATE folders SET seq = $1 WHERE id = $2")
+                .bind(to_db(self.seq, "sequence")?)
+                .bind(self.folder.id)
+                .execute(&mut *self.connection)
+                .await?;
+        }
+        Ok(self.seq)
+    }
+}
+
+impl Db {
+    /// Commits a batch of changes to a folder, each with its own result.
+    pub async fn commit(
+        &self,
+        folder_id: i64,
+        changes: Vec<Change>,
+        agent_id: &str,
+    ) -> Result<CommitOutcome> {
+        let mut tx = self.begin_write().await?;
+        let mut writer = FolderWriter::start(&mut tx, folder_id, agent_id).await?;
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            results.push(writer.apply(change, false).await?);
+        }
+        let latest = writer.finish().await?;
+        tx.commit().await?;
+        Ok(CommitOutcome { results, latest })
+    }
+
+    /// Makes the content of `path` at `version` current again, as a new version.
+    pub async fn restore(
+        &self,
+        folder_id: i64,
+        path: &str,
+        version: u64,
+        agent_id: &str,
+    ) -> Result<CommitOutcome> {
+        let mut tx = self.begin_write().await?;
+        let old = row_at_version(&mut tx, folder_id, path, version)
+            .await?
+            .ok_or_else(|| Error::VersionNotFound {
+                path: path.to_owned(),
+                version,
+            })?
+            .into_record()?;
+        let current = current_row(&mut tx, folder_id, path).await?;
+        let change = Change {
+            path: path.to_owned(),
+            parent_version: current.map_or(0, |row| from_db(row.version)),
+            content: old.content,
+            chunks: old.chunks,
+            mtime_ns: old.mtime_ns,
+        };
+        let mut writer = FolderWriter::start(&mut tx, folder_id, agent_id).await?;
+        let result = writer.apply(change, true).await?;
+        let latest = writer.finish().await?;
+        if matches!(result, CommitResult::Committed { .. }) {
+            tx.commit().await?;
+        }
+        Ok(CommitOutcome {
+            results: vec![result],
+            latest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncfolder_core::Hash;
+    use syncfolder_core::protocol::ChunkRef;
+
+    fn file_change(path: &str, chunks: Vec<ChunkRef>, size: u64) -> Change {
+        Change {
+            path: path.to_owned(),
+            parent_version: 0,
+            content: Some(Content::File {
+                content_hash: content_hash(&chunks),
+                size,
+                executable: false,
+            }),
+            chunks,
+            mtime_ns: 0,
+        }
+    }
+
+    fn chunk(bytes: &[u8]) -> ChunkRef {
+        ChunkRef {
+            hash: Hash::of(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+
+    #[test]
+    fn a_consistent_file_change_is_valid() {
+        assert_eq!(
+            validate_change(&file_change("a/b", vec![chunk(b"ab"), chunk(b"c")], 3)),
+            Ok(())
+        );
+        assert_eq!(validate_change(&file_change("empty", vec![], 0)), Ok(()));
+    }
+
+    #[test]
+    fn sizes_hashes_paths_and_stray_chunks_are_checked() {
+        assert!(validate_change(&file_change("a", vec![chunk(b"ab")], 3)).is_err());
+        assert!(validate_change(&file_change("../a", vec![], 0)).is_err());
+        let mut wrong_hash = file_change("a", vec![chunk(b"ab")], 2);
+        wrong_hash.content = Some(Content::File {
+            content_hash: Hash::of(b"other"),
+            size: 2,
+            executable: false,
+        });
+        assert!(validate_change(&wrong_hash).is_err());
+        let mut directory_with_chunks = file_change("d", vec![chunk(b"x")], 1);
+        directory_with_chunks.content = Some(Content::Directory);
+        assert!(validate_change(&directory_with_chunks).is_err());
+        let mut overflow = file_change("a", vec![chunk(b"x"), chunk(b"y")], 0);
+        for chunk in &mut overflow.chunks {
+            chunk.size = u64::MAX;
+        }
+        assert!(validate_change(&overflow).is_err());
+    }
+
+    #[test]
+    fn a_replaced_file_is_a_modify_and_a_file_after_a_tombstone_a_create() {
+        let file = Some(Content::File {
+            content_hash: content_hash(&[]),
+            size: 0,
+            executable: false,
+        });
+        assert_eq!(action(None, &file, false), "create");
+        assert_eq!(action(None, &None, false), "delete");
+        assert_eq!(action(None, &Some(Content::Directory), false), "mkdir");
+        assert_eq!(action(None, &file, true), "restore");
+    }
+}

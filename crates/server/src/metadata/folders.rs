@@ -1,0 +1,239 @@
+//! Folders: their names, settings and sequence numbers.
+
+use syncfolder_core::protocol::{FolderInfo, FolderSettings, FolderSettingsPatch};
+
+use super::{Db, from_db, now_ms};
+use crate::error::{Error, Result};
+
+/// A folder as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    pub id: i64,
+    pub name: String,
+    pub settings: FolderSettings,
+    /// The version of the folder's newest accepted change.
+    pub seq: u64,
+    pub created_at_ms: i64,
+}
+
+/// Current (not deleted) files of a folder and their total size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FolderStats {
+    pub n_files: u64,
+    pub total_bytes: u64,
+}
+
+impl Folder {
+    pub fn info(&self, stats: FolderStats) -> FolderInfo {
+        FolderInfo {
+            name: self.name.clone(),
+            settings: self.settings.clone(),
+            latest_version: self.seq,
+            n_files: stats.n_files,
+            total_bytes: stats.total_bytes,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct FolderRow {
+    id: i64,
+    name: String,
+    settings: String,
+    seq: i64,
+    created_at_ms: i64,
+}
+
+impl FolderRow {
+    pub(super) fn into_folder(self) -> Result<Folder> {
+        let settings = serde_json::from_str(&self.settings).map_err(|err| {
+            Error::Internal(format!("stored settings of folder {:?}: {err}", self.name))
+        })?;
+        Ok(Folder {
+            id: self.id,
+            name: self.name,
+            settings,
+            seq: from_db(self.seq),
+            created_at_ms: self.created_at_ms,
+        })
+    }
+}
+
+/// Checks a folder name: 1–63 characters, `[a-z0-9]` first, then `[a-z0-9._-]`
+/// (safe as a DNS label prefix, a file name and a metric label).
+pub fn validate_folder_name(name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    let valid = matches!(bytes.first(), Some(first) if first.is_ascii_lowercase() || first.is_ascii_digit())
+        && bytes.len() <= 63
+        && bytes.iter().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'.' | b'_' | b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidFolderName(name.to_owned()))
+    }
+}
+
+fn settings_json(settings: &FolderSettings) -> Result<String> {
+    serde_json::to_string(settings).map_err(|err| Error::Internal(format!("settings: {err}")))
+}
+
+impl Db {
+    /// Creates a folder; [`Error::FolderExists`] when the name is taken.
+    pub async fn create_folder(&self, name: &str, settings: &FolderSettings) -> Result<Folder> {
+        validate_folder_name(name)?;
+        let created_at_ms = now_ms();
+        let mut tx = self.begin_write().await?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM folders WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(Error::FolderExists(name.to_owned()));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO folders (name, settings, seq, created_at_ms) VALUES ($1, $2, 0, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(settings_json(settings)?)
+        .bind(created_at_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Folder {
+            id,
+            name: name.to_owned(),
+            settings: settings.clone(),
+            seq: 0,
+            created_at_ms,
+        })
+    }
+
+    pub async fn folder_by_name(&self, name: &str) -> Result<Option<Folder>> {
+        let row: Option<FolderRow> = sqlx::query_as(
+            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(FolderRow::into_folder).transpose()
+    }
+
+    pub async fn folder_by_id(&self, id: i64) -> Result<Option<Folder>> {
+        let row: Option<FolderRow> = sqlx::query_as(
+            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(FolderRow::into_folder).transpose()
+    }
+
+    pub async fn list_folders(&self) -> Result<Vec<Folder>> {
+        let rows: Vec<FolderRow> = sqlx::query_as(
+            "SELECT id, name, settings, seq, created_at_ms FROM folders ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(FolderRow::into_folder).collect()
+    }
+
+    pub async fn folder_stats(&self, folder_id: i64) -> Result<FolderStats> {
+        let (n_files, total_bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE folder_id = $1 AND kind = 'file'",
+        )
+        .bind(folder_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FolderStats {
+            n_files: from_db(n_files),
+            total_bytes: from_db(total_bytes),
+        })
+    }
+
+    /// Applies a settings patch; absent fields stay as they are.
+    pub async fn patch_folder(
+        &self,
+        folder_id: i64,
+        patch: &FolderSettingsPatch,
+    ) -> Result<Folder> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<FolderRow> = sqlx::query_as(
+            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+        )
+        .bind(folder_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut folder = row
+            .ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?
+            .into_folder()?;
+        let settings = &mut folder.settings;
+        if let Some(mode) = patch.mode {
+            settings.mode = mode;
+        }
+        if let Some(retention) = patch.retention {
+            settings.retention = retention;
+        }
+        if let Some(patterns) = &patch.ignore_patterns {
+            settings.ignore_patterns = patterns.clone();
+        }
+        if let Some(quota_bytes) = patch.quota_bytes {
+            settings.quota_bytes = quota_bytes;
+        }
+        sqlx::query("UPDATE folders SET settings = $1 WHERE id = $2")
+            .bind(settings_json(&folder.settings)?)
+            .bind(folder_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(folder)
+    }
+
+    /// Removes a folder's metadata: records, history, tokens and its claim on
+    /// chunks. The events it produced stay in the outbox; chunk files stay in
+    /// the store until a garbage collection finds them unreferenced.
+    pub async fn delete_folder(&self, folder_id: i64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for statement in [
+            "DELETE FROM tokens WHERE folder_id = $1",
+            "DELETE FROM history WHERE folder_id = $1",
+            "DELETE FROM files WHERE folder_id = $1",
+            "DELETE FROM folder_chunks WHERE folder_id = $1",
+            "DELETE FROM folders WHERE id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(folder_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_follow_the_dns_like_rule() {
+        for good in ["a", "0", "team-docs", "my.folder_2", &"a".repeat(63)] {
+            assert!(validate_folder_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "A",
+            "a/b",
+            "a b",
+            "ä",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_folder_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! File records: the current one per path (`files`), older ones (`history`),
+//! and the change feed over them.
+
+use sqlx::SqliteConnection;
+use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord};
+
+use super::{Db, from_db, to_db};
+use crate::error::{Error, Result};
+
+/// The columns of a record as they are stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RecordRow {
+    pub path: String,
+    pub version: i64,
+    pub kind: Option<String>,
+    pub size: i64,
+    pub content: Option<String>,
+    pub chunks: String,
+    pub mtime_ns: i64,
+    pub agent_id: String,
+    pub committed_at_ms: i64,
+}
+
+impl RecordRow {
+    pub fn into_record(self) -> Result<FileRecord> {
+        let corrupt = |err: serde_json::Error| {
+            Error::Internal(format!("stored record of {:?}: {err}", self.path))
+        };
+        let content: Option<Content> = self
+            .content
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(corrupt)?;
+        let chunks: Vec<ChunkRef> = serde_json::from_str(&self.chunks).map_err(corrupt)?;
+        Ok(FileRecord {
+            path: self.path,
+            version: from_db(self.version),
+            content,
+            chunks,
+            mtime_ns: self.mtime_ns,
+            agent_id: self.agent_id,
+            committed_at_ms: self.committed_at_ms,
+        })
+    }
+
+    /// True when this record is a file (counts towards size and quota).
+    pub fn is_file(&self) -> bool {
+        self.kind.as_deref() == Some("file")
+    }
+}
+
+/// The columns of a record, ready to be written.
+pub(super) struct RecordColumns {
+    pub kind: Option<&'static str>,
+    pub size: i64,
+    pub content: Option<String>,
+    pub chunks: String,
+}
+
+impl RecordColumns {
+    pub fn of(content: &Option<Content>, chunks: &[ChunkRef]) -> Result<RecordColumns> {
+        let to_json = |err: serde_json::Error| Error::Internal(format!("record to JSON: {err}"));
+        let (kind, size) = match content {
+            None => (None, 0),
+            Some(Content::File { size, .. }) => (Some("file"), to_db(*size, "file size")?),
+            Some(Content::Directory) => (Some("directory"), 0),
+            Some(Content::Symlink { .. }) => (Some("symlink"), 0),
+        };
+        Ok(RecordColumns {
+            kind,
+            size,
+            content: content
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(to_json)?,
+            chunks: serde_json::to_string(chunks).map_err(to_json)?,
+        })
+    }
+}
+
+/// The current record of `path`, tombstones included.
+pub(super) async fn current_row(
+    connection: &mut SqliteConnection,
+    folder_id: i64,
+    path: &str,
+) -> Result<Option<RecordRow>> {
+    Ok(sqlx::query_as(
+        "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+         FROM files WHERE folder_id = $1 AND path = $2",
+    )
+    .bind(folder_id)
+    .bind(path)
+    .fetch_optional(connection)
+    .await?)
+}
+
+/// The record of `path` at `version`, current or historical.
+pub(super) async fn row_at_version(
+    connection: &mut SqliteConnection,
+    folder_id: i64,
+    path: &str,
+    version: u64,
+) -> Result<Option<RecordRow>> {
+    let version = to_db(version, "version")?;
+    Ok(sqlx::query_as(
+        "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+         FROM files WHERE folder_id = $1 AND path = $2 AND version = $3 \
+         UNION ALL \
+         SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+         FROM history WHERE folder_id = $1 AND path = $2 AND version = $3",
+    )
+    .bind(folder_id)
+    .bind(path)
+    .bind(version)
+    .fetch_optional(connection)
+    .await?)
+}
+
+impl Db {
+    /// Current records with `version > since`, in version order, at most `limit`.
+    pub async fn changes(&self, folder_id: i64, since: u64, limit: u64) -> Result<ChangesResponse> {
+        // the sequence is read first: every version up to it is committed, so
+        // a client that continues from `latest` after an empty answer misses nothing
+        let latest: Option<i64> = sqlx::query_scalar("SELECT seq FROM folders WHERE id = $1")
+            .bind(folder_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let latest = latest.ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?;
+        let since = to_db(since.min(i64::MAX as u64), "since")?;
+        let fetch = to_db(limit.saturating_add(1), "limit")?;
+        let rows: Vec<RecordRow> = sqlx::query_as(
+            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM files WHERE folder_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+        )
+        .bind(folder_id)
+        .bind(since)
+        .bind(fetch)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as u64 > limit;
+        let records = rows
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(RecordRow::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ChangesResponse {
+            records,
+            latest: from_db(latest),
+            more,
+        })
+    }
+
+    /// The current record of `path` first, then older versions, newest first.
+    pub async fn history(&self, folder_id: i64, path: &str) -> Result<Vec<FileRecord>> {
+        let mut connection = self.pool.acquire().await?;
+        let mut versions = Vec::new();
+        if let Some(current) = current_row(&mut connection, folder_id, path).await? {
+            versions.push(current.into_record()?);
+        }
+        let older: Vec<RecordRow> = sqlx::query_as(
+            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM history WHERE folder_id = $1 AND path = $2 ORDER BY version DESC",
+        )
+        .bind(folder_id)
+        .bind(path)
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in older {
+            versions.push(row.into_record()?);
+        }
+        Ok(versions)
+    }
+}

@@ -1,0 +1,196 @@
+//! The server's Prometheus metrics, in one registry of its own. Dashboards
+//! use only the names defined here.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub chunk_bytes_received: IntCounter,
+    pub chunk_bytes_stored: IntCounter,
+    pub chunks_stored: IntCounter,
+    pub chunk_dedup_hits: IntCounter,
+    pub chunk_bytes_sent: IntCounter,
+    pub chunks_sent: IntCounter,
+    pub commits: IntCounterVec,
+    pub changefeed_waiting: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_http_requests_total",
+                "HTTP requests answered, by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "syncfolder_http_request_duration_seconds",
+                "Time to answer an HTTP request, by route template and method",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["route", "method"],
+        )?;
+        let chunk_bytes_received = IntCounter::new(
+            "syncfolder_chunk_bytes_received_total",
+            "Bytes of chunk bodies received and verified",
+        )?;
+        let chunk_bytes_stored = IntCounter::new(
+            "syncfolder_chunk_bytes_stored_total",
+            "Bytes newly written to the chunk store",
+        )?;
+        let chunks_stored = IntCounter::new(
+            "syncfolder_chunks_stored_total",
+            "Chunks newly written to the chunk store",
+        )?;
+        let chunk_dedup_hits = IntCounter::new(
+            "syncfolder_chunk_dedup_hits_total",
+            "Uploaded chunks the store already held",
+        )?;
+        let chunk_bytes_sent = IntCounter::new(
+            "syncfolder_chunk_bytes_sent_total",
+            "Bytes of chunks sent to clients",
+        )?;
+        let chunks_sent =
+            IntCounter::new("syncfolder_chunks_sent_total", "Chunks sent to clients")?;
+        let commits = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_commits_total",
+                "Changes submitted in commits and restores, by result (committed, conflict, missing_chunks, rejected)",
+            ),
+            &["result"],
+        )?;
+        let changefeed_waiting = IntGauge::new(
+            "syncfolder_changefeed_waiting_requests",
+            "Change-feed requests parked in a long-poll",
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_request_duration.clone()))?;
+        registry.register(Box::new(chunk_bytes_received.clone()))?;
+        registry.register(Box::new(chunk_bytes_stored.clone()))?;
+        registry.register(Box::new(chunks_stored.clone()))?;
+        registry.register(Box::new(chunk_dedup_hits.clone()))?;
+        registry.register(Box::new(chunk_bytes_sent.clone()))?;
+        registry.register(Box::new(chunks_sent.clone()))?;
+        registry.register(Box::new(commits.clone()))?;
+        registry.register(Box::new(changefeed_waiting.clone()))?;
+        for result in ["committed", "conflict", "missing_chunks", "rejected"] {
+            commits.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_request_duration,
+            chunk_bytes_received,
+            chunk_bytes_stored,
+            chunks_stored,
+            chunk_dedup_hits,
+            chunk_bytes_sent,
+            chunks_sent,
+            commits,
+            changefeed_waiting,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%err, "encoding metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Middleware: counts and times every request by its route template.
+pub async fn track_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |matched| matched.as_str().to_owned(),
+    );
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let metrics = &state.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .http_request_duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
+    response
+}
+
+/// Decrements the waiting gauge when a long-poll ends, however it ends.
+#[derive(Debug)]
+pub struct WaitingGuard(IntGauge);
+
+impl WaitingGuard {
+    pub fn new(gauge: &IntGauge) -> WaitingGuard {
+        gauge.inc();
+        WaitingGuard(gauge.clone())
+    }
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_required_metric_is_exposed() {
+        let metrics = Metrics::new().expect("metrics");
+        metrics
+            .http_requests
+            .with_label_values(&["/healthz", "GET", "200"])
+            .inc();
+        metrics
+            .http_request_duration
+            .with_label_values(&["/healthz", "GET"])
+            .observe(0.1);
+        let text = metrics.render();
+        for name in [
+            "syncfolder_http_requests_total",
+            "syncfolder_http_request_duration_seconds",
+            "syncfolder_chunk_bytes_received_total",
+            "syncfolder_chunk_bytes_stored_total",
+            "syncfolder_chunk_dedup_hits_total",
+            "syncfolder_chunk_bytes_sent_total",
+            "syncfolder_commits_total",
+            "syncfolder_changefeed_waiting_requests",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

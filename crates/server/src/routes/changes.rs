@@ -1,0 +1,70 @@
+//! The change feed, with long-polling.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use serde::Deserialize;
+use syncfolder_core::protocol::ChangesResponse;
+
+use crate::auth::ReadAccess;
+use crate::config::DEFAULT_CHANGES_LIMIT;
+use crate::error::Result;
+use crate::extract::Query;
+use crate::metrics::WaitingGuard;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct ChangesQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<u64>,
+    /// Seconds to wait for a change when there is none yet.
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `GET /v1/folders/{folder}/changes?since=&limit=&wait=`: current records
+/// with `version > since` in version order. With none and `wait > 0`, parks
+/// until a commit to the folder wakes it or the wait (capped by the limits)
+/// runs out.
+pub async fn changes(
+    State(state): State<AppState>,
+    ReadAccess(folder): ReadAccess,
+    Query(query): Query<ChangesQuery>,
+) -> Result<axum::Json<ChangesResponse>> {
+    let limits = &state.limits;
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_CHANGES_LIMIT)
+        .clamp(1, limits.max_changes_per_page.max(1));
+    let wait = Duration::from_secs(query.wait.min(limits.max_long_poll_secs));
+    // subscribe before reading, so a commit between the read and the wait still wakes us
+    let mut receiver = state.feed.subscribe(folder.id);
+    let page = state.db.changes(folder.id, query.since, limit).await?;
+    if !page.records.is_empty() || wait.is_zero() {
+        return Ok(axum::Json(page));
+    }
+    let waiting = &state.metrics.changefeed_waiting;
+    if usize::try_from(waiting.get()).unwrap_or(usize::MAX) >= limits.max_waiting_requests {
+        return Ok(axum::Json(page));
+    }
+    let _guard = WaitingGuard::new(waiting);
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            changed = receiver.changed() => {
+                if changed.is_err() {
+                    // the folder was deleted
+                    return Ok(axum::Json(page));
+                }
+            }
+            () = &mut deadline => return Ok(axum::Json(page)),
+            () = state.shutdown.cancelled() => return Ok(axum::Json(page)),
+        }
+        let page = state.db.changes(folder.id, query.since, limit).await?;
+        if !page.records.is_empty() {
+            return Ok(axum::Json(page));
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Chunk upload, download and the "which are missing" question, always per
+//! folder: a folder reads only the chunks it uploaded itself.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use syncfolder_core::Hash;
+use syncfolder_core::frame;
+use syncfolder_core::protocol::{
+    FetchChunksRequest, MissingChunksRequest, MissingChunksResponse, UploadResponse,
+};
+
+use crate::auth::{ReadAccess, WriteAccess};
+use crate::error::{Error, Result};
+use crate::extract::{Body, Json, Path};
+use crate::metadata::Folder;
+use crate::state::AppState;
+
+fn parse_hash(text: &str) -> Result<Hash> {
+    Hash::from_hex(text).map_err(|_| Error::InvalidHash(text.to_owned()))
+}
+
+fn check_count(what: &'static str, count: usize, limit: usize) -> Result<()> {
+    if count > limit {
+        return Err(Error::TooMany {
+            what,
+            count: count as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies every chunk against its name, then stores them durably and lets
+/// the folder read them. Nothing is stored when any chunk is wrong.
+async fn store_for_folder(
+    state: &AppState,
+    folder: &Folder,
+    chunks: Vec<(Hash, Bytes)>,
+) -> Result<UploadResponse> {
+    for (expected, bytes) in &chunks {
+        let actual = Hash::of(bytes);
+        if actual != *expected {
+            return Err(Error::HashMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+    }
+    let received: u64 = chunks.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+    state.metrics.chunk_bytes_received.inc_by(received);
+    let sizes: Vec<(Hash, u64)> = chunks
+        .iter()
+        .map(|(hash, bytes)| (*hash, bytes.len() as u64))
+        .collect();
+    let written = state
+        .chunk_store
+        .put_batch(chunks)
+        .await
+        .map_err(Error::io("storing chunks"))?;
+    let mut bytes_written = 0;
+    for ((_, size), newly_written) in sizes.iter().zip(&written) {
+        if *newly_written {
+            bytes_written += size;
+            state.metrics.chunks_stored.inc();
+        } else {
+            state.metrics.chunk_dedup_hits.inc();
+        }
+    }
+    state.metrics.chunk_bytes_stored.inc_by(bytes_written);
+    state.db.add_folder_chunks(folder.id, &sizes).await?;
+    tracing::debug!(folder = %folder.name, n_chunks = sizes.len(), bytes_written, "chunks stored");
+    Ok(UploadResponse {
+        stored: sizes.len() as u64,
+        bytes_written,
+    })
+}
+
+/// `PUT /v1/folders/{folder}/chunks/{hash}`: one chunk, raw bytes.
+pub async fn put_chunk(
+    State(state): State<AppState>,
+    WriteAccess(folder): WriteAccess,
+    Path((_, hash)): Path<(String, String)>,
+    Body(bytes): Body,
+) -> Result<axum::Json<UploadResponse>> {
+    let hash = parse_hash(&hash)?;
+    let response = store_for_folder(&state, &folder, vec![(hash, bytes)]).await?;
+    Ok(axum::Json(response))
+}
+
+/// `POST /v1/folders/{folder}/chunks/upload`: many chunks, framed.
+pub async fn upload(
+    State(state): State<AppState>,
+    WriteAccess(folder): WriteAccess,
+    Body(body): Body,
+) -> Result<axum::Json<UploadResponse>> {
+    let frames = frame::split_frames(&body)?;
+    check_count(
+        "chunks in one upload",
+        frames.len(),
+        state.limits.max_hashes_per_request,
+    )?;
+    let chunks = frames
+        .into_iter()
+        .map(|(hash, bytes)| (hash, body.slice_ref(bytes)))
+        .collect();
+    let response = store_for_folder(&state, &folder, chunks).await?;
+    Ok(axum::Json(response))
+}
+
+/// `POST /v1/folders/{folder}/chunks/missing`: which of these the folder lacks.
+pub async fn missing(
+    State(state): State<AppState>,
+    WriteAccess(folder): WriteAccess,
+    Json(request): Json<MissingChunksRequest>,
+) -> Result<axum::Json<MissingChunksResponse>> {
+    check_count(
+        "hashes in one request",
+        request.hashes.len(),
+        state.limits.max_hashes_per_request,
+    )?;
+    let missing = state.db.missing_chunks(folder.id, &request.hashes).await?;
+    Ok(axum::Json(MissingChunksResponse { missing }))
+}
+
+/// The bytes of a chunk the folder may read.
+async fn read_for_folder(state: &AppState, folder: &Folder, hash: Hash) -> Result<Bytes> {
+    if state.db.chunk_size(folder.id, &hash).await?.is_none() {
+        return Err(Error::ChunkNotFound(hash));
+    }
+    match state
+        .chunk_store
+        .get(hash)
+        .await
+        .map_err(Error::io("reading a chunk"))?
+    {
+        Some(bytes) => {
+            state.metrics.chunk_bytes_sent.inc_by(bytes.len() as u64);
+            state.metrics.chunks_sent.inc();
+            Ok(bytes)
+        }
+        None => {
+            tracing::error!(folder = %folder.name, %hash, "chunk recorded for the folder is absent from the store");
+            Err(Error::ChunkNotFound(hash))
+        }
+    }
+}
+
+/// `GET /v1/folders/{folder}/chunks/{hash}`: one chunk, raw bytes.
+pub async fn get_chunk(
+    State(state): State<AppState>,
+    ReadAccess(folder): ReadAccess,
+    Path((_, hash)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let hash = parse_hash(&hash)?;
+    let bytes = read_for_folder(&state, &folder, hash).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+}
+
+/// `POST /v1/folders/{folder}/chunks/fetch`: many chunks, framed, in the
+/// order asked. Fails whole (404) when any is not readable by the folder.
+pub async fn fetch(
+    State(state): State<AppState>,
+    ReadAccess(folder): ReadAccess,
+    Json(request): Json<FetchChunksRequest>,
+) -> Result<impl IntoResponse> {
+    let limits = &state.limits;
+    check_count(
+        "hashes in one request",
+        request.hashes.len(),
+        limits.max_hashes_per_request,
+    )?;
+    let mut total: u64 = 0;
+    for hash in &request.hashes {
+        let size = state
+            .db
+            .chunk_size(folder.id, hash)
+            .await?
+            .ok_or(Error::ChunkNotFound(*hash))?;
+        total = total.saturating_add(size);
+    }
+    if total > limits.max_fetch_bytes {
+        return Err(Error::InvalidRequest(format!(
+            "the chunks asked for hold {total} bytes, over the limit of {} per fetch: ask for fewer",
+            limits.max_fetch_bytes
+        )));
+    }
+    let mut body = Vec::with_capacity(
+        usize::try_from(total).unwrap_or(0) + request.hashes.len() * frame::HEADER_LEN,
+    );
+    for hash in request.hashes {
+        let bytes = read_for_folder(&state, &folder, hash).await?;
+        frame::append_chunk(&mut body, &hash, &bytes);
+    }
+    Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], body))
+}

@@ -1,0 +1,54 @@
+//! Committing a batch of changes.
+
+use axum::extract::State;
+use syncfolder_core::protocol::{CommitRequest, CommitResponse, CommitResult};
+
+use crate::auth::WriteAccess;
+use crate::error::{Error, Result};
+use crate::extract::{AgentId, Json};
+use crate::state::AppState;
+
+fn result_label(result: &CommitResult) -> &'static str {
+    match result {
+        CommitResult::Committed { .. } => "committed",
+        CommitResult::Conflict { .. } => "conflict",
+        CommitResult::MissingChunks { .. } => "missing_chunks",
+        CommitResult::Rejected { .. } => "rejected",
+    }
+}
+
+/// `POST /v1/folders/{folder}/commit`: each change is a compare-and-swap
+/// with its own result; all accepted ones land in one transaction.
+pub async fn commit(
+    State(state): State<AppState>,
+    WriteAccess(folder): WriteAccess,
+    AgentId(agent_id): AgentId,
+    Json(request): Json<CommitRequest>,
+) -> Result<axum::Json<CommitResponse>> {
+    let limit = state.limits.max_changes_per_commit;
+    if request.changes.len() > limit {
+        return Err(Error::TooMany {
+            what: "changes in one commit",
+            count: request.changes.len() as u64,
+            limit: limit as u64,
+        });
+    }
+    let n_changes = request.changes.len();
+    let outcome = state
+        .db
+        .commit(folder.id, request.changes, &agent_id)
+        .await?;
+    let mut n_committed = 0;
+    for result in &outcome.results {
+        let label = result_label(result);
+        state.metrics.commits.with_label_values(&[label]).inc();
+        n_committed += usize::from(label == "committed");
+    }
+    if n_committed > 0 {
+        state.feed.publish(folder.id, outcome.latest);
+    }
+    tracing::info!(folder = %folder.name, %agent_id, n_changes, n_committed, latest = outcome.latest, "commit");
+    Ok(axum::Json(CommitResponse {
+        results: outcome.results,
+    }))
+}

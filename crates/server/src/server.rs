@@ -1,0 +1,114 @@
+//! Starting and stopping a server: open the data directory, bind, serve
+//! until the shutdown future resolves, then finish in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin_token;
+use crate::auth::sha256;
+use crate::chunk_store::LooseChunkStore;
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+use crate::feed::Feed;
+use crate::metadata::Db;
+use crate::metrics::Metrics;
+use crate::routes::router;
+use crate::state::AppState;
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    admin_token: String,
+    state: AppState,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens (or creates) the data directory, runs the metadata migrations,
+    /// loads or generates the admin token, and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(Error::io(format!(
+            "creating the data directory {}",
+            data_dir.display()
+        )))?;
+        let store_dir = data_dir.clone();
+        let chunk_store = tokio::task::spawn_blocking(move || LooseChunkStore::open(&store_dir))
+            .await
+            .map_err(|err| Error::Internal(format!("opening the chunk store: {err}")))?
+            .map_err(Error::io("opening the chunk store"))?;
+        let db = Db::open(&data_dir).await?;
+        let admin_token = admin_token::load_or_create(&data_dir, config.admin_token.as_deref())?;
+        let metrics = Metrics::new().map_err(|err| Error::Internal(format!("metrics: {err}")))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(Error::io(format!("binding {}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(Error::io("reading the bound address"))?;
+        tracing::info!(%local_addr, data_dir = %data_dir.display(), "server bound");
+        let state = AppState {
+            db,
+            chunk_store: Arc::new(chunk_store),
+            feed: Arc::new(Feed::default()),
+            metrics: Arc::new(metrics),
+            limits: Arc::new(config.limits),
+            admin_token_sha256: sha256(admin_token.as_bytes()),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Server {
+            listener,
+            local_addr,
+            admin_token,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The shared state, for embedding the router elsewhere.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, wakes parked
+    /// long-polls, lets in-flight requests finish and closes the database.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            listener, state, ..
+        } = self;
+        let cancel = state.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            cancel.cancel();
+        };
+        let app = router(state.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+            .map_err(Error::io("serving HTTP"))?;
+        state.db.close().await;
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! The server over real HTTP, real SQLite and a temp data dir.
+
+mod admin;
+mod auth;
+mod bad_input;
+mod chunks;
+mod commits;
+mod feed;
+mod harness;
+mod history;
+mod restart;

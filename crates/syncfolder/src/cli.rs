@@ -1,0 +1,227 @@
+//! The command line: one clap-derive struct per subcommand; every flag also
+//! reads an environment variable `SYNCFOLDER_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use syncfolder_core::protocol::FolderMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncfolder",
+    version,
+    about = "Kubernetes-native file synchronisation: server, agent and tools"
+)]
+pub struct Cli {
+    /// Log format: human-readable text, or JSON lines for pods.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNCFOLDER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sync server.
+    Server(ServerArgs),
+    /// Run an agent that keeps a local directory in sync with a server folder.
+    Agent(AgentArgs),
+    /// Manage folders on a server (admin token).
+    #[command(subcommand)]
+    Folder(FolderCommand),
+    /// Manage folder tokens on a server (admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the stored versions of a file.
+    History(HistoryArgs),
+    /// Make an earlier version of a file the current one.
+    Restore(RestoreArgs),
+    /// Show a folder's state on the server.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SYNCFOLDER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: metadata DB and chunk store.
+    #[arg(long, env = "SYNCFOLDER_DATA")]
+    pub data: PathBuf,
+    /// Admin token; when absent, one is generated (or reused) in DATA/admin-token.
+    #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerUrl {
+    /// Server base URL, such as http://127.0.0.1:8080.
+    #[arg(long, env = "SYNCFOLDER_SERVER")]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminAuth {
+    #[command(flatten)]
+    pub server: ServerUrl,
+    /// The server's admin token.
+    #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FolderAuth {
+    #[command(flatten)]
+    pub server: ServerUrl,
+    /// Folder name.
+    #[arg(long, env = "SYNCFOLDER_FOLDER")]
+    pub folder: String,
+    /// A token of that folder.
+    #[arg(long, env = "SYNCFOLDER_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub auth: FolderAuth,
+    /// The local directory to keep in sync.
+    #[arg(long, env = "SYNCFOLDER_PATH")]
+    pub path: PathBuf,
+    /// Where the agent keeps its state (default PATH/.syncfolder, never synced).
+    #[arg(long, env = "SYNCFOLDER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// This agent's name in conflict copies and the event log (default: host name plus a random suffix, kept in the state DB).
+    #[arg(long, env = "SYNCFOLDER_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Override the folder's mode for this agent.
+    #[arg(long, env = "SYNCFOLDER_MODE")]
+    pub mode: Option<FolderMode>,
+    /// Seconds between full rescans (the safety net under file watching).
+    #[arg(long, env = "SYNCFOLDER_RESCAN_INTERVAL", default_value_t = 300)]
+    pub rescan_interval: u64,
+    /// Milliseconds of quiet after a local change before it is synced.
+    #[arg(long, env = "SYNCFOLDER_DEBOUNCE_MS", default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Transfers in flight at once.
+    #[arg(long, env = "SYNCFOLDER_PARALLELISM", default_value_t = 4)]
+    pub parallelism: usize,
+    /// Do not watch the directory; rely on periodic rescans.
+    #[arg(long, env = "SYNCFOLDER_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FolderCommand {
+    /// Create a folder; prints its read-write token alone on the last line.
+    Create(FolderCreateArgs),
+    /// List folders.
+    List(AdminOnlyArgs),
+    /// Show one folder.
+    Describe(FolderNameArgs),
+    /// Delete a folder and its metadata.
+    Delete(FolderNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FolderCreateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+    #[arg(long, env = "SYNCFOLDER_MODE", default_value = "two-way")]
+    pub mode: FolderMode,
+    /// Previous versions kept per file (0: no count limit).
+    #[arg(long, env = "SYNCFOLDER_KEEP_VERSIONS", default_value_t = 10)]
+    pub keep_versions: u32,
+    /// Days previous versions are kept (0: no age limit).
+    #[arg(long, env = "SYNCFOLDER_KEEP_DAYS", default_value_t = 30)]
+    pub keep_days: u32,
+    /// Ignore pattern applied by every agent (gitignore syntax); repeatable.
+    #[arg(long = "ignore", env = "SYNCFOLDER_IGNORE", value_delimiter = ',')]
+    pub ignore_patterns: Vec<String>,
+    /// Largest total size of the folder's files in bytes (0: no limit).
+    #[arg(long, env = "SYNCFOLDER_QUOTA_BYTES", default_value_t = 0)]
+    pub quota_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminOnlyArgs {
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct FolderNameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a folder token; prints it alone on the last line.
+    Create(TokenCreateArgs),
+    /// Revoke a folder token by its id.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The folder the token is for.
+    #[arg(long, env = "SYNCFOLDER_FOLDER")]
+    pub folder: String,
+    /// A token that can read but not change the folder.
+    #[arg(long, env = "SYNCFOLDER_READ_ONLY")]
+    pub read_only: bool,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    #[arg(long, env = "SYNCFOLDER_FOLDER")]
+    pub folder: String,
+    /// The token id printed when it was created.
+    #[arg(long, env = "SYNCFOLDER_TOKEN_ID")]
+    pub token_id: String,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The file's path inside the folder.
+    pub path: String,
+    #[command(flatten)]
+    pub auth: FolderAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The file's path inside the folder.
+    pub path: String,
+    /// The version to bring back (see `syncfolder history`).
+    #[arg(long, env = "SYNCFOLDER_VERSION")]
+    pub version: u64,
+    #[command(flatten)]
+    pub auth: FolderAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub auth: FolderAuth,
+}

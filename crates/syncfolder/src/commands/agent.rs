@@ -1,0 +1,26 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use syncfolder_agent::{Agent, AgentConfig};
+
+use crate::cli::AgentArgs;
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let mut config = AgentConfig::new(
+        &args.auth.server.server,
+        &args.auth.folder,
+        &args.auth.token,
+        args.path,
+    );
+    config.state_dir = args.state_dir;
+    config.agent_id = args.agent_id;
+    config.mode = args.mode;
+    config.rescan_interval = Duration::from_secs(args.rescan_interval.max(1));
+    config.debounce = Duration::from_millis(args.debounce_ms);
+    config.parallelism = args.parallelism.max(1);
+    config.watch = !args.no_watch;
+    Agent::new(config)
+        .run(super::shutdown_signal())
+        .await
+        .context("agent stopped")
+}

@@ -1,0 +1,143 @@
+//! `cargo xtask demo`: builds syncfolder, starts a server on 127.0.0.1:8080
+//! (data in `.demo/server`), creates the folder `demo`, and runs two agents
+//! syncing `./synced` and `./synced-2`. Ctrl-C stops everything.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, project_root, run_command};
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let listen = args
+        .iter()
+        .position(|arg| arg == "--listen")
+        .and_then(|idx| args.get(idx + 1))
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    run_command(cargo().args(["build", "--package", "syncfolder"]))?;
+    let root = project_root();
+    let binary = root.join("target/debug/syncfolder");
+    let data_dir = root.join(".demo/server");
+    std::fs::create_dir_all(&data_dir).context("creating .demo/server")?;
+    let server_url = format!("http://{listen}");
+
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new(&binary)
+            .args(["server", "--listen", &listen, "--data"])
+            .arg(&data_dir)
+            .spawn()
+            .context("starting the server")?,
+    );
+    wait_until_healthy(&server_url)?;
+    let admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
+        .context("reading the generated admin token")?
+        .trim()
+        .to_owned();
+
+    let token_file = root.join(".demo/demo-token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(token) => token.trim().to_owned(),
+        Err(_) => {
+            let output = Command::new(&binary)
+                .args([
+                    "folder",
+                    "create",
+                    "demo",
+                    "--server",
+                    &server_url,
+                    "--admin-token",
+                    &admin_token,
+                ])
+                .stderr(Stdio::inherit())
+                .output()
+                .context("creating the demo folder")?;
+            if !output.status.success() {
+                bail!("creating the demo folder failed");
+            }
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let token = stdout.lines().last().unwrap_or_default().trim().to_owned();
+            std::fs::write(&token_file, &token).context("saving the demo token")?;
+            token
+        }
+    };
+
+    for (dir, agent_id) in [("synced", "demo-1"), ("synced-2", "demo-2")] {
+        let path: PathBuf = root.join(dir);
+        children.0.push(
+            Command::new(&binary)
+                .args([
+                    "agent",
+                    "--server",
+                    &server_url,
+                    "--folder",
+                    "demo",
+                    "--token",
+                    &token,
+                ])
+                .arg("--path")
+                .arg(&path)
+                .args(["--agent-id", agent_id])
+                .spawn()
+                .with_context(|| format!("starting the agent for {dir}"))?,
+        );
+    }
+
+    eprintln!(
+        "\n\
+         syncfolder demo is running: server {server_url}, folder \"demo\", agents on ./synced and ./synced-2\n\n\
+         Try:\n  \
+         echo hello > synced/hello.txt && sleep 1 && cat synced-2/hello.txt\n  \
+         mkdir -p synced-2/photos && cp /etc/hostname synced-2/photos/   # appears in ./synced\n  \
+         rm synced/hello.txt                                              # gone from ./synced-2\n  \
+         target/debug/syncfolder history hello.txt --server {server_url} --folder demo --token $(cat .demo/demo-token)\n  \
+         curl -s {server_url}/metrics | grep ^syncfolder_\n\n\
+         Admin token: .demo/server/admin-token. Press Ctrl-C to stop.\n"
+    );
+    // stay until Ctrl-C: the children share our process group and get the signal too
+    let stdin = std::io::stdin();
+    let mut lines = BufReader::new(stdin.lock()).lines();
+    loop {
+        if lines.next().is_none() {
+            // no terminal: wait on the server instead
+            if let Some(server) = children.0.first_mut() {
+                let _ = server.wait();
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn wait_until_healthy(server_url: &str) -> anyhow::Result<()> {
+    let address = server_url.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            use std::io::{Read, Write};
+            let _ = stream
+                .write_all(format!("GET /healthz HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes());
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the server did not answer /healthz at {server_url} within 20 s")
+}
