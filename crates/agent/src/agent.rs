@@ -292,10 +292,24 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
         let result = loop {
             if self
                 .watcher
-                .as_ref()
+                .as_mut()
                 .is_some_and(LocalWatcher::take_rescan_request)
             {
                 full_scan = true;
+            }
+            // remote news first, however busy the local side keeps the loop
+            let mut feed_error = None;
+            while let Ok(page) = feed.try_recv() {
+                match self.engine.apply_changes(page).await {
+                    Ok(touched) => dirty.extend(touched),
+                    Err(err) => {
+                        feed_error = Some(err);
+                        break;
+                    }
+                }
+            }
+            if let Some(err) = feed_error {
+                break Err(err);
             }
             let outcome = if full_scan {
                 full_scan = false;

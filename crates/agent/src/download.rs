@@ -43,6 +43,19 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         // parents before children
         downloads.sort_by(|(left, _), (right, _)| left.cmp(right));
+        // intents first: after a crash between applying a change and recording
+        // it, the local entry is recognised as that record, not as a new one
+        let intents = StateBatch {
+            pending_put: downloads
+                .iter()
+                .filter_map(|(synced_path, _)| self.remote_records.get(synced_path).cloned())
+                .collect(),
+            ..StateBatch::default()
+        };
+        self.state_db.apply(&intents).await?;
+        for record in intents.pending_put {
+            self.pending.insert(record.path.clone(), record);
+        }
         let mut batch = StateBatch::default();
         let mut files = Vec::new();
         for (synced_path, local) in downloads {
@@ -65,6 +78,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 None => continue,
             };
+            self.pending.remove(&synced_path);
+            batch.pending_delete.push(synced_path.clone());
             match applied {
                 Ok(true) => outcome.n_applied += 1,
                 Ok(false) => {
@@ -253,6 +268,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let mut batch = StateBatch::default();
         let mut n_renamed = 0;
         for file in pending {
+            self.pending.remove(&file.synced_path);
+            batch.pending_delete.push(file.synced_path.clone());
             match self.finish_file(&file, &mut batch).await {
                 Ok(true) => {
                     n_renamed += 1;

@@ -74,6 +74,8 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) base: BTreeMap<String, BaseEntry>,
     pub(crate) remote_records: BTreeMap<String, FileRecord>,
     pub(crate) since: u64,
+    /// Downloads renamed (or about to be) into place before their base was recorded.
+    pub(crate) pending: BTreeMap<String, FileRecord>,
     ignore: IgnoreRules,
     ignore_file_fingerprint: Option<Fingerprint>,
     /// Paths the server refused outright, with the fingerprint refused: not retried until it changes.
@@ -103,6 +105,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             base: loaded.base,
             remote_records: loaded.remote,
             since: loaded.since,
+            pending: loaded.pending,
             ignore,
             ignore_file_fingerprint: None,
             refused: BTreeMap::new(),
@@ -389,8 +392,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 outcome.retry.insert(synced_path);
                 continue;
             };
-            let remote = self.remote_records.get(&synced_path);
-            if self.is_ignored(&synced_path, local.meta.as_ref(), remote) {
+            if self.is_ignored(
+                &synced_path,
+                local.meta.as_ref(),
+                self.remote_records.get(&synced_path),
+            ) {
                 continue;
             }
             if let Some(refused_fingerprint) = self.refused.get(&synced_path)
@@ -398,6 +404,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             {
                 continue;
             }
+            self.adopt_pending(&synced_path, &local, &mut fingerprint_updates);
+            let remote = self.remote_records.get(&synced_path);
             let base = self.base.get(&synced_path);
             let action = decision::decide(
                 Observed {
@@ -433,6 +441,33 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
 
         self.execute(plan, &mut outcome).await?;
         Ok(outcome)
+    }
+
+    /// After a crash between a download's rename and its base update, the
+    /// local file equals the intent: it is that record, not a new local file.
+    fn adopt_pending(
+        &mut self,
+        synced_path: &str,
+        local: &LocalObservation,
+        batch: &mut StateBatch,
+    ) {
+        let Some(pending) = self.pending.remove(synced_path) else {
+            return;
+        };
+        batch.pending_delete.push(synced_path.to_owned());
+        let newer_than_base = self
+            .base
+            .get(synced_path)
+            .is_none_or(|base| base.record.version < pending.version);
+        if local.content.is_some() && local.content == pending.content && newer_than_base {
+            tracing::debug!(
+                path = synced_path,
+                version = pending.version,
+                "adopting a download completed before a restart"
+            );
+            let fingerprint = local.meta.map(|meta| meta.fingerprint);
+            self.set_base(batch, pending, fingerprint);
+        }
     }
 
     /// Records `record` as synced with the local entry at `fingerprint`.

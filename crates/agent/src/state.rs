@@ -28,6 +28,8 @@ pub struct BaseEntry {
 pub struct LoadedState {
     pub base: BTreeMap<String, BaseEntry>,
     pub remote: BTreeMap<String, FileRecord>,
+    /// Downloads that were about to be renamed into place.
+    pub pending: BTreeMap<String, FileRecord>,
     pub since: u64,
 }
 
@@ -37,6 +39,8 @@ pub struct StateBatch {
     pub base_put: Vec<(String, BaseEntry)>,
     pub base_delete: Vec<String>,
     pub remote_put: Vec<FileRecord>,
+    pub pending_put: Vec<FileRecord>,
+    pub pending_delete: Vec<String>,
     pub since: Option<u64>,
 }
 
@@ -45,6 +49,8 @@ impl StateBatch {
         self.base_put.is_empty()
             && self.base_delete.is_empty()
             && self.remote_put.is_empty()
+            && self.pending_put.is_empty()
+            && self.pending_delete.is_empty()
             && self.since.is_none()
     }
 }
@@ -139,6 +145,14 @@ impl StateDb {
             let record: FileRecord = decode(&row.get::<String, _>(0))?;
             state.remote.insert(record.path.clone(), record);
         }
+        let rows = sqlx::query("SELECT record FROM pending")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("reading pending downloads"))?;
+        for row in rows {
+            let record: FileRecord = decode(&row.get::<String, _>(0))?;
+            state.pending.insert(record.path.clone(), record);
+        }
         state.since = self
             .meta("since")
             .await?
@@ -186,6 +200,23 @@ impl StateDb {
             .execute(&mut *tx)
             .await
             .map_err(db_err("writing a remote record"))?;
+        }
+        for record in &batch.pending_put {
+            sqlx::query(
+                "INSERT INTO pending (path, record) VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET record = excluded.record",
+            )
+            .bind(&record.path)
+            .bind(encode(record)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("writing a pending download"))?;
+        }
+        for path in &batch.pending_delete {
+            sqlx::query("DELETE FROM pending WHERE path = ?")
+                .bind(path)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("deleting a pending download"))?;
         }
         if let Some(since) = batch.since {
             sqlx::query("INSERT INTO meta (key, value) VALUES ('since', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")

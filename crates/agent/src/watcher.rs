@@ -60,8 +60,13 @@ impl LocalWatcher {
     }
 
     /// True (once) when events were lost and only a full rescan is safe.
-    pub fn take_rescan_request(&self) -> bool {
-        self.rescan_requested.swap(false, Ordering::AcqRel)
+    /// The events still queued are dropped: the rescan covers them.
+    pub fn take_rescan_request(&mut self) -> bool {
+        let requested = self.rescan_requested.swap(false, Ordering::AcqRel);
+        if requested {
+            while self.changed.try_recv().is_ok() {}
+        }
+        requested
     }
 }
 

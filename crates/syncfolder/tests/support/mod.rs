@@ -26,15 +26,29 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `condition` every 50 ms until it holds or `PATIENCE` runs out.
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    if !try_wait_for(condition) {
+        panic!("timed out waiting for: {what}");
+    }
+}
+
+/// Like [`wait_for`], but says whether the condition came true instead of panicking.
+pub fn try_wait_for(mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         if condition() {
-            return;
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("timed out waiting for: {what}");
+    false
+}
+
+/// The last `n_lines` lines of a log file.
+pub fn log_tail(path: &Path, n_lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n_lines)..].join("\n")
 }
 
 /// A child process that is killed when dropped, with its log in a file.
@@ -369,16 +383,50 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     syncfolder_core::Hash::of(bytes).to_hex()
 }
 
-/// Waits until every directory holds the same tree, and returns it.
-pub fn wait_converged(dirs: &[&Path]) -> BTreeMap<String, Entry> {
+/// Waits until every directory holds the same tree, and returns it; on a
+/// timeout, panics with the differences and the tails of `logs`.
+pub fn wait_converged_or_explain(dirs: &[&Path], logs: &[&Path]) -> BTreeMap<String, Entry> {
     let mut last = BTreeMap::new();
-    wait_for("the directories to hold identical trees", || {
+    let converged = try_wait_for(|| {
         let first = snapshot(dirs[0]);
         let all_equal = dirs[1..].iter().all(|dir| snapshot(dir) == first);
         last = first;
         all_equal
     });
+    if !converged {
+        let mut report = String::from("the directories did not converge\n");
+        for dir in &dirs[1..] {
+            let other = snapshot(dir);
+            let differing: Vec<String> = last
+                .iter()
+                .filter(|(path, entry)| other.get(*path) != Some(*entry))
+                .map(|(path, entry)| format!("  {path}: {entry:?} vs {:?}", other.get(path)))
+                .chain(
+                    other
+                        .iter()
+                        .filter(|(path, _)| !last.contains_key(*path))
+                        .map(|(path, entry)| format!("  {path}: absent vs {entry:?}")),
+                )
+                .take(20)
+                .collect();
+            report += &format!(
+                "{} vs {}:\n{}\n",
+                dirs[0].display(),
+                dir.display(),
+                differing.join("\n")
+            );
+        }
+        for log in logs {
+            report += &format!("--- {}\n{}\n", log.display(), log_tail(log, 40));
+        }
+        panic!("{report}");
+    }
     last
+}
+
+/// Waits until every directory holds the same tree, and returns it.
+pub fn wait_converged(dirs: &[&Path]) -> BTreeMap<String, Entry> {
+    wait_converged_or_explain(dirs, &[])
 }
 
 /// Deterministic pseudo-random bytes (xorshift), fast enough for hundreds of MiB.
@@ -441,6 +489,13 @@ impl TwoAgents {
     }
 
     pub fn converge(&self) -> BTreeMap<String, Entry> {
-        wait_converged(&[&self.a.dir, &self.b.dir])
+        wait_converged_or_explain(
+            &[&self.a.dir, &self.b.dir],
+            &[
+                &self.a.process.log_path,
+                &self.b.process.log_path,
+                &self.server.process.log_path,
+            ],
+        )
     }
 }
