@@ -2,7 +2,6 @@
 //! (data in `.demo/server`), creates the folder `demo`, and runs two agents
 //! syncing `./synced` and `./synced-2`. Ctrl-C stops everything.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,18 +108,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          curl -s {server_url}/metrics | grep ^syncfolder_\n\n\
          Admin token: .demo/server/admin-token. Press Ctrl-C to stop.\n"
     );
-    // stay until Ctrl-C: the children share our process group and get the signal too
-    let stdin = std::io::stdin();
-    let mut lines = BufReader::new(stdin.lock()).lines();
-    loop {
-        if lines.next().is_none() {
-            // no terminal: wait on the server instead
-            if let Some(server) = children.0.first_mut() {
-                let _ = server.wait();
-            }
-            return Ok(());
-        }
+    // stay until Ctrl-C, which reaches the children too (same process group)
+    if let Some(server) = children.0.first_mut() {
+        let status = server.wait().context("waiting for the server")?;
+        eprintln!("the server stopped ({status})");
     }
+    Ok(())
 }
 
 fn wait_until_healthy(server_url: &str) -> anyhow::Result<()> {

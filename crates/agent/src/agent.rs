@@ -322,7 +322,14 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                     }
                     Err(err) => break Err(err),
                 }
-            } else if !dirty.is_empty() {
+            } else if !dirty.is_empty() && !self.config.root.is_dir() {
+                // the root itself vanished: its deletions must not travel
+                tracing::error!(root = %self.config.root.display(), "the sync directory is gone; not syncing until it is back");
+                self.stats.halted.store(true, Ordering::Release);
+                dirty.clear();
+                retry_at = Some(Instant::now() + retry_backoff.next_delay());
+                None
+            } else if !dirty.is_empty() && !self.stats.is_halted() {
                 let paths = self.engine.expand_paths(std::mem::take(&mut dirty)).await;
                 match self.engine.reconcile(paths, &no_metadata, false).await {
                     Ok(outcome) => Some(outcome),
@@ -367,7 +374,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                     retry_at = None;
                     if retry.is_empty() {
                         // a refused full pass: try the whole tree again
-                        full_scan = !self.stats.is_ready();
+                        full_scan = !self.stats.is_ready() || self.stats.is_halted();
                     }
                     dirty.extend(std::mem::take(&mut retry));
                 }
@@ -418,18 +425,26 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(%err, "cannot read the sync directory; not syncing until it is back");
+                self.stats.halted.store(true, Ordering::Release);
                 return Ok(None);
             }
         };
+        // every synced entry gone at once looks like an unmounted or replaced
+        // volume, not like a user's deletions: propagate nothing
         let n_live = self.engine.n_live_base_entries();
-        if local.is_empty() && n_live > 0 {
+        let n_present = self.engine.n_live_base_entries_present(&local);
+        if n_live > 0 && n_present == 0 && (local.is_empty() || n_live >= 2) {
             tracing::error!(
                 n_synced = n_live,
                 root = %self.config.root.display(),
-                "the sync directory is empty but held synced files: refusing to delete them on the server \
+                "every synced file vanished from the sync directory: refusing to delete them on the server \
                  (is the volume mounted?); delete the state directory to start afresh"
             );
+            self.stats.halted.store(true, Ordering::Release);
             return Ok(None);
+        }
+        if self.stats.halted.swap(false, Ordering::AcqRel) {
+            tracing::warn!("synced files are back in the sync directory: syncing again");
         }
         let n_paths = paths.len();
         let outcome = self.engine.reconcile(paths, &local, true).await?;

@@ -133,6 +133,16 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .count()
     }
 
+    /// Number of live base entries that `local` (a full walk) still holds.
+    pub fn n_live_base_entries_present(&self, local: &BTreeMap<String, LocalMeta>) -> usize {
+        self.base
+            .iter()
+            .filter(|(synced_path, entry)| {
+                !entry.record.is_deleted() && local.contains_key(*synced_path)
+            })
+            .count()
+    }
+
     /// Takes in a page of the change feed; returns the paths it touched.
     pub async fn apply_changes(&mut self, changes: ChangesResponse) -> Result<BTreeSet<String>> {
         let mut batch = StateBatch::default();

@@ -33,11 +33,18 @@ pub struct SyncStats {
     pub cycles: Counter,
     /// True once the first full sync has finished (readiness).
     pub initial_sync_done: AtomicBool,
+    /// True while the agent refuses to sync because its directory looks
+    /// unmounted or replaced (every synced entry vanished at once).
+    pub halted: AtomicBool,
     /// Milliseconds since the epoch of the last cycle that left nothing to retry.
     pub last_clean_sync_ms: AtomicI64,
 }
 
 impl SyncStats {
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.initial_sync_done.load(Ordering::Acquire)
     }

@@ -101,3 +101,108 @@ fn an_agent_killed_mid_upload_finishes_after_restart() {
         expected
     );
 }
+
+#[test]
+fn an_emptied_sync_directory_halts_the_agent_and_deletes_nothing_on_the_server() {
+    let mut world = TwoAgents::start("guard");
+    let (a, b) = (world.a.dir.clone(), world.b.dir.clone());
+    write_file(&a.join("precious/one.txt"), b"1");
+    write_file(&a.join("two.txt"), b"2");
+    world.converge();
+
+    // the volume comes back empty (an unmounted disk looks like this)
+    world.a.stop();
+    for entry in std::fs::read_dir(&a).expect("list").flatten() {
+        if entry.file_name() != ".syncfolder" {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("rm -r");
+            } else {
+                std::fs::remove_file(&path).expect("rm");
+            }
+        }
+    }
+    world.a.restart();
+    wait_for("agent a to refuse the empty directory", || {
+        world
+            .a
+            .process
+            .log()
+            .contains("refusing to delete them on the server")
+    });
+    // a has stopped syncing this folder: a change elsewhere does not reach it, and a
+    // later full pass (the retry) deletes nothing on the server
+    write_file(&b.join("marker.txt"), b"after");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !a.join("marker.txt").exists(),
+        "a halted agent applies nothing"
+    );
+    let history = world.server.cli(&[
+        "history",
+        "two.txt",
+        "--folder",
+        "guard",
+        "--token",
+        &world.token,
+    ]);
+    let history = String::from_utf8_lossy(&history.stdout).into_owned();
+    assert!(
+        !history.contains("deleted"),
+        "two.txt was deleted on the server: {history}\n{}",
+        log_tail(&world.a.process.log_path, 30)
+    );
+    assert_eq!(std::fs::read(b.join("two.txt")).expect("kept"), b"2");
+    assert_eq!(
+        std::fs::read(b.join("precious/one.txt")).expect("kept"),
+        b"1"
+    );
+}
+
+#[test]
+fn an_agent_whose_directory_vanished_stops_instead_of_deleting() {
+    let server = TestServer::start();
+    let token = server.create_folder("vanish", &[]);
+    let temp = tempfile::tempdir().expect("temp");
+    let (root, state) = (temp.path().join("root"), temp.path().join("state"));
+    let other = temp.path().join("other");
+    let state_arg = state.to_string_lossy().into_owned();
+    let mut agent = TestAgent::start_with(
+        &server,
+        "vanish",
+        &token,
+        &root,
+        "a",
+        &["--state-dir", &state_arg],
+    );
+    let _other = TestAgent::start(&server, "vanish", &token, &other, "b");
+    write_file(&root.join("keep.txt"), b"keep");
+    wait_for("keep.txt on b", || other.join("keep.txt").exists());
+    agent.stop();
+
+    std::fs::remove_dir_all(&root).expect("rm -r root");
+    let output = std::process::Command::new(BINARY)
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--folder",
+            "vanish",
+            "--token",
+            &token,
+            "--path",
+        ])
+        .arg(&root)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("agent");
+    assert!(!output.status.success(), "the agent must stop");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing"), "clear error: {stderr}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read(other.join("keep.txt")).expect("kept on the other agent"),
+        b"keep"
+    );
+}
