@@ -144,6 +144,7 @@ impl Agent {
             info = connect(remote.as_ref(), clock.as_ref()) => info?,
             () = &mut shutdown => return Ok(()),
         };
+        check_same_folder(&state_db, &folder_info).await?;
         let mode = config.mode.unwrap_or(folder_info.settings.mode);
         tracing::info!(
             folder = config.folder,
@@ -202,6 +203,31 @@ async fn check_binding(state_db: &StateDb, config: &AgentConfig) -> Result<()> {
         Some(_) => Ok(()),
         None => state_db.set_meta("folder", &config.folder).await,
     }
+}
+
+/// A folder deleted and created again under the same name is another folder:
+/// the records and cursor of the old one must not be applied to it.
+async fn check_same_folder(
+    state_db: &StateDb,
+    folder_info: &syncfolder_core::protocol::FolderInfo,
+) -> Result<()> {
+    let created_at = folder_info.created_at_ms.to_string();
+    let stored = state_db.meta("folder_created_at_ms").await?;
+    let since: u64 = state_db
+        .meta("since")
+        .await?
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    let recreated = stored.as_deref().is_some_and(|stored| stored != created_at)
+        || since > folder_info.latest_version;
+    if recreated {
+        tracing::warn!(
+            folder = folder_info.name,
+            "the folder was recreated on the server; forgetting the old records and syncing this directory afresh"
+        );
+        state_db.reset_records().await?;
+    }
+    state_db.set_meta("folder_created_at_ms", &created_at).await
 }
 
 fn generated_agent_id() -> String {
@@ -353,7 +379,8 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             if dirty.is_empty() && retry.is_empty() && !full_scan && retry_at.is_none() {
                 self.mark_synced();
             }
-            if !dirty.is_empty() || full_scan {
+            // a halted agent waits (for retries, shutdown) instead of spinning on its dirty paths
+            if (!dirty.is_empty() && !self.stats.is_halted()) || full_scan {
                 continue;
             }
 

@@ -299,9 +299,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
         let mut reusable = HashMap::new();
         for (synced_path, entry) in &self.base {
-            if entry.fingerprint.is_none()
-                || !matches!(entry.record.content, Some(Content::File { .. }))
-            {
+            // whether the file still holds these chunks is checked by hash on reading
+            if !matches!(entry.record.content, Some(Content::File { .. })) {
                 continue;
             }
             let mut offset = 0;
@@ -415,6 +414,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         {
             return Ok(false);
         }
+        let temp_meta = self.fs.stat(&file.temp_path).await?;
         self.fs.rename(&file.temp_path, &file.synced_path).await?;
         let meta = self.fs.stat(&file.synced_path).await?;
         let size = match &file.record.content {
@@ -428,11 +428,18 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             "downloaded"
         );
         self.stats.files_downloaded.inc();
-        self.set_base(
-            batch,
-            file.record.clone(),
-            meta.map(|meta| meta.fingerprint),
-        );
+        // only what was written and renamed: a write that slipped in after the
+        // rename changes mtime or size, and then the file is hashed again
+        let fingerprint = meta
+            .filter(|meta| {
+                temp_meta.is_some_and(|temp| {
+                    temp.fingerprint.size == meta.fingerprint.size
+                        && temp.fingerprint.mtime_ns == meta.fingerprint.mtime_ns
+                        && temp.fingerprint.inode == meta.fingerprint.inode
+                })
+            })
+            .map(|meta| meta.fingerprint);
+        self.set_base(batch, file.record.clone(), fingerprint);
         Ok(true)
     }
 }

@@ -63,6 +63,8 @@ pub(crate) enum Observation {
     Seen(LocalObservation),
     /// The entry changed while it was read, or could not be read: look again later.
     Unstable,
+    /// Something that is never synced (a FIFO, socket or device) holds the path: leave it be.
+    Occupied,
 }
 
 pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
@@ -181,16 +183,23 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Every path worth a look in a full scan: all local entries, base and remote records.
     pub async fn all_paths(&mut self) -> Result<(BTreeSet<String>, BTreeMap<String, LocalMeta>)> {
         self.reload_ignore_file().await;
-        let local = scan::walk(self.fs.as_ref(), "", &self.ignore)
+        let walk = scan::walk(self.fs.as_ref(), "", &self.ignore)
             .await
             .map_err(|source| Error::Io {
                 path: ".".into(),
                 source,
             })?;
-        let mut paths: BTreeSet<String> = local.keys().cloned().collect();
+        let mut paths: BTreeSet<String> = walk.found.keys().cloned().collect();
         paths.extend(self.base.keys().cloned());
         paths.extend(self.remote_records.keys().cloned());
-        Ok((paths, local))
+        // below a directory that could not be listed nothing is known: leave it for later
+        paths.retain(|synced_path| {
+            !walk
+                .unreadable
+                .iter()
+                .any(|dir| synced_path != dir && path::is_within(synced_path, dir))
+        });
+        Ok((paths, walk.found))
     }
 
     /// The paths to look at for a set of changed paths: the paths themselves,
@@ -224,7 +233,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 && !self.ignore.is_ignored(&changed_path, true)
                 && let Ok(below) = scan::walk(self.fs.as_ref(), &changed_path, &self.ignore).await
             {
-                paths.extend(below.into_keys());
+                paths.extend(below.found.into_keys());
             }
             paths.insert(changed_path);
         }
@@ -305,12 +314,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
             },
             LocalKind::Other => {
-                return Observation::Seen(LocalObservation {
-                    meta: None,
-                    content: None,
-                    chunks: Vec::new(),
-                    hashed: false,
-                });
+                // a FIFO, socket or device holds the path: never synced, never replaced
+                return Observation::Occupied;
             }
             LocalKind::File => {
                 if let Some(base) = base.filter(|base| base.fingerprint == Some(meta.fingerprint))
@@ -398,9 +403,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let mut plan = crate::plan::Plan::default();
         let mut fingerprint_updates = StateBatch::default();
         for (synced_path, observation) in observations {
-            let Observation::Seen(local) = observation else {
-                outcome.retry.insert(synced_path);
-                continue;
+            let local = match observation {
+                Observation::Seen(local) => local,
+                Observation::Unstable => {
+                    outcome.retry.insert(synced_path);
+                    continue;
+                }
+                Observation::Occupied => continue,
             };
             if self.is_ignored(
                 &synced_path,
@@ -437,7 +446,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 && let Some(base) = base.filter(|base| base.record.content == local.content)
             {
                 let mut entry = base.clone();
-                entry.fingerprint = local.meta.map(|meta| meta.fingerprint);
+                entry.fingerprint = self.trusted_fingerprint(local.meta);
                 fingerprint_updates
                     .base_put
                     .push((synced_path.clone(), entry));
@@ -475,9 +484,23 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 version = pending.version,
                 "adopting a download completed before a restart"
             );
-            let fingerprint = local.meta.map(|meta| meta.fingerprint);
+            let fingerprint = self.trusted_fingerprint(local.meta);
             self.set_base(batch, pending, fingerprint);
         }
+    }
+
+    /// A fingerprint fit to skip hashing next time. A file modified within the
+    /// last two seconds gets none: a same-size rewrite inside one timestamp
+    /// tick would leave its fingerprint unchanged ("racy clean", as git calls
+    /// it), so it is hashed once more later.
+    pub(crate) fn trusted_fingerprint(&self, meta: Option<LocalMeta>) -> Option<Fingerprint> {
+        let meta = meta?;
+        let now_ns = i128::from(self.clock.now_ms()) * 1_000_000;
+        let recent = now_ns - i128::from(meta.fingerprint.mtime_ns) < 2_000_000_000;
+        if meta.kind == LocalKind::File && recent {
+            return None;
+        }
+        Some(meta.fingerprint)
     }
 
     /// Records `record` as synced with the local entry at `fingerprint`.

@@ -4,8 +4,9 @@
 //! implementation; a simulation supplies another.
 //!
 //! Architecture invariant: nothing here follows a symlink. Every call is an
-//! `lstat`-style operation on the path itself, so a link to `/etc` syncs as a
-//! link and never exposes what it points to.
+//! `lstat`-style operation on the path itself, and every path is resolved
+//! with each ancestor checked to be a real directory, so a link to `/etc`
+//! syncs as a link and nothing is ever read, written or deleted through it.
 
 use std::future::Future;
 use std::io;
@@ -134,14 +135,6 @@ impl RealFs {
         &self.root
     }
 
-    fn full(&self, path: &str) -> PathBuf {
-        if path.is_empty() {
-            self.root.to_path_buf()
-        } else {
-            self.root.join(path)
-        }
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
@@ -188,6 +181,35 @@ fn lstat(path: &Path) -> io::Result<Option<LocalMeta>> {
     }
 }
 
+/// The full path of `synced_path`, provided every existing ancestor below
+/// the root is a real directory (no symlink, no file); `None` when it is not,
+/// so that no operation ever reaches through a link out of the tree.
+fn beneath(root: &Path, synced_path: &str) -> io::Result<Option<PathBuf>> {
+    if let Some((parents, _)) = synced_path.rsplit_once('/') {
+        let mut ancestor = root.to_path_buf();
+        for component in parents.split('/') {
+            ancestor.push(component);
+            match lstat(&ancestor)? {
+                Some(meta) if meta.kind == LocalKind::Directory => {}
+                Some(_) => return Ok(None),
+                // missing ancestors are created as real directories, if at all
+                None => break,
+            }
+        }
+    }
+    Ok(Some(join(root, synced_path)))
+}
+
+/// Like [`beneath`], but an error when the path crosses a link.
+fn resolve(root: &Path, synced_path: &str) -> io::Result<PathBuf> {
+    beneath(root, synced_path)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{synced_path}: a parent is a symlink or file here; not following it"),
+        )
+    })
+}
+
 fn join(root: &Path, path: &str) -> PathBuf {
     if path.is_empty() {
         root.to_path_buf()
@@ -198,14 +220,19 @@ fn join(root: &Path, path: &str) -> PathBuf {
 
 impl LocalFs for RealFs {
     async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
-        let full = self.full(path);
-        self.blocking(move |_| lstat(&full)).await
+        let path = path.to_owned();
+        self.blocking(move |root| match beneath(root, &path)? {
+            Some(full) => lstat(&full),
+            None => Ok(None),
+        })
+        .await
     }
 
     async fn list_dir(&self, path: &str) -> io::Result<Vec<(Vec<u8>, LocalMeta)>> {
         use std::os::unix::ffi::OsStrExt;
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let mut entries = Vec::new();
             for entry in std::fs::read_dir(&full)? {
                 let entry = entry?;
@@ -221,8 +248,9 @@ impl LocalFs for RealFs {
     }
 
     async fn read_link(&self, path: &str) -> io::Result<String> {
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let target = std::fs::read_link(&full)?;
             target.into_os_string().into_string().map_err(|_| {
                 io::Error::new(
@@ -235,8 +263,9 @@ impl LocalFs for RealFs {
     }
 
     async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let file = std::fs::File::open(&full)?;
             let before = meta_of(&file.metadata()?);
             let reader = io::BufReader::with_capacity(1 << 20, &file);
@@ -264,8 +293,9 @@ impl LocalFs for RealFs {
 
     async fn read_range(&self, path: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let file = std::fs::File::open(&full)?;
             let mut buffer = vec![0u8; len as usize];
             let mut filled = 0usize;
@@ -314,8 +344,9 @@ impl LocalFs for RealFs {
 
     async fn write_at(&self, path: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let file = std::fs::OpenOptions::new().write(true).open(&full)?;
             file.write_all_at(&bytes, offset)
         })
@@ -323,8 +354,9 @@ impl LocalFs for RealFs {
     }
 
     async fn set_executable(&self, path: &str, executable: bool) -> io::Result<()> {
-        let full = self.full(path);
-        self.blocking(move |_| {
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
             let mode = std::fs::symlink_metadata(&full)?.mode() & 0o7777;
             let new_mode = if executable {
                 // executable for whoever may read it, as `chmod +x` does
@@ -338,8 +370,8 @@ impl LocalFs for RealFs {
     }
 
     async fn sync_file(&self, path: &str) -> io::Result<()> {
-        let full = self.full(path);
-        self.blocking(move |_| std::fs::File::open(&full)?.sync_all())
+        let path = path.to_owned();
+        self.blocking(move |root| std::fs::File::open(resolve(root, &path)?)?.sync_all())
             .await
     }
 
@@ -352,28 +384,41 @@ impl LocalFs for RealFs {
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (self.full(from), self.full(to));
-        self.blocking(move |_| std::fs::rename(&from, &to)).await
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.blocking(move |root| std::fs::rename(resolve(root, &from)?, resolve(root, &to)?))
+            .await
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {
-        let full = self.full(path);
-        self.blocking(move |_| std::fs::remove_file(&full)).await
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
+            std::fs::remove_file(&full)
+        })
+        .await
     }
 
     async fn remove_dir(&self, path: &str) -> io::Result<()> {
-        let full = self.full(path);
-        self.blocking(move |_| std::fs::remove_dir(&full)).await
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
+            std::fs::remove_dir(&full)
+        })
+        .await
     }
 
     async fn create_dir_all(&self, path: &str) -> io::Result<()> {
-        let full = self.full(path);
-        self.blocking(move |_| std::fs::create_dir_all(&full)).await
+        let path = path.to_owned();
+        self.blocking(move |root| {
+            let full = resolve(root, &path)?;
+            std::fs::create_dir_all(&full)
+        })
+        .await
     }
 
     async fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
-        let (target, full) = (target.to_owned(), self.full(path));
-        self.blocking(move |_| std::os::unix::fs::symlink(&target, &full))
+        let (target, path) = (target.to_owned(), path.to_owned());
+        self.blocking(move |root| std::os::unix::fs::symlink(&target, resolve(root, &path)?))
             .await
     }
 }

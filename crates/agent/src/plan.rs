@@ -53,7 +53,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             let record = self.remote_records.get(&synced_path).cloned();
             match record {
                 Some(record) => {
-                    self.set_base(&mut batch, record, local.meta.map(|meta| meta.fingerprint))
+                    let fingerprint = self.trusted_fingerprint(local.meta);
+                    self.set_base(&mut batch, record, fingerprint)
                 }
                 None => {
                     self.base.remove(&synced_path);

@@ -8,23 +8,33 @@ use syncfolder_core::path;
 
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 
+/// What a walk found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Every syncable entry with its metadata.
+    pub found: BTreeMap<String, LocalMeta>,
+    /// Directories that could not be listed: what is below them is unknown,
+    /// never absent.
+    pub unreadable: Vec<String>,
+}
+
 /// The synced paths below `start` (a directory's synced path, `""` for the
 /// root), `start` itself excluded, with their metadata. Names that cannot be
 /// synced (not UTF-8, too long) are skipped with a warning; leftover temp
 /// files of an earlier run are removed.
-pub async fn walk<F: LocalFs>(
-    fs: &F,
-    start: &str,
-    ignore: &IgnoreRules,
-) -> std::io::Result<BTreeMap<String, LocalMeta>> {
+pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std::io::Result<Walk> {
     let mut found = BTreeMap::new();
+    let mut unreadable = Vec::new();
     let mut pending_dirs = vec![start.to_owned()];
     while let Some(dir) = pending_dirs.pop() {
         let entries = match fs.list_dir(&dir).await {
             Ok(entries) => entries,
             // a directory that vanished or cannot be read is not fatal to the walk
             Err(err) if !dir.is_empty() => {
-                tracing::debug!(%err, dir, "skipping unreadable directory");
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%err, dir, "cannot list a directory; leaving what is below it alone");
+                    unreadable.push(dir);
+                }
                 continue;
             }
             Err(err) => return Err(err),
@@ -51,7 +61,8 @@ pub async fn walk<F: LocalFs>(
                 continue;
             }
             let is_dir = meta.kind == LocalKind::Directory;
-            if ignore.is_ignored(&synced_path, is_dir) || meta.kind == LocalKind::Other {
+            // special files are reported (observe leaves them be), never descended into
+            if ignore.is_ignored(&synced_path, is_dir) {
                 continue;
             }
             if is_dir {
@@ -60,5 +71,5 @@ pub async fn walk<F: LocalFs>(
             found.insert(synced_path, meta);
         }
     }
-    Ok(found)
+    Ok(Walk { found, unreadable })
 }

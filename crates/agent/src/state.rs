@@ -161,6 +161,30 @@ impl StateDb {
         Ok(state)
     }
 
+    /// Forgets every record and the feed cursor (the folder on the server is
+    /// not the one this state describes). Nothing local is touched: with no
+    /// base, local files are uploaded as new and nothing is deleted.
+    pub async fn reset_records(&self) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_err("starting a transaction"))?;
+        for statement in [
+            "DELETE FROM base",
+            "DELETE FROM remote",
+            "DELETE FROM pending",
+            "DELETE FROM meta WHERE key = 'since'",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("resetting state"))?;
+        }
+        tx.commit().await.map_err(db_err("committing state"))?;
+        Ok(())
+    }
+
     /// Writes a batch in one transaction.
     pub async fn apply(&self, batch: &StateBatch) -> Result<()> {
         if batch.is_empty() {

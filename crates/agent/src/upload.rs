@@ -167,9 +167,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 if self.remember_remote(record.clone()) {
                     batch.remote_put.push(record.clone());
                 }
-                let fingerprint = local
-                    .and_then(|local| local.meta)
-                    .map(|meta| meta.fingerprint);
+                let fingerprint = self.trusted_fingerprint(local.and_then(|local| local.meta));
                 self.set_base(batch, record, fingerprint);
             }
             CommitResult::Conflict { current } => {

@@ -431,3 +431,58 @@ fn a_receive_only_agent_applies_remote_changes_and_never_uploads() {
         b"reader's own"
     );
 }
+
+#[test]
+fn nothing_outside_the_folder_is_touched_through_a_symlinked_parent() {
+    let world = TwoAgents::start("no-escape");
+    let (a, b) = (world.a.dir.clone(), world.b.dir.clone());
+    write_file(&a.join("data/x.txt"), b"inside");
+    world.converge();
+
+    // on b, the user moves the directory elsewhere and links it back
+    let outside = world._dirs.path().join("outside-data");
+    std::fs::rename(b.join("data"), &outside).expect("move out");
+    std::os::unix::fs::symlink(&outside, b.join("data")).expect("link back");
+    // meanwhile a deletes the file
+    std::fs::remove_file(a.join("data/x.txt")).expect("rm");
+    wait_for("the link on a", || {
+        std::fs::symlink_metadata(a.join("data")).is_ok_and(|meta| meta.file_type().is_symlink())
+    });
+    world.converge();
+    assert_eq!(
+        std::fs::read(outside.join("x.txt")).expect("the file outside the folder survives"),
+        b"inside"
+    );
+}
+
+#[test]
+fn a_folder_recreated_on_the_server_is_filled_again_from_the_agents() {
+    let mut world = TwoAgents::start("reborn");
+    let (a, b) = (world.a.dir.clone(), world.b.dir.clone());
+    write_file(&a.join("keep.txt"), b"mine");
+    world.converge();
+    world.a.stop();
+    world.b.stop();
+
+    let output = world
+        .server
+        .cli(&["folder", "delete", "reborn", "--admin-token", ADMIN_TOKEN]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = world.server.create_folder("reborn", &[]);
+    let _a = TestAgent::start(&world.server, "reborn", &token, &a, "agent-a");
+    let _b = TestAgent::start(&world.server, "reborn", &token, &b, "agent-b");
+    wait_for("keep.txt back on the server", || {
+        let output = world.server.cli(&[
+            "history", "keep.txt", "--folder", "reborn", "--token", &token,
+        ]);
+        String::from_utf8_lossy(&output.stdout).lines().count() > 1
+    });
+    write_file(&a.join("new.txt"), b"new");
+    wait_converged(&[&a, &b]);
+    assert_eq!(std::fs::read(b.join("keep.txt")).expect("kept"), b"mine");
+    assert_eq!(std::fs::read(b.join("new.txt")).expect("synced"), b"new");
+}
