@@ -15,10 +15,56 @@ use crate::state::AppState;
 #[from_request(via(axum::Json), rejection(Error))]
 pub struct Json<T>(pub T);
 
-/// `axum::extract::Query` with [`Error`] as rejection.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(Error))]
+/// `axum::extract::Query` with [`Error`] as rejection. A query whose
+/// percent-decoded bytes are not UTF-8 is refused, rather than decoded with
+/// replacement characters into some other path.
+#[derive(Debug)]
 pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if let Some(query) = parts.uri.query()
+            && !percent_decodes_to_utf8(query)
+        {
+            return Err(Error::Rejected {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                code: "invalid_query",
+                message: "the query string is not valid UTF-8 once percent-decoded".to_owned(),
+            });
+        }
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// True when every `name=value` part of `query` percent-decodes to UTF-8.
+fn percent_decodes_to_utf8(query: &str) -> bool {
+    query.split('&').all(|part| {
+        let bytes = part.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut byte_idx = 0;
+        while byte_idx < bytes.len() {
+            let hex = bytes
+                .get(byte_idx + 1..byte_idx + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            match (bytes[byte_idx], hex) {
+                (b'%', Some(value)) => {
+                    decoded.push(value);
+                    byte_idx += 3;
+                }
+                (byte, _) => {
+                    decoded.push(byte);
+                    byte_idx += 1;
+                }
+            }
+        }
+        std::str::from_utf8(&decoded).is_ok()
+    })
+}
 
 /// `axum::extract::Path` with [`Error`] as rejection.
 #[derive(Debug, FromRequestParts)]
@@ -63,5 +109,18 @@ impl FromRequestParts<AppState> for AgentId {
             return Ok(AgentId("unknown".to_owned()));
         }
         Ok(AgentId(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decodes_to_utf8;
+
+    #[test]
+    fn queries_must_decode_to_utf8() {
+        assert!(percent_decodes_to_utf8("path=caf%C3%A9&since=1"));
+        assert!(percent_decodes_to_utf8("path=100%"));
+        assert!(!percent_decodes_to_utf8("path=a%FFb"));
+        assert!(!percent_decodes_to_utf8("since=1&path=%C3"));
     }
 }

@@ -150,6 +150,27 @@ async fn malformed_json_and_query_strings_are_4xx_json_errors() {
         let error = expect_error(response, status).await;
         assert!(!error.message.is_empty());
     }
+    // invalid UTF-8, raw in a JSON body and percent-encoded in a query
+    let response = folder
+        .request(Method::POST, "/commit")
+        .header("content-type", "application/json")
+        .body(b"{\"changes\": [{\"path\": \"a\xffb\", \"parent_version\": 0, \"content\": {\"kind\": \"directory\"}}]}".to_vec())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    assert!(
+        status.is_client_error(),
+        "invalid UTF-8 in a body: {status}"
+    );
+    expect_error(response, status).await;
+    let response = folder.get("/history?path=a%FFb").await;
+    let status = response.status();
+    assert!(
+        status.is_client_error(),
+        "invalid UTF-8 in a query: {status}"
+    );
+    expect_error(response, status).await;
     for query in ["since=-1", "since=abc", "wait=x"] {
         let response = folder.get(&format!("/changes?{query}")).await;
         let error = expect_error(response, StatusCode::BAD_REQUEST).await;
