@@ -486,3 +486,43 @@ fn a_folder_recreated_on_the_server_is_filled_again_from_the_agents() {
     assert_eq!(std::fs::read(b.join("keep.txt")).expect("kept"), b"mine");
     assert_eq!(std::fs::read(b.join("new.txt")).expect("synced"), b"new");
 }
+
+#[test]
+fn a_send_only_agent_publishes_its_changes_and_ignores_everyone_elses() {
+    let server = TestServer::start();
+    let token = server.create_folder("publish", &[]);
+    let dirs = tempfile::tempdir().expect("temp");
+    let (source, peer) = (dirs.path().join("source"), dirs.path().join("peer"));
+    let _source = TestAgent::start_with(
+        &server,
+        "publish",
+        &token,
+        &source,
+        "source",
+        &["--mode", "send-only"],
+    );
+    let _peer = TestAgent::start(&server, "publish", &token, &peer, "peer");
+    write_file(&source.join("report.txt"), b"v1");
+    wait_for("report.txt on the peer", || {
+        peer.join("report.txt").exists()
+    });
+
+    // the peer's edit and new file stay on the server, never on the send-only source
+    write_file(&peer.join("report.txt"), b"peer edit");
+    write_file(&peer.join("peer-only.txt"), b"peer");
+    write_file(&source.join("second.txt"), b"from source");
+    wait_for("second.txt on the peer", || {
+        peer.join("second.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read(source.join("report.txt")).expect("source copy"),
+        b"v1"
+    );
+    assert!(!source.join("peer-only.txt").exists());
+
+    // the source's next change wins: its copy is the truth
+    write_file(&source.join("report.txt"), b"v2 from source");
+    wait_for("the source's version on the peer", || {
+        std::fs::read(peer.join("report.txt")).is_ok_and(|bytes| bytes == b"v2 from source")
+    });
+}
