@@ -250,17 +250,22 @@ async fn connect<R: Remote, C: Clock>(
         match remote.folder_info().await {
             Ok(info) => return Ok(info),
             Err(RemoteError::Unavailable(message)) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    message,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "server unavailable"
-                );
-                clock.sleep(delay).await;
+                wait_for_server(clock, &mut backoff, &message).await
             }
             Err(err) => return Err(err.into()),
         }
     }
+}
+
+/// Logs that the server is away and waits the next backoff delay.
+async fn wait_for_server<C: Clock>(clock: &C, backoff: &mut Backoff, message: &str) {
+    let delay = backoff.next_delay();
+    tracing::warn!(
+        message,
+        retry_in_ms = delay.as_millis() as u64,
+        "server unavailable"
+    );
+    clock.sleep(delay).await;
 }
 
 /// Exponential backoff with jitter, 0.5 s to 30 s.
@@ -432,13 +437,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                     }
                 }
                 Err(RemoteError::Unavailable(message)) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        message,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "server unavailable"
-                    );
-                    tokio::time::sleep(delay).await;
+                    wait_for_server(self.engine.clock.as_ref(), &mut backoff, &message).await;
                 }
                 Err(err) => return Err(err.into()),
             }

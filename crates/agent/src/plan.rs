@@ -5,7 +5,6 @@
 
 use syncfolder_core::conflict;
 use syncfolder_core::decision::Action;
-use syncfolder_core::protocol::FileRecord;
 
 use crate::Result;
 use crate::clock::Clock;
@@ -175,7 +174,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     // it still holds entries the server never saw deleted (new or ignored ones):
                     // the directory survives, and is committed again on the next pass
                     tracing::info!(%err, path = synced_path, "keeping a directory deleted on the server: it is not empty");
-                    self.set_base(&mut batch, tombstone_like(&record), None);
+                    self.set_base(&mut batch, record, None);
                     outcome.follow_up.insert(synced_path);
                 }
                 Err(err) => {
@@ -185,14 +184,5 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }
         }
         self.state_db.apply(&batch).await
-    }
-}
-
-/// The base of a path whose server record is a tombstone.
-fn tombstone_like(record: &FileRecord) -> FileRecord {
-    FileRecord {
-        content: None,
-        chunks: Vec::new(),
-        ..record.clone()
     }
 }
