@@ -80,8 +80,9 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) pending: BTreeMap<String, FileRecord>,
     ignore: IgnoreRules,
     ignore_file_fingerprint: Option<Fingerprint>,
-    /// Paths the server refused outright, with the fingerprint refused: not retried until it changes.
-    pub(crate) refused: BTreeMap<String, Option<Fingerprint>>,
+    /// Paths the server refused outright, with the local fingerprint and the
+    /// remote version at the time: not tried again until either changes.
+    pub(crate) refused: BTreeMap<String, (Option<Fingerprint>, u64)>,
     pub(crate) stats: Arc<SyncStats>,
 }
 
@@ -418,8 +419,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             ) {
                 continue;
             }
-            if let Some(refused_fingerprint) = self.refused.get(&synced_path)
-                && *refused_fingerprint == local.meta.map(|meta| meta.fingerprint)
+            let remote_version = self
+                .remote_records
+                .get(&synced_path)
+                .map_or(0, |record| record.version);
+            if let Some(refused) = self.refused.get(&synced_path)
+                && *refused == (local.meta.map(|meta| meta.fingerprint), remote_version)
             {
                 continue;
             }

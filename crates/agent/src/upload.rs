@@ -194,14 +194,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 tracing::error!(
                     path = synced_path,
                     error,
-                    "the server refused this change; it is not retried until the file changes"
+                    "the server refused this change; it is not retried until the file or the server's version changes"
                 );
-                self.refused.insert(
-                    synced_path.clone(),
-                    local
-                        .and_then(|local| local.meta)
-                        .map(|meta| meta.fingerprint),
-                );
+                let remote_version = self
+                    .remote_records
+                    .get(synced_path)
+                    .map_or(0, |record| record.version);
+                let fingerprint = local
+                    .and_then(|local| local.meta)
+                    .map(|meta| meta.fingerprint);
+                self.refused
+                    .insert(synced_path.clone(), (fingerprint, remote_version));
             }
         }
     }

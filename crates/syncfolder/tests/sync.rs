@@ -526,3 +526,29 @@ fn a_send_only_agent_publishes_its_changes_and_ignores_everyone_elses() {
         std::fs::read(peer.join("report.txt")).is_ok_and(|bytes| bytes == b"v2 from source")
     });
 }
+
+#[test]
+fn a_file_over_the_folder_quota_stays_local_and_everything_else_syncs() {
+    let server = TestServer::start();
+    let token = server.create_folder("small", &["--quota-bytes", "10000"]);
+    let dirs = tempfile::tempdir().expect("temp");
+    let (a, b) = (dirs.path().join("a"), dirs.path().join("b"));
+    let agent_a = TestAgent::start(&server, "small", &token, &a, "agent-a");
+    let _agent_b = TestAgent::start(&server, "small", &token, &b, "agent-b");
+    write_file(&a.join("too-big.bin"), &random_bytes(50_000, 3));
+    write_file(&a.join("fits.txt"), b"small");
+    wait_for("fits.txt on b", || b.join("fits.txt").exists());
+    wait_for("the refusal in a's log", || {
+        agent_a
+            .process
+            .log()
+            .contains("the server refused this change")
+    });
+    write_file(&b.join("from-b.txt"), b"still syncing");
+    wait_for("from-b.txt on a", || a.join("from-b.txt").exists());
+    assert!(!b.join("too-big.bin").exists());
+    assert_eq!(
+        std::fs::read(a.join("too-big.bin")).expect("kept locally"),
+        random_bytes(50_000, 3)
+    );
+}
