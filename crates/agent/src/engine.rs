@@ -116,6 +116,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         })
     }
 
+    /// The server, for tests that drive the engine by hand.
+    pub fn remote_for_tests(&self) -> &R {
+        &self.remote
+    }
+
     pub fn since(&self) -> u64 {
         self.since
     }
@@ -479,6 +484,32 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return;
         };
         batch.pending_delete.push(synced_path.to_owned());
+        if pending.version == 0 {
+            // an upload intent: if the server holds exactly what this agent was
+            // committing, the commit went through before a restart
+            let ours = self.remote_records.get(synced_path).filter(|remote| {
+                remote.agent_id == self.config.agent_id
+                    && remote.content == pending.content
+                    && self
+                        .base
+                        .get(synced_path)
+                        .is_none_or(|base| base.record.version < remote.version)
+            });
+            if let Some(remote) = ours.cloned() {
+                tracing::debug!(
+                    path = synced_path,
+                    version = remote.version,
+                    "adopting an upload committed before a restart"
+                );
+                let fingerprint = if local.content == remote.content {
+                    self.trusted_fingerprint(local.meta)
+                } else {
+                    None
+                };
+                self.set_base(batch, remote, fingerprint);
+            }
+            return;
+        }
         let newer_than_base = self
             .base
             .get(synced_path)

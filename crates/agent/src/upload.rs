@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use futures::StreamExt;
 use syncfolder_core::Hash;
-use syncfolder_core::protocol::{Change, CommitResult, FolderMode};
+use syncfolder_core::protocol::{Change, CommitResult, FileRecord, FolderMode};
 
 use crate::Result;
 use crate::clock::Clock;
@@ -107,6 +107,31 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
 
         let mut batch = StateBatch::default();
+        // intents first: after a crash between the server's answer and the base
+        // update, this agent's own commit must not look like someone else's change
+        let intents = StateBatch {
+            pending_put: changes
+                .iter()
+                .map(|(change, _)| FileRecord {
+                    path: change.path.clone(),
+                    version: 0,
+                    content: change.content.clone(),
+                    chunks: Vec::new(),
+                    mtime_ns: change.mtime_ns,
+                    agent_id: self.config.agent_id.clone(),
+                    committed_at_ms: 0,
+                })
+                .collect(),
+            ..StateBatch::default()
+        };
+        self.state_db.apply(&intents).await?;
+        for record in intents.pending_put {
+            self.pending.insert(record.path.clone(), record);
+        }
+        for (change, _) in &changes {
+            batch.pending_delete.push(change.path.clone());
+        }
+
         for commit_batch in changes.chunks(COMMIT_BATCH) {
             let request: Vec<Change> = commit_batch
                 .iter()
@@ -133,6 +158,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             for ((change, local), result) in commit_batch.iter().zip(results) {
                 self.handle_commit_result(change, *local, result, &mut batch, outcome);
             }
+        }
+        for (change, _) in &changes {
+            self.pending.remove(&change.path);
         }
         self.state_db.apply(&batch).await
     }
