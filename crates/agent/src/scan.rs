@@ -49,7 +49,7 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
             } else {
                 format!("{dir}/{name}")
             };
-            if name.starts_with(TEMP_FILE_PREFIX) && meta.kind == LocalKind::File {
+            if is_our_temp_name(&name) && meta.kind == LocalKind::File {
                 // ours, from a run that stopped before renaming it into place
                 if let Err(err) = fs.remove_file(&synced_path).await {
                     tracing::debug!(%err, path = synced_path, "could not remove a stale temp file");
@@ -72,4 +72,25 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
         }
     }
     Ok(Walk { found, unreadable })
+}
+
+/// Exactly the names [`crate::local_fs::LocalFs::create_temp`] makes: the
+/// prefix and 16 hex digits. Anything else is a user's file, however named.
+fn is_our_temp_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_FILE_PREFIX).is_some_and(|suffix| {
+        suffix.len() == 16 && suffix.bytes().all(|byte| byte.is_ascii_hexdigit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_our_temp_name;
+
+    #[test]
+    fn only_the_agents_own_temp_names_count_as_stale_temp_files() {
+        assert!(is_our_temp_name(".syncfolder-tmp-0123456789abcdef"));
+        assert!(!is_our_temp_name(".syncfolder-tmp-notes.txt"));
+        assert!(!is_our_temp_name(".syncfolder-tmp-0123456789abcdef0"));
+        assert!(!is_our_temp_name("0123456789abcdef"));
+    }
 }
