@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use syncfolder_core::Hash;
-use syncfolder_core::path;
 use syncfolder_core::protocol::{Content, FileRecord};
+use syncfolder_core::{conflict, path};
 
 use crate::Result;
 use crate::clock::Clock;
@@ -120,10 +120,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         Ok(())
     }
 
-    /// Clears what stands at `synced_path` when it is no directory or an
-    /// empty one; false when it changed since it was observed.
+    /// Clears what stands at `synced_path` for a remote file or link; false
+    /// when it changed since it was observed. A directory goes when empty.
+    /// One still holding entries on the retry (after this agent's deletes of
+    /// its synced children have run) holds things the server never had,
+    /// ignored or new: it is moved aside as a conflict copy, never deleted.
     async fn clear_for_replace(
-        &self,
+        &mut self,
         synced_path: &str,
         local: &LocalObservation,
     ) -> std::io::Result<bool> {
@@ -136,7 +139,28 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         if let Some(meta) = local.meta
             && meta.kind == LocalKind::Directory
         {
-            self.fs.remove_dir(synced_path).await?;
+            match self.fs.remove_dir(synced_path).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    if self.blocking_dirs.insert(synced_path.to_owned()) {
+                        return Err(err);
+                    }
+                    self.blocking_dirs.remove(synced_path);
+                    let copy_path = conflict::conflict_copy_path(
+                        synced_path,
+                        self.now_seconds(),
+                        &self.config.agent_id,
+                    );
+                    self.fs.rename(synced_path, &copy_path).await?;
+                    self.stats.conflicts.inc();
+                    tracing::warn!(
+                        path = synced_path,
+                        conflict_copy = copy_path,
+                        "conflict: a file replaced this directory on the server, but it holds entries the server never had; moved it aside"
+                    );
+                }
+                Err(err) => return Err(err),
+            }
         }
         Ok(true)
     }

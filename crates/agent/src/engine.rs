@@ -83,6 +83,8 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     /// Paths the server refused outright, with the local fingerprint and the
     /// remote version at the time: not tried again until either changes.
     pub(crate) refused: BTreeMap<String, (Option<Fingerprint>, u64)>,
+    /// Directories that were not empty when a remote file was to replace them once already.
+    pub(crate) blocking_dirs: BTreeSet<String>,
     pub(crate) stats: Arc<SyncStats>,
 }
 
@@ -112,6 +114,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             ignore,
             ignore_file_fingerprint: None,
             refused: BTreeMap::new(),
+            blocking_dirs: BTreeSet::new(),
             stats,
         })
     }

@@ -552,3 +552,32 @@ fn a_file_over_the_folder_quota_stays_local_and_everything_else_syncs() {
         random_bytes(50_000, 3)
     );
 }
+
+#[test]
+fn a_directory_replaced_by_a_file_keeps_unsynced_local_entries_in_a_conflict_copy() {
+    let world = TwoAgents::start("dir-to-file");
+    let (a, b) = (world.a.dir.clone(), world.b.dir.clone());
+    write_file(&a.join(".syncignore"), b"*.log\n");
+    write_file(&a.join("d/synced.txt"), b"synced");
+    wait_for("d/synced.txt on b", || b.join("d/synced.txt").exists());
+    // b holds something in d that the server never had
+    write_file(&b.join("d/local-only.log"), b"b's own");
+
+    std::fs::remove_dir_all(a.join("d")).expect("rm -r d");
+    write_file(&a.join("d"), b"now a file");
+    wait_for("d as a file on b", || {
+        std::fs::read(b.join("d")).is_ok_and(|bytes| bytes == b"now a file")
+    });
+    let copies: Vec<String> = snapshot(&b)
+        .into_keys()
+        .filter(|path| path.starts_with("d.sync-conflict-") && path.ends_with("/local-only.log"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "b's unsynced entry kept in a conflict copy: {:?}",
+        snapshot(&b).keys().collect::<Vec<_>>()
+    );
+    assert_eq!(std::fs::read(b.join(&copies[0])).expect("kept"), b"b's own");
+    assert!(!b.join("d/synced.txt").exists());
+}
