@@ -441,10 +441,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let temp_meta = self.fs.stat(&file.temp_path).await?;
         self.fs.rename(&file.temp_path, &file.synced_path).await?;
         let meta = self.fs.stat(&file.synced_path).await?;
-        let size = match &file.record.content {
-            Some(Content::File { size, .. }) => *size,
-            _ => 0,
-        };
+        let size = file.record.content.as_ref().map_or(0, Content::size);
         tracing::info!(
             path = file.synced_path,
             version = file.record.version,

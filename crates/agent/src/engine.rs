@@ -128,14 +128,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         self.since
     }
 
-    pub fn mode(&self) -> FolderMode {
-        self.config.mode
-    }
-
-    pub fn has_synced_before(&self) -> bool {
-        !self.base.is_empty()
-    }
-
     /// Number of base records that are live files, directories or links.
     pub fn n_live_base_entries(&self) -> usize {
         self.base

@@ -178,7 +178,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             CommitResult::Committed { record } => {
                 match &record.content {
                     Some(content) => {
-                        tracing::info!(path = synced_path, version = record.version, kind = ?content.kind(), size = content_size(content), "uploaded");
+                        tracing::info!(path = synced_path, version = record.version, kind = ?content.kind(), size = content.size(), "uploaded");
                         self.stats.files_uploaded.inc();
                     }
                     None => {
@@ -307,12 +307,5 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             unstable.extend(result?);
         }
         Ok(unstable)
-    }
-}
-
-fn content_size(content: &syncfolder_core::protocol::Content) -> u64 {
-    match content {
-        syncfolder_core::protocol::Content::File { size, .. } => *size,
-        _ => 0,
     }
 }

@@ -110,6 +110,14 @@ pub enum Content {
 }
 
 impl Content {
+    /// A file's size in bytes; 0 for directories and links.
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::File { size, .. } => *size,
+            Content::Directory | Content::Symlink { .. } => 0,
+        }
+    }
+
     pub fn kind(&self) -> EntryKind {
         match self {
             Content::File { .. } => EntryKind::File,
