@@ -85,6 +85,7 @@ async fn an_upload_committed_just_before_a_crash_is_recognised_as_its_own() {
         data_dir: data.path().to_path_buf(),
         admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
         limits: Limits::default(),
+        shipper: None,
     })
     .await
     .expect("server");

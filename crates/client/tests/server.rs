@@ -34,6 +34,7 @@ async fn start_server() -> TestServer {
         data_dir: data_dir.path().to_path_buf(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: Limits::default(),
+        shipper: None,
     })
     .await
     .expect("server binds");

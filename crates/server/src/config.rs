@@ -13,6 +13,8 @@ pub struct ServerConfig {
     /// The admin token; `None` reuses `<data>/admin-token` or generates it.
     pub admin_token: Option<String>,
     pub limits: Limits,
+    /// Where to ship the event log; `None` keeps events in the outbox only.
+    pub shipper: Option<crate::ShipperConfig>,
 }
 
 impl ServerConfig {
@@ -23,6 +25,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             admin_token: None,
             limits: Limits::default(),
+            shipper: None,
         }
     }
 }

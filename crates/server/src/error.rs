@@ -71,6 +71,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// The server was started with a setting it cannot use.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -98,9 +101,11 @@ impl Error {
             | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::Rejected { status, .. } => *status,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Database(_) | Error::Migrate(_) | Error::Io { .. } | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::Io { .. }
+            | Error::Internal(_)
+            | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -124,9 +129,11 @@ impl Error {
             Error::Rejected { code, .. } => code,
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
-            Error::Database(_) | Error::Migrate(_) | Error::Io { .. } | Error::Internal(_) => {
-                "internal"
-            }
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::Io { .. }
+            | Error::Internal(_)
+            | Error::Config(_) => "internal",
         }
     }
 }

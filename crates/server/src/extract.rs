@@ -88,12 +88,15 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 #[derive(Debug, Clone)]
 pub struct AgentId(pub String);
 
+/// The agent id of a request that names none.
+pub const UNKNOWN_AGENT: &str = "unknown";
+
 impl FromRequestParts<AppState> for AgentId {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Some(value) = parts.headers.get(AGENT_ID_HEADER) else {
-            return Ok(AgentId("unknown".to_owned()));
+            return Ok(AgentId(UNKNOWN_AGENT.to_owned()));
         };
         let text = value
             .to_str()
@@ -106,7 +109,7 @@ impl FromRequestParts<AppState> for AgentId {
             )));
         }
         if text.is_empty() {
-            return Ok(AgentId("unknown".to_owned()));
+            return Ok(AgentId(UNKNOWN_AGENT.to_owned()));
         }
         Ok(AgentId(text.to_owned()))
     }

@@ -13,6 +13,9 @@
 //!   folder chunks, events — and the commit logic;
 //! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
 //! - [`feed`]: per-folder wake-ups for long-polls;
+//! - [`presence`]: which agents are connected, per folder;
+//! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
+//! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
 //! - [`admin_token`], [`shutdown`], [`error`].
 
@@ -25,8 +28,11 @@ pub mod extract;
 pub mod feed;
 pub mod metadata;
 pub mod metrics;
+pub mod outbox;
+pub mod presence;
 pub mod routes;
 pub mod server;
+pub mod shipper;
 pub mod shutdown;
 pub mod state;
 
@@ -35,4 +41,5 @@ pub use config::{Limits, ServerConfig};
 pub use error::{Error, Result};
 pub use routes::router;
 pub use server::Server;
+pub use shipper::ShipperConfig;
 pub use state::AppState;

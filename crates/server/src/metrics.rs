@@ -7,8 +7,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -25,8 +25,31 @@ pub struct Metrics {
     pub chunk_bytes_sent: IntCounter,
     pub chunks_sent: IntCounter,
     pub commits: IntCounterVec,
+    pub file_changes: IntCounterVec,
     pub changefeed_waiting: IntGauge,
+    // set when scraped, from the database and the presence table
+    pub folder_files: IntGaugeVec,
+    pub folder_bytes: IntGaugeVec,
+    pub connected_agents: IntGaugeVec,
+    pub outbox_backlog: IntGauge,
+    pub outbox_oldest_age: Gauge,
+    // kept by the shipper
+    pub outbox_shipping_enabled: IntGauge,
+    pub outbox_shipped: IntCounter,
+    pub outbox_ship_errors: IntCounterVec,
+    pub outbox_ship_duration: Histogram,
+    pub outbox_last_ship: Gauge,
 }
+
+/// The kinds of shipping error, each a label value of
+/// `syncfolder_outbox_ship_errors_total`.
+pub const SHIP_ERROR_KINDS: [&str; 4] = ["connect", "migrate", "database", "outbox"];
+
+/// Every action an event can have, each a label value of
+/// `syncfolder_file_changes_total`.
+pub const EVENT_ACTIONS: [&str; 8] = [
+    "create", "modify", "delete", "mkdir", "symlink", "rename", "conflict", "restore",
+];
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
@@ -81,6 +104,70 @@ impl Metrics {
             "syncfolder_changefeed_waiting_requests",
             "Change-feed requests parked in a long-poll",
         )?;
+        let file_changes = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_file_changes_total",
+                "Accepted changes (events written to the outbox), by folder and action",
+            ),
+            &["folder", "action"],
+        )?;
+        let folder_files = IntGaugeVec::new(
+            Opts::new(
+                "syncfolder_folder_files",
+                "Current files of a folder (directories, symlinks and tombstones not counted)",
+            ),
+            &["folder"],
+        )?;
+        let folder_bytes = IntGaugeVec::new(
+            Opts::new(
+                "syncfolder_folder_bytes",
+                "Total size of a folder's current files",
+            ),
+            &["folder"],
+        )?;
+        let connected_agents = IntGaugeVec::new(
+            Opts::new(
+                "syncfolder_connected_agents",
+                "Agents that talked to the server about a folder in the last 90 seconds",
+            ),
+            &["folder"],
+        )?;
+        let outbox_backlog = IntGauge::new(
+            "syncfolder_outbox_backlog_events",
+            "Events in the outbox not yet shipped to PostgreSQL",
+        )?;
+        let outbox_oldest_age = Gauge::new(
+            "syncfolder_outbox_oldest_event_age_seconds",
+            "Age of the oldest event not yet shipped (0 when none waits)",
+        )?;
+        let outbox_shipping_enabled = IntGauge::new(
+            "syncfolder_outbox_shipping_enabled",
+            "1 when a PostgreSQL URL is configured and events are shipped",
+        )?;
+        let outbox_shipped = IntCounter::new(
+            "syncfolder_outbox_shipped_events_total",
+            "Events PostgreSQL committed (a retried batch counts again)",
+        )?;
+        let outbox_ship_errors = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_outbox_ship_errors_total",
+                "Failed shipping attempts, by kind (connect, migrate, database, outbox)",
+            ),
+            &["kind"],
+        )?;
+        let outbox_ship_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "syncfolder_outbox_ship_duration_seconds",
+                "Time to ship one batch of events to PostgreSQL",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        let outbox_last_ship = Gauge::new(
+            "syncfolder_outbox_last_ship_timestamp_seconds",
+            "Unix time of the last successful shipping round (0: never)",
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(chunk_bytes_received.clone()))?;
@@ -91,8 +178,22 @@ impl Metrics {
         registry.register(Box::new(chunks_sent.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(changefeed_waiting.clone()))?;
+        registry.register(Box::new(file_changes.clone()))?;
+        registry.register(Box::new(folder_files.clone()))?;
+        registry.register(Box::new(folder_bytes.clone()))?;
+        registry.register(Box::new(connected_agents.clone()))?;
+        registry.register(Box::new(outbox_backlog.clone()))?;
+        registry.register(Box::new(outbox_oldest_age.clone()))?;
+        registry.register(Box::new(outbox_shipping_enabled.clone()))?;
+        registry.register(Box::new(outbox_shipped.clone()))?;
+        registry.register(Box::new(outbox_ship_errors.clone()))?;
+        registry.register(Box::new(outbox_ship_duration.clone()))?;
+        registry.register(Box::new(outbox_last_ship.clone()))?;
         for result in ["committed", "conflict", "missing_chunks", "rejected"] {
             commits.with_label_values(&[result]);
+        }
+        for kind in SHIP_ERROR_KINDS {
+            outbox_ship_errors.with_label_values(&[kind]);
         }
         Ok(Metrics {
             registry,
@@ -105,7 +206,18 @@ impl Metrics {
             chunk_bytes_sent,
             chunks_sent,
             commits,
+            file_changes,
             changefeed_waiting,
+            folder_files,
+            folder_bytes,
+            connected_agents,
+            outbox_backlog,
+            outbox_oldest_age,
+            outbox_shipping_enabled,
+            outbox_shipped,
+            outbox_ship_errors,
+            outbox_ship_duration,
+            outbox_last_ship,
         })
     }
 
@@ -189,6 +301,9 @@ mod tests {
             "syncfolder_chunk_bytes_sent_total",
             "syncfolder_commits_total",
             "syncfolder_changefeed_waiting_requests",
+            "syncfolder_outbox_backlog_events",
+            "syncfolder_outbox_ship_errors_total",
+            "syncfolder_outbox_shipping_enabled",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

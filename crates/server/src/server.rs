@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_token;
@@ -16,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::metadata::Db;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::routes::router;
+use crate::shipper::Shipper;
 use crate::state::AppState;
 
 /// A bound, not yet serving, server.
@@ -25,6 +28,7 @@ pub struct Server {
     local_addr: SocketAddr,
     admin_token: String,
     state: AppState,
+    shipper: Option<Shipper>,
 }
 
 impl std::fmt::Debug for Server {
@@ -60,11 +64,27 @@ impl Server {
             .local_addr()
             .map_err(Error::io("reading the bound address"))?;
         tracing::info!(%local_addr, data_dir = %data_dir.display(), "server bound");
+        let metrics = Arc::new(metrics);
+        let outbox_wake = Arc::new(Notify::new());
+        let shipper = match config.shipper {
+            Some(shipper_config) => Some(
+                Shipper::new(
+                    db.clone(),
+                    shipper_config,
+                    Arc::clone(&metrics),
+                    Arc::clone(&outbox_wake),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let state = AppState {
             db,
             chunk_store: Arc::new(chunk_store),
             feed: Arc::new(Feed::default()),
-            metrics: Arc::new(metrics),
+            metrics,
+            presence: Arc::new(Presence::default()),
+            outbox_wake,
             limits: Arc::new(config.limits),
             admin_token_sha256: sha256(admin_token.as_bytes()),
             shutdown: CancellationToken::new(),
@@ -74,6 +94,7 @@ impl Server {
             local_addr,
             admin_token,
             state,
+            shipper,
         })
     }
 
@@ -94,9 +115,22 @@ impl Server {
     /// long-polls, lets in-flight requests finish and closes the database.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server {
-            listener, state, ..
+            listener,
+            state,
+            shipper,
+            ..
         } = self;
         let cancel = state.shutdown.clone();
+        let background = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(crate::outbox::prune_periodically(
+            state.db.clone(),
+            shipper.is_some(),
+            background.clone(),
+        )));
+        if let Some(shipper) = shipper {
+            tasks.push(tokio::spawn(shipper.run(background.clone())));
+        }
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
@@ -107,6 +141,10 @@ impl Server {
             .with_graceful_shutdown(signal)
             .await
             .map_err(Error::io("serving HTTP"))?;
+        background.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
         state.db.close().await;
         tracing::info!("server stopped");
         Ok(())

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk_store::ChunkStore;
@@ -9,6 +10,7 @@ use crate::config::Limits;
 use crate::feed::Feed;
 use crate::metadata::Db;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 /// The state behind [`crate::router`]; cheap to clone.
 #[derive(Clone)]
@@ -17,11 +19,39 @@ pub struct AppState {
     pub chunk_store: Arc<dyn ChunkStore>,
     pub feed: Arc<Feed>,
     pub metrics: Arc<Metrics>,
+    /// Which agents talked to the server lately, per folder.
+    pub presence: Arc<Presence>,
+    /// Woken after every commit that wrote events, for the shipper.
+    pub outbox_wake: Arc<Notify>,
     pub limits: Arc<Limits>,
     /// SHA-256 of the admin token (compared in constant time, never logged).
     pub admin_token_sha256: [u8; 32],
     /// Cancelled when the server shuts down: parked long-polls answer at once.
     pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Tells everyone who waits on a folder that a commit landed: parked
+    /// long-polls, the shipper and the metrics.
+    pub fn announce_commit(
+        &self,
+        folder_id: i64,
+        folder_name: &str,
+        latest: u64,
+        actions: &[&str],
+    ) {
+        if actions.is_empty() {
+            return;
+        }
+        self.feed.publish(folder_id, latest);
+        self.outbox_wake.notify_one();
+        for action in actions {
+            self.metrics
+                .file_changes
+                .with_label_values(&[folder_name, action])
+                .inc();
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {

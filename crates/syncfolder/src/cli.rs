@@ -64,6 +64,11 @@ pub struct ServerArgs {
     /// Admin token; when absent, one is generated (or reused) in DATA/admin-token.
     #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Ship the event log to this PostgreSQL database's `files_log` table
+    /// (postgres://user:password@host:port/db). Without it, events stay in
+    /// the server's outbox for a week.
+    #[arg(long, env = "SYNCFOLDER_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

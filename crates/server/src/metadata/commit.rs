@@ -4,6 +4,7 @@
 //! event written to the outbox in the same transaction.
 
 use sqlx::SqliteConnection;
+use syncfolder_core::conflict;
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::path::{self, MAX_PATH_BYTES};
 use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord};
@@ -20,6 +21,8 @@ pub struct CommitOutcome {
     pub results: Vec<CommitResult>,
     /// The folder's sequence after the batch.
     pub latest: u64,
+    /// The action of every event the batch wrote, for the metrics.
+    pub actions: Vec<&'static str>,
 }
 
 /// Checks what a change says about itself, before looking at the database:
@@ -63,16 +66,78 @@ pub fn validate_change(change: &Change) -> Result<(), String> {
     Ok(())
 }
 
-/// The event action of an accepted change.
-fn action(previous: Option<&RecordRow>, content: &Option<Content>, restore: bool) -> &'static str {
+/// The event action of an accepted change (before rename detection, which
+/// needs the whole batch).
+fn action(
+    previous: Option<&RecordRow>,
+    path: &str,
+    content: &Option<Content>,
+    restore: bool,
+) -> &'static str {
     match content {
         _ if restore => "restore",
         None => "delete",
         Some(Content::Directory) => "mkdir",
         Some(Content::Symlink { .. }) => "symlink",
         Some(Content::File { .. }) if previous.is_some_and(RecordRow::is_file) => "modify",
+        Some(Content::File { .. }) if is_conflict_copy(path) => "conflict",
         Some(Content::File { .. }) => "create",
     }
+}
+
+/// True when the path's name is one an agent gives a conflict copy.
+fn is_conflict_copy(path: &str) -> bool {
+    path::file_name(path).contains(conflict::MARKER)
+}
+
+/// An event of the batch, written to the outbox when the batch finishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingEvent {
+    path: String,
+    from_path: Option<String>,
+    action: &'static str,
+    size: i64,
+    version: i64,
+    content_hash: Option<String>,
+    /// For a deletion: the content hash of the file it removed.
+    removed_hash: Option<String>,
+}
+
+/// Pairs a deleted file with a created file of the same content in the same
+/// batch: one `rename` event for the destination, naming the source, and no
+/// separate event for the source's tombstone. Each deletion pairs with at
+/// most one creation, in batch order.
+fn detect_renames(events: Vec<PendingEvent>) -> Vec<PendingEvent> {
+    let mut folded = vec![false; events.len()];
+    let mut renamed_from: Vec<Option<String>> = vec![None; events.len()];
+    for (create_idx, create) in events.iter().enumerate() {
+        if create.action != "create" {
+            continue;
+        }
+        let source = events.iter().enumerate().position(|(delete_idx, delete)| {
+            !folded[delete_idx]
+                && delete.action == "delete"
+                && delete.removed_hash.is_some()
+                && delete.removed_hash == create.content_hash
+        });
+        if let Some(delete_idx) = source {
+            folded[delete_idx] = true;
+            renamed_from[create_idx] = Some(events[delete_idx].path.clone());
+        }
+    }
+    events
+        .into_iter()
+        .zip(renamed_from)
+        .zip(folded)
+        .filter(|(_, folded)| !folded)
+        .map(|((mut event, from_path), _)| {
+            if from_path.is_some() {
+                event.action = "rename";
+                event.from_path = from_path;
+            }
+            event
+        })
+        .collect()
 }
 
 /// One write transaction on one folder.
@@ -84,6 +149,7 @@ struct FolderWriter<'a> {
     total_bytes: Option<u64>,
     agent_id: &'a str,
     now_ms: i64,
+    events: Vec<PendingEvent>,
 }
 
 impl<'a> FolderWriter<'a> {
@@ -119,6 +185,7 @@ impl<'a> FolderWriter<'a> {
             total_bytes,
             agent_id,
             now_ms: now_ms(),
+            events: Vec::new(),
         })
     }
 
@@ -160,7 +227,13 @@ impl<'a> FolderWriter<'a> {
         }
 
         let version = self.seq + 1;
-        let action = action(current.as_ref(), &change.content, restore);
+        let action = action(current.as_ref(), &change.path, &change.content, restore);
+        let removed_hash = current
+            .as_ref()
+            .filter(|row| row.is_file())
+            .map(RecordRow::content_hash)
+            .transpose()?
+            .flatten();
         if current.is_some() {
             sqlx::query(
                 "INSERT INTO history (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
@@ -198,20 +271,15 @@ impl<'a> FolderWriter<'a> {
             Some(Content::File { content_hash, .. }) => Some(content_hash.to_hex()),
             _ => None,
         };
-        sqlx::query(
-            "INSERT INTO events (folder, path, action, size, version, content_hash, agent_id, at_ms, shipped) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE)",
-        )
-        .bind(&self.folder.name)
-        .bind(&change.path)
-        .bind(action)
-        .bind(columns.size)
-        .bind(to_db(version, "version")?)
-        .bind(content_hash)
-        .bind(self.agent_id)
-        .bind(self.now_ms)
-        .execute(&mut *self.connection)
-        .await?;
+        self.events.push(PendingEvent {
+            path: change.path.clone(),
+            from_path: None,
+            action,
+            size: columns.size,
+            version: to_db(version, "version")?,
+            content_hash,
+            removed_hash,
+        });
         let retention = self.folder.settings.retention;
         retention::prune(
             self.connection,
@@ -235,8 +303,28 @@ impl<'a> FolderWriter<'a> {
         })
     }
 
-    /// Stores the advanced sequence; returns it.
-    async fn finish(self) -> Result<u64> {
+    /// Writes the batch's events and stores the advanced sequence; returns
+    /// the sequence and the events' actions.
+    async fn finish(self) -> Result<(u64, Vec<&'static str>)> {
+        let events = detect_renames(self.events);
+        for event in &events {
+            sqlx::query(
+                "INSERT INTO events (folder, path, from_path, action, size, version, content_hash, \
+                 agent_id, at_ms, shipped) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE)",
+            )
+            .bind(&self.folder.name)
+            .bind(&event.path)
+            .bind(&event.from_path)
+            .bind(event.action)
+            .bind(event.size)
+            .bind(event.version)
+            .bind(&event.content_hash)
+            .bind(self.agent_id)
+            .bind(self.now_ms)
+            .execute(&mut *self.connection)
+            .await?;
+        }
+        let actions = events.iter().map(|event| event.action).collect();
         if self.seq != self.folder.seq {
             sqlx::query("UPDATE folders SET seq = $1 WHERE id = $2")
                 .bind(to_db(self.seq, "sequence")?)
@@ -244,7 +332,7 @@ impl<'a> FolderWriter<'a> {
                 .execute(&mut *self.connection)
                 .await?;
         }
-        Ok(self.seq)
+        Ok((self.seq, actions))
     }
 }
 
@@ -262,9 +350,13 @@ impl Db {
         for change in changes {
             results.push(writer.apply(change, false).await?);
         }
-        let latest = writer.finish().await?;
+        let (latest, actions) = writer.finish().await?;
         tx.commit().await?;
-        Ok(CommitOutcome { results, latest })
+        Ok(CommitOutcome {
+            results,
+            latest,
+            actions,
+        })
     }
 
     /// Makes the content of `path` at `version` current again, as a new version.
@@ -293,13 +385,15 @@ impl Db {
         };
         let mut writer = FolderWriter::start(&mut tx, folder_id, agent_id).await?;
         let result = writer.apply(change, true).await?;
-        let latest = writer.finish().await?;
-        if matches!(result, CommitResult::Committed { .. }) {
+        let (latest, actions) = writer.finish().await?;
+        let committed = matches!(result, CommitResult::Committed { .. });
+        if committed {
             tx.commit().await?;
         }
         Ok(CommitOutcome {
             results: vec![result],
             latest,
+            actions: if committed { actions } else { Vec::new() },
         })
     }
 }
@@ -368,9 +462,71 @@ mod tests {
             size: 0,
             executable: false,
         });
-        assert_eq!(action(None, &file, false), "create");
-        assert_eq!(action(None, &None, false), "delete");
-        assert_eq!(action(None, &Some(Content::Directory), false), "mkdir");
-        assert_eq!(action(None, &file, true), "restore");
+        assert_eq!(action(None, "a.txt", &file, false), "create");
+        assert_eq!(action(None, "a.txt", &None, false), "delete");
+        assert_eq!(action(None, "d", &Some(Content::Directory), false), "mkdir");
+        assert_eq!(action(None, "a.txt", &file, true), "restore");
+        assert_eq!(
+            action(
+                None,
+                "a.sync-conflict-20260101-120000-agent-b.txt",
+                &file,
+                false
+            ),
+            "conflict"
+        );
+    }
+
+    fn event(path: &str, action: &'static str, hash: Option<&str>) -> PendingEvent {
+        let is_delete = action == "delete";
+        PendingEvent {
+            path: path.to_owned(),
+            from_path: None,
+            action,
+            size: 0,
+            version: 0,
+            content_hash: hash.filter(|_| !is_delete).map(str::to_owned),
+            removed_hash: hash.filter(|_| is_delete).map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_deletion_and_a_creation_of_the_same_content_are_one_rename() {
+        let events = detect_renames(vec![
+            event("old.txt", "delete", Some("h1")),
+            event("other.txt", "create", Some("h2")),
+            event("dir/new.txt", "create", Some("h1")),
+            event("copy.txt", "create", Some("h1")),
+            event("gone.txt", "delete", Some("h3")),
+        ]);
+        let summary: Vec<_> = events
+            .iter()
+            .map(|event| {
+                (
+                    event.path.as_str(),
+                    event.action,
+                    event.from_path.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("other.txt", "create", None),
+                ("dir/new.txt", "rename", Some("old.txt")),
+                ("copy.txt", "create", None),
+                ("gone.txt", "delete", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deleted_directory_or_tombstone_never_pairs() {
+        let events = detect_renames(vec![
+            event("dir", "delete", None),
+            event("empty.txt", "create", None),
+        ]);
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|event| event.action != "rename"));
     }
 }

@@ -13,6 +13,7 @@
 
 mod chunks;
 mod commit;
+mod events;
 mod folders;
 mod records;
 mod retention;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use commit::{CommitOutcome, validate_change};
+pub use events::{Backlog, EventRow};
 pub use folders::{Folder, FolderStats, validate_folder_name};
 pub use retention::should_drop;
 pub use tokens::TokenRow;

@@ -48,6 +48,23 @@ impl RecordRow {
     pub fn is_file(&self) -> bool {
         self.kind.as_deref() == Some("file")
     }
+
+    /// The content hash of a file record, in hex; `None` for anything else.
+    pub fn content_hash(&self) -> Result<Option<String>> {
+        if !self.is_file() {
+            return Ok(None);
+        }
+        let content: Option<Content> = self
+            .content
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|err| Error::Internal(format!("stored record of {:?}: {err}", self.path)))?;
+        Ok(match content {
+            Some(Content::File { content_hash, .. }) => Some(content_hash.to_hex()),
+            _ => None,
+        })
+    }
 }
 
 /// The columns of a record, ready to be written.

@@ -9,7 +9,7 @@ use syncfolder_core::protocol::ChangesResponse;
 use crate::auth::ReadAccess;
 use crate::config::DEFAULT_CHANGES_LIMIT;
 use crate::error::Result;
-use crate::extract::Query;
+use crate::extract::{AgentId, Query, UNKNOWN_AGENT};
 use crate::metrics::WaitingGuard;
 use crate::state::AppState;
 
@@ -30,8 +30,13 @@ pub struct ChangesQuery {
 pub async fn changes(
     State(state): State<AppState>,
     ReadAccess(folder): ReadAccess,
+    AgentId(agent_id): AgentId,
     Query(query): Query<ChangesQuery>,
 ) -> Result<axum::Json<ChangesResponse>> {
+    // only agents name themselves; the CLI's requests are not presence
+    if agent_id != UNKNOWN_AGENT {
+        state.presence.mark_seen(&folder.name, &agent_id);
+    }
     let limits = &state.limits;
     let limit = query
         .limit

@@ -44,9 +44,7 @@ pub async fn commit(
         state.metrics.commits.with_label_values(&[label]).inc();
         n_committed += usize::from(label == "committed");
     }
-    if n_committed > 0 {
-        state.feed.publish(folder.id, outcome.latest);
-    }
+    state.announce_commit(folder.id, &folder.name, outcome.latest, &outcome.actions);
     tracing::info!(folder = %folder.name, %agent_id, n_changes, n_committed, latest = outcome.latest, "commit");
     Ok(axum::Json(CommitResponse {
         results: outcome.results,

@@ -60,7 +60,7 @@ pub async fn restore(
     state.metrics.commits.with_label_values(&[label]).inc();
     match result {
         Some(CommitResult::Committed { record }) => {
-            state.feed.publish(folder.id, outcome.latest);
+            state.announce_commit(folder.id, &folder.name, outcome.latest, &outcome.actions);
             tracing::info!(folder = %folder.name, path = %record.path, from = request.version, version = record.version, %agent_id, "restored");
             Ok(axum::Json(record))
         }

@@ -30,8 +30,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     (StatusCode::OK, "ready\n")
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. Gauges of stored state (files and bytes per
+/// folder, connected agents, the outbox backlog) are read when scraped.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(err) = refresh_gauges(&state).await {
+        tracing::warn!(%err, "reading folder and outbox gauges");
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -39,4 +43,40 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
+    let metrics = &state.metrics;
+    let folders = state.db.list_folders().await?;
+    let connected = state.presence.connected_by_folder();
+    metrics.folder_files.reset();
+    metrics.folder_bytes.reset();
+    metrics.connected_agents.reset();
+    for folder in &folders {
+        let stats = state.db.folder_stats(folder.id).await?;
+        let name = folder.name.as_str();
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        metrics
+            .folder_files
+            .with_label_values(&[name])
+            .set(gauge(stats.n_files));
+        metrics
+            .folder_bytes
+            .with_label_values(&[name])
+            .set(gauge(stats.total_bytes));
+        let n_agents = connected.get(name).copied().unwrap_or(0);
+        metrics
+            .connected_agents
+            .with_label_values(&[name])
+            .set(gauge(n_agents));
+    }
+    let backlog = state.db.outbox_backlog().await?;
+    metrics
+        .outbox_backlog
+        .set(i64::try_from(backlog.n_events).unwrap_or(i64::MAX));
+    let oldest_age = backlog.oldest_at_ms.map_or(0.0, |at_ms| {
+        (crate::metadata::now_ms() - at_ms).max(0) as f64 / 1000.0
+    });
+    metrics.outbox_oldest_age.set(oldest_age);
+    Ok(())
 }

@@ -12,7 +12,7 @@ use syncfolder_core::protocol::{
     CommitResult, Content, CreateFolderRequest, CreateFolderResponse, CreateTokenRequest,
     CreateTokenResponse, ErrorBody, FileRecord, FolderSettings, TokenScope,
 };
-use syncfolder_server::{Limits, Server, ServerConfig};
+use syncfolder_server::{Limits, Server, ServerConfig, ShipperConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -41,8 +41,18 @@ impl TestServer {
 
     /// A server on an existing data dir (which the caller keeps alive).
     pub async fn start_in(data_dir: &Path, limits: Limits) -> TestServer {
+        TestServer::start_shipping(data_dir, limits, None).await
+    }
+
+    /// A server on an existing data dir that ships its events when given a shipper.
+    pub async fn start_shipping(
+        data_dir: &Path,
+        limits: Limits,
+        shipper: Option<ShipperConfig>,
+    ) -> TestServer {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
         config.limits = limits;
+        config.shipper = shipper;
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.local_addr());
         let admin_token = server.admin_token().to_owned();
@@ -131,11 +141,18 @@ impl TestServer {
 
     /// The value of a metric without labels (or the sum over its series).
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_matching(name, "").await
+    }
+
+    /// The sum of a metric's series whose label text contains `labels`
+    /// (such as `kind="connect"`).
+    pub async fn metric_matching(&self, name: &str, labels: &str) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics");
         text.lines()
             .filter(|line| {
                 line.starts_with(name)
                     && matches!(line.as_bytes().get(name.len()), Some(b' ' | b'{'))
+                    && line.contains(labels)
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod chunks;
 mod commits;
+mod event_log;
 mod feed;
 mod harness;
 mod history;

@@ -1,5 +1,5 @@
 use anyhow::Context;
-use syncfolder_server::{Limits, Server, ServerConfig};
+use syncfolder_server::{Limits, Server, ServerConfig, ShipperConfig};
 
 use crate::cli::ServerArgs;
 
@@ -9,6 +9,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data,
         admin_token: args.admin_token,
         limits: Limits::default(),
+        shipper: args.postgres_url.map(ShipperConfig::new),
     };
     let server = Server::bind(config).await.context("starting the server")?;
     server

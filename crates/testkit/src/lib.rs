@@ -1,0 +1,42 @@
+//! Test support: real PostgreSQL and Prometheus servers, each started as a
+//! process of its own on a free loopback port with its data in a temp
+//! directory, and torn down when dropped.
+//!
+//! A missing binary is a failed test, never a skipped one: the message says
+//! how to install it (`cargo xtask test` installs what is missing).
+//!
+//! - [`postgres`]: [`TestPostgres`] — initdb, start, stop, start again;
+//! - [`prometheus`]: [`TestPrometheus`] — scrapes given targets every second;
+//! - [`tools`]: finding the binaries;
+//! - [`free_port`].
+
+pub mod postgres;
+pub mod prometheus;
+pub mod tools;
+
+pub use postgres::TestPostgres;
+pub use prometheus::TestPrometheus;
+
+use std::net::TcpListener;
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `ready` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,217 @@
+//! A throwaway PostgreSQL server: `initdb` into a temp directory, `postgres`
+//! on a free loopback port (TCP only, trust authentication), stopped and
+//! started again at will, deleted when dropped.
+//!
+//! PostgreSQL refuses to run as root; as root (containers, CI) the server
+//! runs as the `postgres` user through `setpriv`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::tools::{postgres_bin_dir, required_program};
+use crate::{free_port, wait_until};
+
+pub struct TestPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+    child: Option<Child>,
+    n_starts: u32,
+}
+
+impl std::fmt::Debug for TestPostgres {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TestPostgres")
+            .field("port", &self.port)
+            .field("running", &self.child.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestPostgres {
+    /// Creates a cluster and starts it; fails the test when PostgreSQL's
+    /// binaries are missing or it does not come up.
+    pub fn start() -> TestPostgres {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("syncfolder-pg-")
+            .tempdir()
+            .expect("temp dir for PostgreSQL");
+        let run_as = if is_root() {
+            let ids = postgres_user_ids();
+            chown(dir.path(), ids);
+            Some(ids)
+        } else {
+            None
+        };
+        let mut postgres = TestPostgres {
+            dir,
+            bin,
+            port: free_port(),
+            run_as,
+            child: None,
+            n_starts: 0,
+        };
+        let data = postgres.data_dir();
+        let output = postgres
+            .command("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .expect("running initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        postgres.start_again();
+        postgres
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until
+    /// it accepts connections.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "PostgreSQL is already running");
+        self.n_starts += 1;
+        let log_path = self.log_path();
+        let log = std::fs::File::create(&log_path).expect("PostgreSQL log file");
+        if let Some(ids) = self.run_as {
+            chown(&log_path, ids);
+        }
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            // a test server: durability is not what is tested here
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting postgres");
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(60), || {
+            std::fs::read_to_string(&log_path)
+                .is_ok_and(|log| log.contains("ready to accept connections"))
+        });
+        assert!(
+            ready,
+            "PostgreSQL did not start within 60 s; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Stops the server (fast shutdown: open sessions are ended) and waits
+    /// for it to exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGINT is PostgreSQL's fast shutdown
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let exited = wait_until(Duration::from_secs(30), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server log of the latest start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("postgres-{}.log", self.n_starts))
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        match self.run_as {
+            Some((uid, gid)) => {
+                let mut command = Command::new(required_program("setpriv"));
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    id_of(&["-u"]) == Some(0)
+}
+
+/// The uid and gid of the `postgres` user (made by Debian's package), else `nobody`.
+fn postgres_user_ids() -> (u32, u32) {
+    for user in ["postgres", "nobody"] {
+        if let (Some(uid), Some(gid)) = (id_of(&["-u", user]), id_of(&["-g", user])) {
+            return (uid, gid);
+        }
+    }
+    panic!("running as root, and neither a postgres nor a nobody user exists to run PostgreSQL as");
+}
+
+fn id_of(args: &[&str]) -> Option<u32> {
+    let output = Command::new("id").args(args).output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    String::from_utf8(output.stdout).ok()?.trim().parse().ok()
+}
+
+fn chown(path: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|err| panic!("chown {}: {err}", path.display()));
+}

@@ -1,0 +1,52 @@
+//! Where the external programs the tests need are, or a clear failure.
+
+use std::path::{Path, PathBuf};
+
+/// How a missing program is installed; named in every failure.
+pub const INSTALL_HINT: &str =
+    "`cargo xtask deps` installs it (Debian packages postgresql-15 and prometheus)";
+
+/// The directory of PostgreSQL's server binaries (`initdb`, `postgres`):
+/// `SYNCFOLDER_PG_BIN` when set, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn postgres_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SYNCFOLDER_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql/*/bin \
+             nor in SYNCFOLDER_PG_BIN: {INSTALL_HINT}"
+        ),
+    }
+}
+
+/// A program on the PATH, or a failed test that says how to install it.
+pub fn required_program(name: &str) -> PathBuf {
+    find_on_path(name)
+        .unwrap_or_else(|| panic!("the program {name:?} is not on the PATH: {INSTALL_HINT}"))
+}
+
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
