@@ -21,7 +21,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::local_fs::{LocalFs, RealFs};
 use crate::remote::{HttpRemote, Remote, RemoteError};
 use crate::state::StateDb;
-use crate::stats::SyncStats;
+use crate::stats::{ErrorKind, Identity, SyncStats};
 use crate::watcher::LocalWatcher;
 use crate::{Error, Result};
 
@@ -88,9 +88,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
+        let stats = SyncStats::default();
+        stats.set_identity(Identity {
+            folder: config.folder.clone(),
+            ..Identity::default()
+        });
+        // until the first full sync, the whole folder waits
+        stats.set_pending(1, SystemClock.now_ms());
         Agent {
             config,
-            stats: Arc::new(SyncStats::default()),
+            stats: Arc::new(stats),
         }
     }
 
@@ -146,6 +153,12 @@ impl Agent {
         };
         check_same_folder(&state_db, &folder_info).await?;
         let mode = config.mode.unwrap_or(folder_info.settings.mode);
+        self.stats.set_identity(Identity {
+            folder: config.folder.clone(),
+            agent_id: agent_id.clone(),
+            mode: mode.to_string(),
+        });
+        self.stats.server_reachable.store(true, Ordering::Release);
         tracing::info!(
             folder = config.folder,
             agent_id,
@@ -308,6 +321,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
         let (feed_sender, mut feed) = mpsc::channel(4);
         let feed_task = tokio::spawn(follow_feed(
             Arc::clone(&self.engine.remote),
+            Arc::clone(&self.stats),
             self.engine.since(),
             self.config.long_poll,
             feed_sender,
@@ -356,6 +370,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             } else if !dirty.is_empty() && !self.config.root.is_dir() {
                 // the root itself vanished: its deletions must not travel
                 tracing::error!(root = %self.config.root.display(), "the sync directory is gone; not syncing until it is back");
+                self.stats.error(ErrorKind::Unsafe);
                 self.stats.halted.store(true, Ordering::Release);
                 dirty.clear();
                 retry_at = Some(Instant::now() + retry_backoff.next_delay());
@@ -381,7 +396,12 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                     retry_at = Some(Instant::now() + retry_backoff.next_delay());
                 }
             }
-            if dirty.is_empty() && retry.is_empty() && !full_scan && retry_at.is_none() {
+            let n_pending = dirty.len()
+                + retry.len()
+                + usize::from(full_scan || (retry.is_empty() && retry_at.is_some()));
+            self.stats
+                .set_pending(n_pending as u64, self.engine.clock.now_ms());
+            if n_pending == 0 {
                 self.mark_synced();
             }
             // a halted agent waits (for retries, shutdown) instead of spinning on its dirty paths
@@ -451,6 +471,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(%err, "cannot read the sync directory; not syncing until it is back");
+                self.stats.error(ErrorKind::Unsafe);
                 self.stats.halted.store(true, Ordering::Release);
                 return Ok(None);
             }
@@ -466,6 +487,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                 "every synced file vanished from the sync directory: refusing to delete them on the server \
                  (is the volume mounted?); delete the state directory to start afresh"
             );
+            self.stats.error(ErrorKind::Unsafe);
             self.stats.halted.store(true, Ordering::Release);
             return Ok(None);
         }
@@ -474,6 +496,12 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
         }
         let n_paths = paths.len();
         let outcome = self.engine.reconcile(paths, &local, true).await?;
+        self.stats
+            .scanned_entries
+            .store(local.len() as u64, Ordering::Release);
+        self.stats
+            .scan_duration
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             n_paths,
             n_applied = outcome.n_applied,
@@ -526,6 +554,7 @@ async fn sleep_until_option(deadline: Option<Instant>) {
 /// Long-polls the change feed and hands each page to the sync loop.
 async fn follow_feed<R: Remote>(
     remote: Arc<R>,
+    stats: Arc<SyncStats>,
     mut since: u64,
     long_poll: Duration,
     pages: mpsc::Sender<ChangesResponse>,
@@ -535,6 +564,7 @@ async fn follow_feed<R: Remote>(
         match remote.changes(since, 1000, long_poll).await {
             Ok(page) => {
                 backoff.reset();
+                stats.server_reachable.store(true, Ordering::Release);
                 let next = page
                     .records
                     .iter()
@@ -549,6 +579,8 @@ async fn follow_feed<R: Remote>(
                 }
             }
             Err(err) => {
+                stats.server_reachable.store(false, Ordering::Release);
+                stats.error(ErrorKind::ChangeFeed);
                 let delay = backoff.next_delay();
                 tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, "change feed interrupted");
                 tokio::time::sleep(delay).await;

@@ -17,6 +17,7 @@ use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::remote::{Remote, RemoteError};
 use crate::state::StateBatch;
+use crate::stats::ErrorKind;
 
 const FETCH_BATCH_BYTES: u64 = 8 << 20;
 const FETCH_BATCH_CHUNKS: usize = 1024;
@@ -87,6 +88,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 Err(err) => {
                     tracing::warn!(%err, path = synced_path, "could not apply a remote change; will retry");
+                    self.stats.error(ErrorKind::LocalFs);
                     outcome.retry.insert(synced_path);
                 }
             }
@@ -252,6 +254,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }),
                 Err(err) => {
                     tracing::warn!(%err, path = synced_path, "could not prepare a download; will retry");
+                    self.stats.error(ErrorKind::LocalFs);
                     outcome.retry.insert(synced_path);
                 }
             }
@@ -259,6 +262,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
 
         if let Err(err) = self.fetch_needed(needed).await {
             tracing::warn!(%err, "download failed; will retry");
+            self.stats.error(ErrorKind::Download);
             for file in pending {
                 let _ = self.fs.remove_file(&file.temp_path).await;
                 outcome.retry.insert(file.synced_path);
@@ -282,6 +286,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         };
         if let Err(err) = durable {
             tracing::warn!(%err, "could not make downloads durable; will retry");
+            self.stats.error(ErrorKind::LocalFs);
             for file in pending {
                 let _ = self.fs.remove_file(&file.temp_path).await;
                 outcome.retry.insert(file.synced_path);
@@ -305,6 +310,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 Err(err) => {
                     tracing::warn!(%err, path = file.synced_path, "could not put a download in place; will retry");
+                    self.stats.error(ErrorKind::LocalFs);
                     let _ = self.fs.remove_file(&file.temp_path).await;
                     outcome.retry.insert(file.synced_path);
                 }
@@ -314,6 +320,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             // the renames themselves
             if let Err(err) = self.fs.sync_all().await {
                 tracing::warn!(%err, "could not sync directories after renames");
+                self.stats.error(ErrorKind::LocalFs);
             }
         }
         self.state_db.apply(&batch).await

@@ -8,12 +8,13 @@
 //!   all its IO through, each with one real implementation;
 //! - [`state`]: the local state DB;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
-//! - [`stats`]: counters and readiness.
+//! - [`stats`]: counters and readiness; [`metrics`]: them in Prometheus form.
 
 pub mod agent;
 pub mod clock;
 pub mod engine;
 pub mod local_fs;
+pub mod metrics;
 pub mod remote;
 pub mod scan;
 pub mod state;

@@ -12,6 +12,7 @@ use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::remote::Remote;
 use crate::state::StateBatch;
+use crate::stats::ErrorKind;
 
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -128,6 +129,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }
             Err(err) => {
                 tracing::warn!(%err, path = synced_path, "could not move the local version aside");
+                self.stats.error(ErrorKind::LocalFs);
                 None
             }
         }
@@ -179,6 +181,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 Err(err) => {
                     tracing::warn!(%err, path = synced_path, "could not delete locally");
+                    self.stats.error(ErrorKind::LocalFs);
                     outcome.retry.insert(synced_path);
                 }
             }

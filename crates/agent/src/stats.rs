@@ -1,6 +1,8 @@
-//! Counters of what the agent did, shared with whoever reports them (logs,
-//! metrics, tests).
+//! What the agent did and where it stands, shared with whoever reports it
+//! (logs, the `/metrics` endpoint in [`crate::metrics`], tests): counters,
+//! readiness, the halt flag, pending work and the scan-time histogram.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
@@ -18,7 +20,58 @@ impl Counter {
     }
 }
 
-#[derive(Debug, Default)]
+/// What went wrong, as counted in `syncfolder_agent_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Chunks could not be uploaded.
+    Upload,
+    /// Chunks could not be downloaded.
+    Download,
+    /// A commit request failed (not a conflict: those are resolved, not errors).
+    Commit,
+    /// The server refused a change (quota, validation, read-only token).
+    Refused,
+    /// The change feed was interrupted.
+    ChangeFeed,
+    /// Reading or writing the local directory failed.
+    LocalFs,
+    /// The directory looked unmounted or emptied: syncing halted.
+    Unsafe,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Upload,
+        ErrorKind::Download,
+        ErrorKind::Commit,
+        ErrorKind::Refused,
+        ErrorKind::ChangeFeed,
+        ErrorKind::LocalFs,
+        ErrorKind::Unsafe,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Upload => "upload",
+            ErrorKind::Download => "download",
+            ErrorKind::Commit => "commit",
+            ErrorKind::Refused => "refused",
+            ErrorKind::ChangeFeed => "change_feed",
+            ErrorKind::LocalFs => "local_fs",
+            ErrorKind::Unsafe => "unsafe",
+        }
+    }
+}
+
+/// The folder, agent id and mode an agent runs with, known once it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub folder: String,
+    pub agent_id: String,
+    pub mode: String,
+}
+
+#[derive(Debug)]
 pub struct SyncStats {
     pub bytes_uploaded: Counter,
     pub chunks_uploaded: Counter,
@@ -31,13 +84,62 @@ pub struct SyncStats {
     pub files_deleted_locally: Counter,
     pub conflicts: Counter,
     pub cycles: Counter,
+    errors: [Counter; ErrorKind::ALL.len()],
     /// True once the first full sync has finished (readiness).
     pub initial_sync_done: AtomicBool,
     /// True while the agent refuses to sync because its directory looks
     /// unmounted or replaced (every synced entry vanished at once).
     pub halted: AtomicBool,
+    /// True while the change feed gets answers from the server.
+    pub server_reachable: AtomicBool,
     /// Milliseconds since the epoch of the last cycle that left nothing to retry.
     pub last_clean_sync_ms: AtomicI64,
+    /// Since when (ms since the epoch) some change waits to be synced; 0 when none.
+    pub out_of_sync_since_ms: AtomicI64,
+    /// Paths waiting to be synced or retried.
+    pub pending_operations: AtomicU64,
+    /// Entries the last full scan found.
+    pub scanned_entries: AtomicU64,
+    /// Seconds each full scan took.
+    pub scan_duration: prometheus::Histogram,
+    identity: Mutex<Identity>,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        let scan_duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "syncfolder_agent_scan_duration_seconds",
+                "Time a full scan of the directory took (walk, hash of changed files, reconcile)",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .unwrap_or_else(|err| unreachable!("constant histogram options are valid: {err}"));
+        SyncStats {
+            bytes_uploaded: Counter::default(),
+            chunks_uploaded: Counter::default(),
+            bytes_downloaded: Counter::default(),
+            bytes_reused: Counter::default(),
+            files_uploaded: Counter::default(),
+            files_downloaded: Counter::default(),
+            deletes_sent: Counter::default(),
+            files_deleted_locally: Counter::default(),
+            conflicts: Counter::default(),
+            cycles: Counter::default(),
+            errors: Default::default(),
+            initial_sync_done: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
+            server_reachable: AtomicBool::new(false),
+            last_clean_sync_ms: AtomicI64::new(0),
+            out_of_sync_since_ms: AtomicI64::new(0),
+            pending_operations: AtomicU64::new(0),
+            scanned_entries: AtomicU64::new(0),
+            scan_duration,
+            identity: Mutex::new(Identity::default()),
+        }
+    }
 }
 
 impl SyncStats {
@@ -47,5 +149,78 @@ impl SyncStats {
 
     pub fn is_ready(&self) -> bool {
         self.initial_sync_done.load(Ordering::Acquire)
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].get()
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        *self
+            .identity
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = identity;
+    }
+
+    /// Records how much waits to be synced; the lag clock starts when work
+    /// appears and stops when none is left.
+    pub fn set_pending(&self, n_pending: u64, now_ms: i64) {
+        self.pending_operations.store(n_pending, Ordering::Release);
+        if n_pending == 0 {
+            self.out_of_sync_since_ms.store(0, Ordering::Release);
+        } else {
+            let _ = self.out_of_sync_since_ms.compare_exchange(
+                0,
+                now_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Seconds the oldest waiting change has waited; 0 when in sync.
+    pub fn sync_lag_seconds(&self, now_ms: i64) -> f64 {
+        match self.out_of_sync_since_ms.load(Ordering::Acquire) {
+            0 => 0.0,
+            since => (now_ms - since).max(0) as f64 / 1000.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_runs_from_the_first_pending_change_until_nothing_is_pending() {
+        let stats = SyncStats::default();
+        assert_eq!(stats.sync_lag_seconds(10_000), 0.0);
+        stats.set_pending(3, 1_000);
+        stats.set_pending(5, 4_000);
+        assert_eq!(stats.sync_lag_seconds(6_000), 5.0);
+        stats.set_pending(0, 7_000);
+        assert_eq!(stats.sync_lag_seconds(8_000), 0.0);
+    }
+
+    #[test]
+    fn errors_are_counted_by_kind() {
+        let stats = SyncStats::default();
+        stats.error(ErrorKind::Commit);
+        stats.error(ErrorKind::Commit);
+        stats.error(ErrorKind::LocalFs);
+        assert_eq!(stats.errors(ErrorKind::Commit), 2);
+        assert_eq!(stats.errors(ErrorKind::LocalFs), 1);
+        assert_eq!(stats.errors(ErrorKind::Upload), 0);
     }
 }

@@ -16,6 +16,7 @@ use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::LocalFs;
 use crate::remote::{Remote, RemoteError};
 use crate::state::StateBatch;
+use crate::stats::ErrorKind;
 
 /// Hashes asked about in one `chunks/missing` request.
 const MISSING_BATCH: usize = 4096;
@@ -68,6 +69,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             Ok(unstable) => unstable,
             Err(err) => {
                 tracing::warn!(%err, "upload failed; will retry");
+                self.stats.error(ErrorKind::Upload);
                 outcome.retry.extend(all_paths());
                 return Ok(());
             }
@@ -140,6 +142,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             let results = match self.remote.commit(request).await {
                 Ok(results) => results,
                 Err(RemoteError::Forbidden(message)) => {
+                    self.stats.error(ErrorKind::Refused);
                     tracing::error!(
                         message,
                         "the server refuses this agent's changes (read-only token?); continuing as receive-only"
@@ -149,6 +152,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 Err(err) => {
                     tracing::warn!(%err, "commit failed; will retry");
+                    self.stats.error(ErrorKind::Commit);
                     outcome
                         .retry
                         .extend(commit_batch.iter().map(|(change, _)| change.path.clone()));
@@ -219,6 +223,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 outcome.retry.insert(synced_path.clone());
             }
             CommitResult::Rejected { error } => {
+                self.stats.error(ErrorKind::Refused);
                 tracing::error!(
                     path = synced_path,
                     error,

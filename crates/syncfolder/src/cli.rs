@@ -127,6 +127,10 @@ pub struct AgentArgs {
     /// Do not watch the directory; rely on periodic rescans.
     #[arg(long, env = "SYNCFOLDER_NO_WATCH")]
     pub no_watch: bool,
+    /// Serve /metrics, /healthz and /readyz (200 once the first full sync is
+    /// done) on this address, such as 0.0.0.0:9477.
+    #[arg(long, env = "SYNCFOLDER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod health_endpoint;
 
 use clap::Parser;
 

@@ -55,6 +55,11 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
     for folder in &folders {
         let stats = state.db.folder_stats(folder.id).await?;
         let name = folder.name.as_str();
+        // every folder's change counters exist from zero, so that rate() and
+        // increase() see a folder's first conflict, rename …
+        for action in crate::metrics::EVENT_ACTIONS {
+            metrics.file_changes.with_label_values(&[name, action]);
+        }
         let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         metrics
             .folder_files

@@ -4,6 +4,7 @@ use anyhow::Context;
 use syncfolder_agent::{Agent, AgentConfig};
 
 use crate::cli::AgentArgs;
+use crate::health_endpoint;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(
@@ -19,8 +20,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.debounce = Duration::from_millis(args.debounce_ms);
     config.parallelism = args.parallelism.max(1);
     config.watch = !args.no_watch;
-    Agent::new(config)
+    let agent = Agent::new(config);
+    let endpoint = match args.metrics_listen {
+        Some(addr) => Some(
+            health_endpoint::start(addr, agent.stats())
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let result = agent
         .run(super::shutdown_signal())
         .await
-        .context("agent stopped")
+        .context("agent stopped");
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
+    result
 }

@@ -58,7 +58,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log_path: PathBuf) -> Process {
+    pub fn spawn(mut command: Command, log_path: PathBuf) -> Process {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,14 +132,28 @@ impl TestServer {
         server
     }
 
+    /// A server started with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("server");
+        let mut server = TestServer::start_on_with(&data_dir, free_port(), extra);
+        server._temp = Some(temp);
+        server
+    }
+
     /// Starts a server on an existing data directory and port (restarts).
     pub fn start_on(data_dir: &Path, port: u16) -> TestServer {
+        TestServer::start_on_with(data_dir, port, &[])
+    }
+
+    fn start_on_with(data_dir: &Path, port: u16, extra: &[&str]) -> TestServer {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let mut command = Command::new(BINARY);
         command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data_dir)
-            .args(["--admin-token", ADMIN_TOKEN]);
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(extra);
         let log_path = data_dir.with_extension("log");
         let process = Process::spawn(command, log_path);
         let server = TestServer {
