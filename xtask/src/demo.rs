@@ -1,6 +1,11 @@
 //! `cargo xtask demo`: builds syncfolder, starts a server on 127.0.0.1:8080
 //! (data in `.demo/server`), creates the folder `demo`, and runs two agents
 //! syncing `./synced` and `./synced-2`. Ctrl-C stops everything.
+//!
+//! With `--observability` it also starts a private PostgreSQL (cluster kept
+//! in `.demo/postgres`) that receives the event log in `files_log`, the
+//! agents serve `/metrics` on 127.0.0.1:9477 and :9478, and, when the
+//! `prometheus` binary is installed, a Prometheus scrapes server and agents.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use syncfolder_testkit::prometheus::ScrapeJob;
+use syncfolder_testkit::{TestPostgres, TestPrometheus, free_port};
+
 use crate::{cargo, project_root, run_command};
+
+/// The demo's PostgreSQL port, when free.
+const DEMO_POSTGRES_PORT: u16 = 54329;
+/// The agents' metrics ports.
+const DEMO_AGENT_METRICS_PORTS: [u16; 2] = [9477, 9478];
 
 struct Children(Vec<Child>);
 
@@ -28,6 +41,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .and_then(|idx| args.get(idx + 1))
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let observability = args.iter().any(|arg| arg == "--observability");
     run_command(cargo().args(["build", "--package", "syncfolder"]))?;
     let root = project_root();
     let binary = root.join("target/debug/syncfolder");
@@ -35,14 +49,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).context("creating .demo/server")?;
     let server_url = format!("http://{listen}");
 
+    let postgres = if observability {
+        let port = if std::net::TcpListener::bind(("127.0.0.1", DEMO_POSTGRES_PORT)).is_ok() {
+            DEMO_POSTGRES_PORT
+        } else {
+            free_port()
+        };
+        eprintln!("starting PostgreSQL on 127.0.0.1:{port} (cluster in .demo/postgres)");
+        Some(TestPostgres::start_kept(&root.join(".demo/postgres"), port))
+    } else {
+        None
+    };
+
     let mut children = Children(Vec::new());
-    children.0.push(
-        Command::new(&binary)
-            .args(["server", "--listen", &listen, "--data"])
-            .arg(&data_dir)
-            .spawn()
-            .context("starting the server")?,
-    );
+    let mut server = Command::new(&binary);
+    server
+        .args(["server", "--listen", &listen, "--data"])
+        .arg(&data_dir);
+    if let Some(postgres) = &postgres {
+        server.args(["--postgres-url", &postgres.url()]);
+    }
+    children
+        .0
+        .push(server.spawn().context("starting the server")?);
     wait_until_healthy(&server_url)?;
     let admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
         .context("reading the generated admin token")?
@@ -76,26 +105,50 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     };
 
-    for (dir, agent_id) in [("synced", "demo-1"), ("synced-2", "demo-2")] {
+    let agents = [("synced", "demo-1"), ("synced-2", "demo-2")];
+    for ((dir, agent_id), metrics_port) in agents.into_iter().zip(DEMO_AGENT_METRICS_PORTS) {
         let path: PathBuf = root.join(dir);
+        let mut agent = Command::new(&binary);
+        agent
+            .args([
+                "agent",
+                "--server",
+                &server_url,
+                "--folder",
+                "demo",
+                "--token",
+                &token,
+            ])
+            .arg("--path")
+            .arg(&path)
+            .args(["--agent-id", agent_id]);
+        if observability {
+            agent.args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+        }
         children.0.push(
-            Command::new(&binary)
-                .args([
-                    "agent",
-                    "--server",
-                    &server_url,
-                    "--folder",
-                    "demo",
-                    "--token",
-                    &token,
-                ])
-                .arg("--path")
-                .arg(&path)
-                .args(["--agent-id", agent_id])
+            agent
                 .spawn()
                 .with_context(|| format!("starting the agent for {dir}"))?,
         );
     }
+    let prometheus = if observability && on_path("prometheus") {
+        let server_target = listen.clone();
+        Some(TestPrometheus::start(&[
+            ScrapeJob {
+                name: "syncfolder-server".to_owned(),
+                targets: vec![server_target],
+            },
+            ScrapeJob {
+                name: "syncfolder-agent".to_owned(),
+                targets: DEMO_AGENT_METRICS_PORTS
+                    .iter()
+                    .map(|port| format!("127.0.0.1:{port}"))
+                    .collect(),
+            },
+        ]))
+    } else {
+        None
+    };
 
     eprintln!(
         "\n\
@@ -108,6 +161,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          curl -s {server_url}/metrics | grep ^syncfolder_\n\n\
          Admin token: .demo/server/admin-token. Press Ctrl-C to stop.\n"
     );
+    if let Some(postgres) = &postgres {
+        eprintln!(
+            "Event log (PostgreSQL files_log):\n  \
+             psql {} -c 'SELECT * FROM files_log ORDER BY id DESC LIMIT 10;'\n\n\
+             Agent metrics: http://127.0.0.1:{}/metrics and http://127.0.0.1:{}/metrics (readiness: /readyz)\n",
+            postgres.url(),
+            DEMO_AGENT_METRICS_PORTS[0],
+            DEMO_AGENT_METRICS_PORTS[1]
+        );
+        match &prometheus {
+            Some(prometheus) => eprintln!(
+                "Prometheus: {}/graph?g0.expr=sum%20by%20(folder%2C%20action)%20(syncfolder_file_changes_total)\n\
+                 Dashboards to import into Grafana: dashboards/syncfolder-overview.json (Prometheus {}) \
+                 and dashboards/syncfolder-activity.json (PostgreSQL {})\n",
+                prometheus.url(),
+                prometheus.url(),
+                postgres.url()
+            ),
+            None => eprintln!(
+                "Prometheus is not installed (Debian package prometheus, or `cargo xtask deps`); \
+                 no scraping in this demo.\n"
+            ),
+        }
+    }
     // stay until Ctrl-C, which reaches the children too (same process group)
     if let Some(server) = children.0.first_mut() {
         let status = server.wait().context("waiting for the server")?;
@@ -133,4 +210,9 @@ fn wait_until_healthy(server_url: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("the server did not answer /healthz at {server_url} within 20 s")
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }

@@ -1,9 +1,12 @@
 //! `cargo xtask <task>`: developer tasks, one module per task.
 //!
 //! - `test`: everything CI checks (formatting, lints, the whole test suite);
-//! - `demo`: a server and two agents on `./synced` and `./synced-2`.
+//! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus);
+//! - `demo`: a server and two agents on `./synced` and `./synced-2`, with
+//!   `--observability` also PostgreSQL and Prometheus.
 
 mod demo;
+mod deps;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -18,12 +21,15 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "test" => test::run(&rest),
         "demo" => demo::run(&rest),
+        "deps" => deps::run(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test   formatting, clippy and every test (what CI runs)\n  \
-                 demo   a local server and two agents syncing ./synced and ./synced-2"
+                 deps   install what the tests need (PostgreSQL, Prometheus) from Debian packages\n  \
+                 demo   a local server and two agents syncing ./synced and ./synced-2\n         \
+                 (--observability: also PostgreSQL's files_log and Prometheus)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

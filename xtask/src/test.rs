@@ -1,6 +1,7 @@
 //! `cargo xtask test`: what CI runs, and what a newcomer runs first.
-//! Formatting, clippy with warnings denied, then every test of the workspace,
-//! closing with one line that totals the tests run.
+//! Installs what the tests need when it is missing (`deps`), then
+//! formatting, clippy with warnings denied, then every test of the
+//! workspace, closing with one line that totals the tests run.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -11,6 +12,7 @@ use crate::{cargo, project_root, run_command};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let skip_lints = args.iter().any(|arg| arg == "--no-lint");
+    crate::deps::ensure()?;
     if !skip_lints {
         run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run_command(cargo().args([

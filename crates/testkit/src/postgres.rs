@@ -13,7 +13,7 @@ use crate::tools::{postgres_bin_dir, required_program};
 use crate::{free_port, wait_until};
 
 pub struct TestPostgres {
-    dir: tempfile::TempDir,
+    dir: Dir,
     bin: PathBuf,
     port: u16,
     run_as: Option<(u32, u32)>,
@@ -31,15 +31,43 @@ impl std::fmt::Debug for TestPostgres {
     }
 }
 
+/// Where the cluster lives: a temp directory deleted on drop, or a kept one.
+enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(temp) => temp.path(),
+            Dir::Kept(path) => path,
+        }
+    }
+}
+
 impl TestPostgres {
-    /// Creates a cluster and starts it; fails the test when PostgreSQL's
-    /// binaries are missing or it does not come up.
+    /// Creates a cluster in a temp directory and starts it on a free port;
+    /// fails the test when PostgreSQL's binaries are missing or it does not
+    /// come up.
     pub fn start() -> TestPostgres {
-        let bin = postgres_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("syncfolder-pg-")
             .tempdir()
             .expect("temp dir for PostgreSQL");
+        TestPostgres::start_in_dir(Dir::Temp(dir), free_port())
+    }
+
+    /// Starts the cluster kept in `dir` (created there the first time) on
+    /// `port`; the directory outlives the server (for `cargo xtask demo`).
+    pub fn start_kept(dir: &Path, port: u16) -> TestPostgres {
+        std::fs::create_dir_all(dir)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        TestPostgres::start_in_dir(Dir::Kept(dir.to_path_buf()), port)
+    }
+
+    fn start_in_dir(dir: Dir, port: u16) -> TestPostgres {
+        let bin = postgres_bin_dir();
         let run_as = if is_root() {
             let ids = postgres_user_ids();
             chown(dir.path(), ids);
@@ -50,11 +78,15 @@ impl TestPostgres {
         let mut postgres = TestPostgres {
             dir,
             bin,
-            port: free_port(),
+            port,
             run_as,
             child: None,
             n_starts: 0,
         };
+        if postgres.data_dir().join("PG_VERSION").is_file() {
+            postgres.start_again();
+            return postgres;
+        }
         let data = postgres.data_dir();
         let output = postgres
             .command("initdb")
