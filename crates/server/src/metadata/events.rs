@@ -49,7 +49,10 @@ impl Db {
     }
 
     /// Marks every unshipped event up to `last_id` shipped: the shipper read
-    /// them in id order and PostgreSQL has committed them all.
+    /// them in id order and PostgreSQL has committed them all. No event with
+    /// a smaller id can appear after that read: SQLite has one writer at a
+    /// time, so ids become visible in order. (A metadata store with
+    /// concurrent writers would need the exact ids instead.)
     pub async fn mark_shipped_through(&self, last_id: i64) -> Result<()> {
         sqlx::query("UPDATE events SET shipped = TRUE WHERE shipped = FALSE AND id <= $1")
             .bind(last_id)
