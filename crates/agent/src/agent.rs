@@ -141,7 +141,8 @@ impl Agent {
 
         let client = Client::new(&config.server_url, &config.token)
             .map_err(|err| Error::Config(format!("server URL {:?}: {err}", config.server_url)))?
-            .with_agent_id(&agent_id);
+            .with_agent_id(&agent_id)
+            .with_last_sync(Arc::clone(&self.stats.last_clean_sync_ms));
         let remote = Arc::new(HttpRemote::new(client, &config.folder));
         let fs = Arc::new(RealFs::new(config.root.clone()));
         let clock = Arc::new(SystemClock);

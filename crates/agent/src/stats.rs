@@ -2,8 +2,8 @@
 //! (logs, the `/metrics` endpoint in [`crate::metrics`], tests): counters,
 //! readiness, the halt flag, pending work and the scan-time histogram.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -92,8 +92,9 @@ pub struct SyncStats {
     pub halted: AtomicBool,
     /// True while the change feed gets answers from the server.
     pub server_reachable: AtomicBool,
-    /// Milliseconds since the epoch of the last cycle that left nothing to retry.
-    pub last_clean_sync_ms: AtomicI64,
+    /// Milliseconds since the epoch of the last cycle that left nothing to
+    /// retry (shared with the client, which reports it to the server).
+    pub last_clean_sync_ms: Arc<AtomicI64>,
     /// Since when (ms since the epoch) some change waits to be synced; 0 when none.
     pub out_of_sync_since_ms: AtomicI64,
     /// Paths waiting to be synced or retried.
@@ -132,7 +133,7 @@ impl Default for SyncStats {
             initial_sync_done: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             server_reachable: AtomicBool::new(false),
-            last_clean_sync_ms: AtomicI64::new(0),
+            last_clean_sync_ms: Arc::new(AtomicI64::new(0)),
             out_of_sync_since_ms: AtomicI64::new(0),
             pending_operations: AtomicU64::new(0),
             scanned_entries: AtomicU64::new(0),

@@ -98,6 +98,9 @@ mod tests {
             n_files: 0,
             total_bytes: 0,
             created_at_ms: 1,
+            n_conflict_copies: 0,
+            last_change_ms: None,
+            agents: Vec::new(),
         }
     }
 

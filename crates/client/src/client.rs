@@ -2,13 +2,14 @@
 //! [`Result`]. The routes themselves are in `folder.rs` and `admin.rs`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
-use syncfolder_core::protocol::{AGENT_ID_HEADER, ErrorBody};
+use syncfolder_core::protocol::{AGENT_ID_HEADER, ErrorBody, LAST_SYNC_HEADER};
 
 use crate::{Error, Result, routes};
 
@@ -32,6 +33,8 @@ struct Inner {
     /// `Bearer <token>`, marked sensitive.
     authorization: HeaderValue,
     agent_id: Option<HeaderValue>,
+    /// When set and positive, sent as [`LAST_SYNC_HEADER`] on every request.
+    last_sync_ms: Option<Arc<AtomicI64>>,
     request_timeout: Duration,
 }
 
@@ -70,6 +73,7 @@ impl Client {
                 base_url,
                 authorization,
                 agent_id: None,
+                last_sync_ms: None,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
             }),
         })
@@ -85,6 +89,16 @@ impl Client {
         let agent_id = HeaderValue::from_str(&printable).ok();
         let mut inner = Arc::unwrap_or_clone(self.inner);
         inner.agent_id = agent_id;
+        Client {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Reports the agent's last clean sync (ms since the epoch, 0 for never)
+    /// in the [`LAST_SYNC_HEADER`] of every request, read when each is sent.
+    pub fn with_last_sync(self, last_sync_ms: Arc<AtomicI64>) -> Client {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.last_sync_ms = Some(last_sync_ms);
         Client {
             inner: Arc::new(inner),
         }
@@ -127,9 +141,18 @@ impl Client {
             .request(method, url)
             .header(AUTHORIZATION, self.inner.authorization.clone())
             .timeout(self.inner.request_timeout);
-        match &self.inner.agent_id {
+        let builder = match &self.inner.agent_id {
             Some(agent_id) => builder.header(AGENT_ID_HEADER, agent_id.clone()),
             None => builder,
+        };
+        match self
+            .inner
+            .last_sync_ms
+            .as_ref()
+            .map(|last_sync| last_sync.load(Ordering::Acquire))
+        {
+            Some(ms) if ms > 0 => builder.header(LAST_SYNC_HEADER, ms),
+            _ => builder,
         }
     }
 

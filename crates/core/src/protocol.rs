@@ -32,6 +32,10 @@ use crate::hash::Hash;
 /// The header an agent names itself with on every request.
 pub const AGENT_ID_HEADER: &str = "x-syncfolder-agent";
 
+/// The header in which an agent reports when it last finished a sync cycle
+/// with nothing left to do (milliseconds since the Unix epoch).
+pub const LAST_SYNC_HEADER: &str = "x-syncfolder-last-sync-ms";
+
 /// How agents of a folder treat their local copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -293,6 +297,27 @@ pub struct FolderInfo {
     pub n_files: u64,
     pub total_bytes: u64,
     pub created_at_ms: i64,
+    /// Current conflict copies (files named `….sync-conflict-…`).
+    #[serde(default)]
+    pub n_conflict_copies: u64,
+    /// When the latest change was committed (ms since the epoch).
+    #[serde(default)]
+    pub last_change_ms: Option<i64>,
+    /// Agents the server heard from since it started (at most a week ago).
+    #[serde(default)]
+    pub agents: Vec<AgentSeen>,
+}
+
+/// An agent as the server last heard from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSeen {
+    pub agent_id: String,
+    /// Its last change-feed request (ms since the epoch).
+    pub last_seen_ms: i64,
+    /// It polled the change feed within the last 90 seconds.
+    pub connected: bool,
+    /// When it last finished a sync cycle with nothing left to do, as it reported.
+    pub last_sync_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -299,6 +299,27 @@ fn every_dashboard_query_returns_data_from_a_real_sync_run() {
         tree.keys().collect::<Vec<_>>()
     );
 
+    // the server knows both agents and when each last finished a sync
+    let described = server.cli(&[
+        "folder",
+        "describe",
+        "photos",
+        "--admin-token",
+        support::ADMIN_TOKEN,
+    ]);
+    let described = String::from_utf8_lossy(&described.stdout).into_owned();
+    assert!(described.contains("conflict_copies=1"), "{described}");
+    for agent in ["agent-a", "agent-b"] {
+        let line = described
+            .lines()
+            .find(|line| line.starts_with(&format!("agent\t{agent}\t")))
+            .unwrap_or_else(|| panic!("{agent} is not listed:\n{described}"));
+        assert!(
+            line.contains("connected=yes") && !line.contains("last_sync_ms=never"),
+            "{line}"
+        );
+    }
+
     // agents: alive, ready after their first full sync
     for port in [port_a, port_b] {
         wait_for("an agent's /readyz to answer 200", || {

@@ -21,6 +21,8 @@ pub struct Folder {
 pub struct FolderStats {
     pub n_files: u64,
     pub total_bytes: u64,
+    pub n_conflict_copies: u64,
+    pub last_change_ms: Option<i64>,
 }
 
 impl Folder {
@@ -32,6 +34,9 @@ impl Folder {
             n_files: stats.n_files,
             total_bytes: stats.total_bytes,
             created_at_ms: self.created_at_ms,
+            n_conflict_copies: stats.n_conflict_copies,
+            last_change_ms: stats.last_change_ms,
+            agents: Vec::new(),
         }
     }
 }
@@ -141,8 +146,16 @@ impl Db {
     }
 
     pub async fn folder_stats(&self, folder_id: i64) -> Result<FolderStats> {
-        let (n_files, total_bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE folder_id = $1 AND kind = 'file'",
+        let (n_files, total_bytes, n_conflict_copies, last_change_ms): (
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+        ) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE kind = 'file'), \
+             COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0), \
+             COUNT(*) FILTER (WHERE kind = 'file' AND path LIKE '%.sync-conflict-%'), \
+             MAX(committed_at_ms) FROM files WHERE folder_id = $1",
         )
         .bind(folder_id)
         .fetch_one(&self.pool)
@@ -150,6 +163,8 @@ impl Db {
         Ok(FolderStats {
             n_files: from_db(n_files),
             total_bytes: from_db(total_bytes),
+            n_conflict_copies: from_db(n_conflict_copies),
+            last_change_ms,
         })
     }
 

@@ -23,7 +23,9 @@ async fn folder_named(state: &AppState, name: &str) -> Result<Folder> {
 
 async fn info_of(state: &AppState, folder: &Folder) -> Result<FolderInfo> {
     let stats = state.db.folder_stats(folder.id).await?;
-    Ok(folder.info(stats))
+    let mut info = folder.info(stats);
+    info.agents = state.presence.agents(&folder.name);
+    Ok(info)
 }
 
 async fn new_token(

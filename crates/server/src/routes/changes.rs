@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use serde::Deserialize;
-use syncfolder_core::protocol::ChangesResponse;
+use syncfolder_core::protocol::{ChangesResponse, LAST_SYNC_HEADER};
 
 use crate::auth::ReadAccess;
 use crate::config::DEFAULT_CHANGES_LIMIT;
@@ -31,11 +31,18 @@ pub async fn changes(
     State(state): State<AppState>,
     ReadAccess(folder): ReadAccess,
     AgentId(agent_id): AgentId,
+    headers: axum::http::HeaderMap,
     Query(query): Query<ChangesQuery>,
 ) -> Result<axum::Json<ChangesResponse>> {
     // only agents name themselves; the CLI's requests are not presence
     if agent_id != UNKNOWN_AGENT {
-        state.presence.mark_seen(&folder.name, &agent_id);
+        let last_sync_ms = headers
+            .get(LAST_SYNC_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse::<i64>().ok())
+            .filter(|ms| *ms > 0);
+        state
+            .presence
+            .mark_seen(&folder.name, &agent_id, last_sync_ms);
     }
     let limits = &state.limits;
     let limit = query

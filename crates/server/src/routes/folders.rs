@@ -18,7 +18,9 @@ pub async fn info(
     ReadAccess(folder): ReadAccess,
 ) -> Result<axum::Json<FolderInfo>> {
     let stats = state.db.folder_stats(folder.id).await?;
-    Ok(axum::Json(folder.info(stats)))
+    let mut info = folder.info(stats);
+    info.agents = state.presence.agents(&folder.name);
+    Ok(axum::Json(info))
 }
 
 #[derive(Debug, Deserialize)]

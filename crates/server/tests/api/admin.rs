@@ -148,3 +148,65 @@ async fn health_readiness_and_metrics_are_served_without_a_token() {
         r#"syncfolder_http_request_duration_seconds_bucket{method="POST",route="/v1/admin/folders""#
     ));
 }
+
+#[tokio::test]
+async fn a_folder_description_lists_its_agents_conflict_copies_and_last_change() {
+    let server = TestServer::start().await;
+    let folder = server.folder("docs").await;
+    ok_json::<syncfolder_core::protocol::UploadResponse>(folder.upload(&[b"x"]).await).await;
+    let record = folder.commit_one(file_change("a.txt", 0, &[b"x"])).await;
+    folder
+        .commit_one(file_change(
+            "a.sync-conflict-20261124-101500-pod-b.txt",
+            0,
+            &[b"x"],
+        ))
+        .await;
+    // one agent reports a finished sync; one has not finished one yet
+    let feed = |agent: &str| {
+        server
+            .http
+            .get(format!("{}/changes?since=0", folder.base))
+            .bearer_auth(&folder.token)
+            .header(syncfolder_core::protocol::AGENT_ID_HEADER, agent)
+    };
+    feed("pod-a")
+        .header(syncfolder_core::protocol::LAST_SYNC_HEADER, "1795996800000")
+        .send()
+        .await
+        .expect("feed a");
+    feed("pod-b").send().await.expect("feed b");
+    feed("pod-a").send().await.expect("feed a again");
+
+    let described: FolderInfo = ok_json(
+        server
+            .http
+            .get(server.url("/v1/admin/folders/docs"))
+            .bearer_auth(&server.admin_token)
+            .send()
+            .await
+            .expect("describe"),
+    )
+    .await;
+    assert_eq!(described.n_files, 2);
+    assert_eq!(described.n_conflict_copies, 1);
+    assert!(described.last_change_ms >= Some(record.committed_at_ms));
+    let agents: Vec<(&str, bool, Option<i64>)> = described
+        .agents
+        .iter()
+        .map(|agent| (agent.agent_id.as_str(), agent.connected, agent.last_sync_ms))
+        .collect();
+    assert_eq!(
+        agents,
+        vec![
+            ("pod-a", true, Some(1_795_996_800_000)),
+            ("pod-b", true, None)
+        ]
+    );
+    assert_eq!(
+        server
+            .metric_matching("syncfolder_connected_agents", "folder=\"docs\"")
+            .await,
+        2.0
+    );
+}

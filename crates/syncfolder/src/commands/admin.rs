@@ -48,6 +48,17 @@ pub async fn folder(command: FolderCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("describing folder {:?}", args.name))?;
             print_folder(&info);
+            for agent in &info.agents {
+                println!(
+                    "agent\t{}\tconnected={}\tlast_seen_ms={}\tlast_sync_ms={}",
+                    agent.agent_id,
+                    if agent.connected { "yes" } else { "no" },
+                    agent.last_seen_ms,
+                    agent
+                        .last_sync_ms
+                        .map_or_else(|| "never".to_owned(), |ms| ms.to_string())
+                );
+            }
         }
         FolderCommand::Delete(args) => {
             admin_client(&args.auth)?
@@ -96,13 +107,14 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
 
 pub fn print_folder(info: &FolderInfo) {
     println!(
-        "{}\tmode={}\tfiles={}\tbytes={}\tversion={}\tkeep_versions={}\tkeep_days={}",
+        "{}\tmode={}\tfiles={}\tbytes={}\tversion={}\tkeep_versions={}\tkeep_days={}\tconflict_copies={}",
         info.name,
         info.settings.mode,
         info.n_files,
         info.total_bytes,
         info.latest_version,
         info.settings.retention.keep_versions,
-        info.settings.retention.keep_days
+        info.settings.retention.keep_days,
+        info.n_conflict_copies
     );
 }
