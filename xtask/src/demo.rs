@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use syncfolder_testkit::prometheus::ScrapeJob;
+use syncfolder_testkit::tools::find_on_path;
 use syncfolder_testkit::{TestPostgres, TestPrometheus, free_port};
 
 use crate::{cargo, project_root, run_command};
@@ -131,7 +132,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the agent for {dir}"))?,
         );
     }
-    let prometheus = if observability && on_path("prometheus") {
+    let prometheus = if observability && find_on_path("prometheus").is_some() {
         let server_target = listen.clone();
         Some(TestPrometheus::start(&[
             ScrapeJob {
@@ -210,9 +211,4 @@ fn wait_until_healthy(server_url: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("the server did not answer /healthz at {server_url} within 20 s")
-}
-
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }

@@ -4,10 +4,10 @@
 //! so a fresh machine needs nothing by hand; a machine where they cannot be
 //! installed fails here, with the list of what is missing.
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::bail;
+use syncfolder_testkit::tools::{find_on_path, find_postgres_bin_dir};
 
 use crate::run_command;
 
@@ -22,7 +22,7 @@ const REQUIREMENTS: [Requirement; 3] = [
     Requirement {
         what: "PostgreSQL server binaries (initdb, postgres)",
         package: "postgresql",
-        present: postgres_present,
+        present: || find_postgres_bin_dir().is_some(),
     },
     Requirement {
         what: "prometheus",
@@ -112,17 +112,5 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
-}
-
-fn postgres_present() -> bool {
-    if let Some(dir) = std::env::var_os("SYNCFOLDER_PG_BIN") {
-        return Path::new(&dir).join("initdb").is_file();
-    }
-    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
-        versions
-            .flatten()
-            .any(|version| version.path().join("bin/initdb").is_file())
-    })
+    find_on_path(name).is_some()
 }

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use syncfolder_agent::clock::{Clock, SystemClock};
 use syncfolder_agent::stats::SyncStats;
 use tokio::task::JoinHandle;
 
@@ -35,7 +36,7 @@ async fn metrics(State(stats): State<Arc<SyncStats>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        syncfolder_agent::metrics::render(&stats, now_ms()),
+        syncfolder_agent::metrics::render(&stats, SystemClock.now_ms()),
     )
 }
 
@@ -53,12 +54,4 @@ async fn readyz(State(stats): State<Arc<SyncStats>>) -> (StatusCode, &'static st
             "initial sync in progress\n",
         )
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }

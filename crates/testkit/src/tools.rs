@@ -9,8 +9,19 @@ pub const INSTALL_HINT: &str =
 /// The directory of PostgreSQL's server binaries (`initdb`, `postgres`):
 /// `SYNCFOLDER_PG_BIN` when set, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn postgres_bin_dir() -> PathBuf {
+    find_postgres_bin_dir().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql/*/bin \
+             nor in SYNCFOLDER_PG_BIN: {INSTALL_HINT}"
+        )
+    })
+}
+
+/// [`postgres_bin_dir`], or `None` when there is none.
+pub fn find_postgres_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SYNCFOLDER_PG_BIN") {
-        return PathBuf::from(dir);
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").is_file().then_some(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -23,13 +34,7 @@ pub fn postgres_bin_dir() -> PathBuf {
         })
         .collect();
     found.sort();
-    match found.pop() {
-        Some((_, bin)) => bin,
-        None => panic!(
-            "PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql/*/bin \
-             nor in SYNCFOLDER_PG_BIN: {INSTALL_HINT}"
-        ),
-    }
+    found.pop().map(|(_, bin)| bin)
 }
 
 /// A program on the PATH, or a failed test that says how to install it.

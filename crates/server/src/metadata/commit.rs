@@ -228,12 +228,11 @@ impl<'a> FolderWriter<'a> {
 
         let version = self.seq + 1;
         let action = action(current.as_ref(), &change.path, &change.content, restore);
-        let removed_hash = current
-            .as_ref()
-            .filter(|row| row.is_file())
-            .map(RecordRow::content_hash)
-            .transpose()?
-            .flatten();
+        // only a deletion can be a rename's source
+        let removed_hash = match (&change.content, &current) {
+            (None, Some(row)) => row.content_hash()?,
+            _ => None,
+        };
         if current.is_some() {
             sqlx::query(
                 "INSERT INTO history (folder_id, path, version, kind, size, content, chunks, mtime_ns, \

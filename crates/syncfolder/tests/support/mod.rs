@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -18,12 +17,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// a bound so that a broken build fails instead of hanging).
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
+pub use syncfolder_testkit::free_port;
 
 /// Polls `condition` every 50 ms until it holds or `PATIENCE` runs out.
 pub fn wait_for(what: &str, condition: impl FnMut() -> bool) {
