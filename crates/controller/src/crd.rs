@@ -25,7 +25,7 @@ use crate::quota::{QuotaError, quantity_bytes};
 /// `token`, `folder`, `server`), and keeps `status` up to date. Pods opt in
 /// with the annotations `syncfolder.io/folder: <name>` and
 /// `syncfolder.io/volume: <volume>`.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "syncfolder.io",
     version = "v1alpha1",

@@ -7,7 +7,10 @@
 //! - `names.rs`: the server folder name and the Secret's name and keys;
 //! - `annotations.rs`: `syncfolder.io/*` annotations to an [`InjectTarget`];
 //! - `sidecar.rs`: [`InjectSettings`] and the sidecar container;
-//! - `inject.rs`: [`inject`] and its JSON Patch [`plan`].
+//! - `inject.rs`: [`inject`] and its JSON Patch [`plan`];
+//! - `workloads.rs`: [`inject_workloads`], the YAML rewrite behind
+//!   `syncfolder inject`;
+//! - `webhook.rs`: [`admission_review`], the admission webhook's handler.
 //!
 //! Architecture invariant: the sidecar depends only on the SyncFolder's
 //! *name*. Server URL, server folder name and token reach it through the
@@ -20,9 +23,13 @@ pub mod inject;
 pub mod names;
 pub mod quota;
 pub mod sidecar;
+pub mod webhook;
+pub mod workloads;
 
 pub use annotations::InjectTarget;
 pub use crd::{SyncFolder, SyncFolderSpec, SyncFolderStatus, crd_yaml};
 pub use inject::{InjectError, inject, plan};
 pub use quota::QuotaError;
 pub use sidecar::InjectSettings;
+pub use webhook::{AdmissionReviewResponse, WebhookError, admission_review};
+pub use workloads::{InjectedWorkloads, WorkloadsError, inject_workloads};
