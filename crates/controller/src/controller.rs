@@ -32,6 +32,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{DeletionPolicy, SyncFolder};
+use crate::metrics::Metrics;
 use crate::names::{server_folder_name, token_secret_name};
 use crate::secret::{MANAGED_BY_LABEL, MANAGER, SecretContents, desired_secret};
 use crate::server::{ServerAdmin, ServerTarget, Servers};
@@ -75,10 +76,11 @@ pub struct Context<S: Servers> {
     pub servers: S,
     pub settings: ControllerSettings,
     pub recorder: Recorder,
+    pub metrics: Metrics,
 }
 
 impl<S: Servers> Context<S> {
-    pub fn new(client: Client, servers: S, settings: ControllerSettings) -> Self {
+    pub fn new(client: Client, servers: S, settings: ControllerSettings, metrics: Metrics) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -91,6 +93,7 @@ impl<S: Servers> Context<S> {
             servers,
             settings,
             recorder,
+            metrics,
         }
     }
 }
@@ -100,16 +103,26 @@ pub async fn reconcile<S: Servers>(
     sync_folder: Arc<SyncFolder>,
     context: Arc<Context<S>>,
 ) -> Result<Action> {
-    let namespace = sync_folder.namespace().ok_or(Error::MissingNamespace)?;
-    let api: Api<SyncFolder> = Api::namespaced(context.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, sync_folder, |event| async {
-        match event {
-            FinalizerEvent::Apply(sync_folder) => apply(&sync_folder, &context).await,
-            FinalizerEvent::Cleanup(sync_folder) => cleanup(&sync_folder, &context).await,
+    context.metrics.reconciles.inc();
+    let _timer = context.metrics.reconcile_duration.start_timer();
+    let result = match sync_folder.namespace() {
+        None => Err(Error::MissingNamespace),
+        Some(namespace) => {
+            let api: Api<SyncFolder> = Api::namespaced(context.client.clone(), &namespace);
+            finalizer(&api, FINALIZER, sync_folder, |event| async {
+                match event {
+                    FinalizerEvent::Apply(sync_folder) => apply(&sync_folder, &context).await,
+                    FinalizerEvent::Cleanup(sync_folder) => cleanup(&sync_folder, &context).await,
+                }
+            })
+            .await
+            .map_err(|err| Error::Finalizer(Box::new(err)))
         }
-    })
-    .await
-    .map_err(|err| Error::Finalizer(Box::new(err)))
+    };
+    if let Err(err) = &result {
+        context.metrics.failed(err);
+    }
+    result
 }
 
 /// After a failed reconcile: try again later.
@@ -193,6 +206,8 @@ async fn apply<S: Servers>(sync_folder: &SyncFolder, context: &Context<S>) -> Re
     match outcome {
         Ok(_) => Ok(Action::requeue(context.settings.status_refresh)),
         Err(err @ Error::Quota(_)) | Err(err @ Error::InvalidServer(_)) => {
+            // not returned as an error (retrying cannot help), but counted
+            context.metrics.failed(&err);
             tracing::info!(%namespace, %name, %err, "waiting for the spec to be fixed");
             Ok(Action::await_change())
         }
@@ -427,6 +442,7 @@ pub async fn run<S: Servers>(
     client: Client,
     servers: S,
     settings: ControllerSettings,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = shutdown.shared();
@@ -435,7 +451,7 @@ pub async fn run<S: Servers>(
         return;
     }
     let secrets: Api<Secret> = Api::all(client.clone());
-    let context = Arc::new(Context::new(client, servers, settings));
+    let context = Arc::new(Context::new(client, servers, settings, metrics));
     Controller::new(folders, watcher::Config::default().any_semantic())
         .owns(
             secrets,
@@ -709,6 +725,14 @@ mod tests {
             .await
             .expect_err("no server");
         assert_eq!(err.metric_label(), "server_unreachable");
+        assert_eq!(
+            context
+                .metrics
+                .reconcile_failures
+                .with_label_values(&["server_unreachable"])
+                .get(),
+            1
+        );
         assert_eq!(
             error_policy(folder, &err, context),
             Action::requeue(Duration::from_secs(30))

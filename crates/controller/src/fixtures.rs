@@ -192,7 +192,12 @@ pub fn context(servers: FakeServers) -> (Arc<Context<FakeServers>>, ApiServerVer
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NAMESPACE);
     (
-        Arc::new(Context::new(client, servers, settings())),
+        Arc::new(Context::new(
+            client,
+            servers,
+            settings(),
+            crate::metrics::Metrics::new().expect("metrics"),
+        )),
         ApiServerVerifier { handle },
     )
 }

@@ -15,7 +15,8 @@
 //!   [`controller::run`];
 //! - `server.rs`: the server's admin API as a trait ([`server::Servers`]),
 //!   and its HTTP implementation;
-//! - `secret.rs`: the folder's Secret; `status.rs`: the next status.
+//! - `secret.rs`: the folder's Secret; `status.rs`: the next status;
+//! - `metrics.rs`: the controller's Prometheus metrics.
 //!
 //! Architecture invariant: the sidecar depends only on the SyncFolder's
 //! *name*. Server URL, server folder name and token reach it through the
@@ -26,6 +27,7 @@ pub mod annotations;
 pub mod controller;
 pub mod crd;
 pub mod inject;
+pub mod metrics;
 pub mod names;
 pub mod quota;
 pub mod secret;
