@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{Context, ControllerSettings};
 use crate::crd::{SyncFolder, SyncFolderSpec};
+use crate::secret::{SecretContents, desired_secret};
 use crate::server::{CreatedFolder, FolderToken, ServerAdmin, ServerError, ServerTarget, Servers};
 
 pub const NAMESPACE: &str = "team-a";
@@ -392,4 +393,39 @@ pub async fn within<T>(reconcile: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), reconcile)
         .await
         .expect("the reconcile finished in time")
+}
+
+/// A text value of a Secret's `data` in a request body.
+pub fn secret_text(body: &Value, key: &str) -> String {
+    use base64::Engine;
+    let encoded = body["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {body}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+/// The Secret a previous reconcile wrote for the folder.
+pub fn existing_secret(token: &str, token_id: &str) -> Secret {
+    desired_secret(
+        &sync_folder(SyncFolderSpec::default()),
+        &SecretContents {
+            token: token.to_owned(),
+            token_id: Some(token_id.to_owned()),
+            server_folder: SERVER_FOLDER.to_owned(),
+            server_url: SERVER_URL.to_owned(),
+        },
+    )
+}
+
+/// The Ready condition in a status patch's body.
+pub fn ready_of(body: &Value) -> &Value {
+    body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|condition| condition["type"] == "Ready")
+        .expect("a Ready condition")
 }

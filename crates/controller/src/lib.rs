@@ -1,6 +1,8 @@
 //! syncfolder's Kubernetes side: the `SyncFolder` custom resource, sidecar
-//! injection and the mutating admission webhook. Everything here is pure:
-//! no cluster, no network, so all of it is tested with plain unit tests.
+//! injection, the mutating admission webhook and the reconciler. All but the
+//! reconciler is pure (no cluster, no network) and tested with plain unit
+//! tests; the reconciler is tested against a mocked API server
+//! (`fixtures.rs`) and its server side against a real in-process server.
 //!
 //! - `crd.rs`: [`SyncFolder`] spec and status, [`crd_yaml`];
 //! - `quota.rs`: `spec.quota` (a Kubernetes quantity) to bytes;
@@ -11,8 +13,9 @@
 //! - `workloads.rs`: [`inject_workloads`], the YAML rewrite behind
 //!   `syncfolder inject`;
 //! - `webhook.rs`: [`admission_review`], the admission webhook's handler;
-//! - `controller.rs`: [`controller::reconcile`], `cleanup`, `error_policy`,
-//!   [`controller::run`];
+//! - `controller.rs`: [`controller::Context`], [`controller::reconcile`],
+//!   `error_policy`, [`controller::run`]; `apply.rs` and `cleanup.rs`: the
+//!   two halves of a reconcile (live and being deleted);
 //! - `server.rs`: the server's admin API as a trait ([`server::Servers`]),
 //!   and its HTTP implementation;
 //! - `secret.rs`: the folder's Secret; `status.rs`: the next status;
@@ -24,6 +27,8 @@
 //! webhook produce the same pod.
 
 pub mod annotations;
+mod apply;
+mod cleanup;
 pub mod controller;
 pub mod crd;
 pub mod inject;
