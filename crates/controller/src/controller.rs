@@ -26,6 +26,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
@@ -178,9 +179,34 @@ pub(crate) async fn publish<S: Servers>(
     }
 }
 
-/// Runs the controller until `shutdown` completes. Waits, with a clear log
-/// line, while the CRD is not installed instead of crashing.
+/// The controller over SyncFolders and the Secrets they own. Build it
+/// first, take [`Controller::store`] for the webhook's lookups (see
+/// [`folder_lookup`]), then hand it to [`run`].
+pub fn watch(client: &Client) -> Controller<SyncFolder> {
+    let folders: Api<SyncFolder> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::all(client.clone());
+    Controller::new(folders, watcher::Config::default().any_semantic()).owns(
+        secrets,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+    )
+}
+
+/// A SyncFolder lookup over the controller's cache, as the webhook's
+/// [`crate::admission_review`] wants it. Answers from memory: the webhook
+/// never waits on the API server.
+pub fn folder_lookup(store: Store<SyncFolder>) -> impl Fn(&str, &str) -> Option<SyncFolder> {
+    move |namespace: &str, name: &str| {
+        store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|sync_folder| sync_folder.as_ref().clone())
+    }
+}
+
+/// Runs `controller` (from [`watch`]) until `shutdown` completes. Waits,
+/// with a clear log line, while the CRD is not installed instead of
+/// crashing.
 pub async fn run<S: Servers>(
+    controller: Controller<SyncFolder>,
     client: Client,
     servers: S,
     settings: ControllerSettings,
@@ -192,18 +218,15 @@ pub async fn run<S: Servers>(
     if !wait_for_crd(&folders, shutdown.clone()).await {
         return;
     }
-    let secrets: Api<Secret> = Api::all(client.clone());
     let context = Arc::new(Context::new(client, servers, settings, metrics));
-    Controller::new(folders, watcher::Config::default().any_semantic())
-        .owns(
-            secrets,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
-        )
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
-                Ok((object, _)) => tracing::debug!(namespace = ?object.namespace, name = %object.name, "reconciled"),
+                Ok((object, _)) => {
+                    tracing::debug!(namespace = ?object.namespace, name = %object.name, "reconciled")
+                }
                 Err(err) => tracing::debug!(%err, "reconcile did not complete"),
             }
         })
@@ -240,6 +263,19 @@ mod tests {
     use super::*;
     use crate::crd::SyncFolderSpec;
     use crate::fixtures::{FakeServers, Step, context, finished, sync_folder, within};
+
+    #[test]
+    fn the_webhook_finds_folders_in_the_controllers_cache_by_namespace() {
+        let mut writer = kube::runtime::reflector::store::Writer::<SyncFolder>::default();
+        writer.apply_watcher_event(&watcher::Event::Apply(sync_folder(
+            SyncFolderSpec::default(),
+        )));
+        let lookup = folder_lookup(writer.as_reader());
+        let found = lookup("team-a", "photos").expect("in the cache");
+        assert_eq!(found.metadata.name.as_deref(), Some("photos"));
+        assert!(lookup("team-b", "photos").is_none());
+        assert!(lookup("team-a", "videos").is_none());
+    }
 
     #[tokio::test]
     async fn a_new_sync_folder_first_gets_the_finalizer() {
