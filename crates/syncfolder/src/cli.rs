@@ -51,6 +51,63 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show a folder's state on the server.
     Status(StatusArgs),
+    /// Print the SyncFolder CustomResourceDefinition (YAML).
+    Crd,
+    /// Add the syncfolder sidecar to the annotated workloads of Kubernetes
+    /// YAML read from stdin (Deployments, StatefulSets, DaemonSets,
+    /// ReplicaSets, Jobs, CronJobs, Pods); writes the result to stdout.
+    Inject(InjectArgs),
+}
+
+/// How the sidecar is built; `syncfolder inject` and the webhook share them.
+#[derive(Debug, Clone, Args)]
+pub struct SidecarArgs {
+    /// The syncfolder image the sidecar runs.
+    #[arg(long, env = "SYNCFOLDER_IMAGE", default_value_t = default_sidecar().image)]
+    pub image: String,
+    /// The sidecar's imagePullPolicy: IfNotPresent, Always or Never.
+    #[arg(long, env = "SYNCFOLDER_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["IfNotPresent", "Always", "Never"])]
+    pub image_pull_policy: String,
+    /// Port of the agent's /metrics, /healthz and /readyz in the pod.
+    #[arg(long, env = "SYNCFOLDER_METRICS_PORT", default_value_t = 9477)]
+    pub metrics_port: u16,
+    /// Seconds the first full sync may take before the kubelet restarts the sidecar.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_STARTUP_TIMEOUT_SECONDS",
+        default_value_t = 1800
+    )]
+    pub startup_timeout_seconds: u32,
+    /// The sidecar's user id (default: the pod's securityContext, else the image's non-root user).
+    #[arg(long, env = "SYNCFOLDER_RUN_AS_USER")]
+    pub run_as_user: Option<i64>,
+    /// The sidecar's group id (default: the pod's securityContext).
+    #[arg(long, env = "SYNCFOLDER_RUN_AS_GROUP")]
+    pub run_as_group: Option<i64>,
+    /// The sidecar's CPU request (a Kubernetes quantity).
+    #[arg(long, env = "SYNCFOLDER_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    pub cpu_request: String,
+    /// The sidecar's memory request.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_SIDECAR_MEMORY_REQUEST",
+        default_value = "64Mi"
+    )]
+    pub memory_request: String,
+    /// The sidecar's memory limit.
+    #[arg(long, env = "SYNCFOLDER_SIDECAR_MEMORY_LIMIT", default_value = "256Mi")]
+    pub memory_limit: String,
+}
+
+fn default_sidecar() -> syncfolder_controller::InjectSettings {
+    syncfolder_controller::InjectSettings::default()
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
 }
 
 #[derive(Debug, Args)]

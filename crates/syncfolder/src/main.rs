@@ -41,6 +41,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::History(args) => commands::files::history(args).await,
         Command::Restore(args) => commands::files::restore(args).await,
         Command::Status(args) => commands::files::status(args).await,
+        Command::Crd => commands::kubernetes::crd(),
+        Command::Inject(args) => commands::kubernetes::inject(args),
     }
 }
 

@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod agent;
 pub mod files;
+pub mod kubernetes;
 pub mod server;
 
 /// Resolves on SIGINT or SIGTERM: graceful shutdown for every long-running role.
