@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{Context, ControllerSettings};
 use crate::crd::{SyncFolder, SyncFolderSpec};
+pub use crate::rbac::assert_allowed_by_rbac;
 use crate::secret::{SecretContents, desired_secret};
 use crate::server::{CreatedFolder, FolderToken, ServerAdmin, ServerError, ServerTarget, Servers};
 
@@ -277,6 +278,7 @@ async fn read(request: Request<Body>) -> Received {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
+    assert_allowed_by_rbac(&method, &path, request.uri().query());
     let bytes = request
         .into_body()
         .collect_bytes()

@@ -28,22 +28,28 @@
 
 pub mod annotations;
 mod apply;
+pub mod certificate;
 mod cleanup;
 pub mod controller;
 pub mod crd;
 pub mod inject;
+pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod process;
 pub mod quota;
 pub mod secret;
 pub mod server;
 pub mod sidecar;
 pub mod status;
 pub mod webhook;
+pub mod webhook_server;
 pub mod workloads;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod rbac;
 
 pub use annotations::InjectTarget;
 pub use crd::{SyncFolder, SyncFolderSpec, SyncFolderStatus, crd_yaml};

@@ -2,7 +2,8 @@
 //! Dashboards and alerts use only the names defined here.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -14,6 +15,10 @@ pub struct Metrics {
     pub reconcile_failures: IntCounterVec,
     /// Time a reconcile takes.
     pub reconcile_duration: Histogram,
+    /// Admission requests answered, by outcome.
+    pub webhook_requests: IntCounterVec,
+    /// 1 while this replica holds the leader lease (or runs alone).
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -37,6 +42,19 @@ impl Metrics {
             )
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )?;
+        let webhook_requests = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_controller_webhook_requests_total",
+                "Admission requests answered by the injection webhook, by outcome (injected, unchanged, refused, malformed, unavailable)",
+            ),
+            &["outcome"],
+        )?;
+        let leader = IntGauge::new(
+            "syncfolder_controller_leader",
+            "1 while this replica is the one reconciling SyncFolders",
+        )?;
+        registry.register(Box::new(webhook_requests.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_failures.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -45,7 +63,14 @@ impl Metrics {
             reconciles,
             reconcile_failures,
             reconcile_duration,
+            webhook_requests,
+            leader,
         })
+    }
+
+    /// Counts an admission request answered with `outcome`.
+    pub fn webhook_answered(&self, outcome: &str) {
+        self.webhook_requests.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a failed reconcile.

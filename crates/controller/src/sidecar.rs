@@ -83,6 +83,30 @@ impl Default for InjectSettings {
     }
 }
 
+impl InjectSettings {
+    /// These settings with the sidecar's CPU request, memory request and
+    /// memory limit (Kubernetes quantities such as `50m`, `64Mi`).
+    pub fn with_resources(
+        mut self,
+        cpu_request: &str,
+        memory_request: &str,
+        memory_limit: &str,
+    ) -> Self {
+        self.resources = ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity(cpu_request.to_owned())),
+                ("memory".to_owned(), Quantity(memory_request.to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity(memory_limit.to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        };
+        self
+    }
+}
+
 /// The native sidecar for `target`: an init container with
 /// `restartPolicy: Always`, whose startup probe passes after the agent's
 /// first full sync, so the application containers start with the folder in

@@ -57,6 +57,9 @@ pub enum Command {
     /// YAML read from stdin (Deployments, StatefulSets, DaemonSets,
     /// ReplicaSets, Jobs, CronJobs, Pods); writes the result to stdout.
     Inject(InjectArgs),
+    /// Run the Kubernetes controller: reconciles SyncFolders and serves the
+    /// sidecar-injection webhook.
+    Controller(Box<ControllerArgs>),
 }
 
 /// How the sidecar is built; `syncfolder inject` and the webhook share them.
@@ -102,6 +105,69 @@ pub struct SidecarArgs {
 
 fn default_sidecar() -> syncfolder_controller::InjectSettings {
     syncfolder_controller::InjectSettings::default()
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The sync server's URL for SyncFolders that name none (the chart's server Service).
+    #[arg(long, env = "SYNCFOLDER_SERVER")]
+    pub server: String,
+    /// The server's admin token.
+    #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Seconds between status refreshes of a steady SyncFolder.
+    #[arg(long, env = "SYNCFOLDER_STATUS_REFRESH_SECONDS", default_value_t = 60)]
+    pub status_refresh_seconds: u64,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_METRICS_LISTEN",
+        default_value = "0.0.0.0:9478"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Serve the injection webhook (HTTPS, POST /mutate) on this address; without it no webhook runs.
+    #[arg(long, env = "SYNCFOLDER_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The webhook's certificate (PEM). Without it the controller keeps its
+    /// own CA and certificate in a Secret and patches the CA into the webhook configuration.
+    #[arg(long, env = "SYNCFOLDER_WEBHOOK_CERT", requires = "webhook_key")]
+    pub webhook_cert: Option<PathBuf>,
+    /// The webhook certificate's private key (PEM).
+    #[arg(long, env = "SYNCFOLDER_WEBHOOK_KEY", requires = "webhook_cert")]
+    pub webhook_key: Option<PathBuf>,
+    /// The Secret (in the controller's namespace) holding the self-managed webhook certificate.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_WEBHOOK_SECRET",
+        default_value = "syncfolder-webhook-tls"
+    )]
+    pub webhook_secret: String,
+    /// The webhook's Service name; the certificate is issued for it.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_WEBHOOK_SERVICE",
+        default_value = "syncfolder-webhook"
+    )]
+    pub webhook_service: String,
+    /// The MutatingWebhookConfiguration whose caBundle the controller keeps current.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_WEBHOOK_CONFIGURATION",
+        default_value = "syncfolder-sidecar-injector"
+    )]
+    pub webhook_configuration: String,
+    /// The controller's own namespace (the downward API sets it in the chart).
+    #[arg(long, env = "SYNCFOLDER_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// This replica's name, for leader election and Events (the pod's name).
+    #[arg(long, env = "SYNCFOLDER_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Elect a leader through this Lease so only one replica reconciles;
+    /// every replica serves the webhook.
+    #[arg(long, env = "SYNCFOLDER_LEADER_ELECTION_LEASE")]
+    pub leader_election_lease: Option<String>,
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
 }
 
 #[derive(Debug, Args)]

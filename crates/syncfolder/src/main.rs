@@ -43,6 +43,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => commands::files::status(args).await,
         Command::Crd => commands::kubernetes::crd(),
         Command::Inject(args) => commands::kubernetes::inject(args),
+        Command::Controller(args) => commands::controller::run(*args).await,
     }
 }
 

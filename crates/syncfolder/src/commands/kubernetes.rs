@@ -1,12 +1,9 @@
 //! The Kubernetes tools that need no cluster: `syncfolder crd` and
 //! `syncfolder inject`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use syncfolder_controller::InjectSettings;
 
 use crate::cli::{InjectArgs, SidecarArgs};
@@ -53,20 +50,11 @@ pub fn inject_settings(args: &SidecarArgs) -> InjectSettings {
     InjectSettings {
         image: args.image.clone(),
         image_pull_policy: args.image_pull_policy.clone(),
-        resources: ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity(args.cpu_request.clone())),
-                ("memory".to_owned(), Quantity(args.memory_request.clone())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_owned(),
-                Quantity(args.memory_limit.clone()),
-            )])),
-            ..ResourceRequirements::default()
-        },
         metrics_port: args.metrics_port,
         startup_timeout_seconds: args.startup_timeout_seconds,
         run_as_user: args.run_as_user,
         run_as_group: args.run_as_group,
+        ..InjectSettings::default()
     }
+    .with_resources(&args.cpu_request, &args.memory_request, &args.memory_limit)
 }

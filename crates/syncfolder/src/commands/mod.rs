@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod agent;
+pub mod controller;
 pub mod files;
 pub mod kubernetes;
 pub mod server;

@@ -1,0 +1,406 @@
+//! One controller replica, everything it runs: the health and metrics
+//! endpoint, the injection webhook with its certificate, leader election,
+//! and (on the leader only) the reconciler.
+//!
+//! Every replica serves the webhook from a SyncFolder cache of its own, so
+//! pods are admitted while the leader changes; only the leader writes to
+//! SyncFolders, Secrets and the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::certificate::CertificateManager;
+use crate::controller::ControllerSettings;
+use crate::leader::{LeaseLock, LeaseSettings, keep_electing};
+use crate::metrics::Metrics;
+use crate::server::HttpServers;
+use crate::webhook_server::{CertificateSlot, WebhookState, router, serve_tls, tls_config};
+use crate::{InjectSettings, SyncFolder};
+
+/// How often the webhook certificate and the CA bundle are checked.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
+/// How soon a failed certificate check is retried.
+const CERTIFICATE_RETRY: Duration = Duration::from_secs(10);
+
+/// What one replica is told (the chart sets all of it).
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub controller: ControllerSettings,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: SocketAddr,
+    pub webhook: Option<WebhookConfig>,
+    /// The controller's own namespace.
+    pub namespace: String,
+    /// This replica's name (its pod's).
+    pub pod_name: String,
+    /// Elect a leader through this Lease; without it this replica leads.
+    pub leader_election_lease: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub certificate: CertificateSource,
+    pub inject: InjectSettings,
+}
+
+/// Where the webhook's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    /// PEM files kept current by someone else (cert-manager); re-read
+    /// every minute.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A CA and certificate the controller makes itself, kept in a Secret,
+    /// with the CA written into the webhook configuration.
+    Managed {
+        secret: String,
+        service: String,
+        configuration: String,
+    },
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(
+        "no Kubernetes API access (in a pod it comes from the service account; elsewhere from KUBECONFIG)"
+    )]
+    Client(#[source] kube::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("webhook TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Runs one replica until `shutdown` completes.
+pub async fn run_process(
+    config: ProcessConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessError> {
+    let client = Client::try_default().await.map_err(ProcessError::Client)?;
+    run_with_client(config, client, shutdown).await
+}
+
+/// [`run_process`] with a given client.
+pub async fn run_with_client(
+    config: ProcessConfig,
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessError> {
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let metrics = Metrics::new()?;
+    let metrics_listener = bind(config.metrics_listen).await?;
+
+    // the webhook: a cache, a certificate, a TLS listener
+    let webhook_ready = Arc::new(AtomicBool::new(config.webhook.is_none()));
+    if let Some(webhook) = &config.webhook {
+        let listener = bind(webhook.listen).await?;
+        let slot = Arc::new(CertificateSlot::default());
+        let tls = tls_config(slot.clone())?;
+        let cache_ready = Arc::new(AtomicBool::new(false));
+        let lookup = spawn_folder_cache(&client, cache_ready.clone(), stop.clone());
+        let state = WebhookState {
+            lookup,
+            settings: webhook.inject.clone(),
+            metrics: metrics.clone(),
+            cache_ready: cache_ready.clone(),
+        };
+        tokio::spawn(keep_certificate(
+            client.clone(),
+            config.namespace.clone(),
+            webhook.certificate.clone(),
+            slot.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(serve_tls(
+            listener,
+            tls,
+            router(state),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::spawn(report_ready(
+            cache_ready,
+            slot,
+            webhook_ready.clone(),
+            stop.clone(),
+        ));
+        tracing::info!(listen = %webhook.listen, "serving the injection webhook");
+    }
+
+    tokio::spawn(serve_health(
+        metrics_listener,
+        metrics.clone(),
+        webhook_ready,
+        stop.clone(),
+    ));
+    tracing::info!(listen = %config.metrics_listen, "serving /metrics, /healthz and /readyz");
+
+    // leadership, then reconciling while leading
+    let (leading_sender, mut leading) = tokio::sync::watch::channel(false);
+    match &config.leader_election_lease {
+        Some(lease_name) => {
+            let lock = LeaseLock::new(
+                client.clone(),
+                LeaseSettings::new(&config.namespace, lease_name, &config.pod_name),
+            );
+            tokio::spawn(keep_electing(
+                lock,
+                leading_sender,
+                stop.clone().cancelled_owned(),
+            ));
+        }
+        None => {
+            leading_sender.send_replace(true);
+            // keep the sender alive: a dropped sender reads as "not leading"
+            tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    stop.cancelled().await;
+                    drop(leading_sender);
+                }
+            });
+        }
+    }
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = leading.wait_for(|leading| *leading) => if changed.is_err() { break },
+        }
+        metrics.leader.set(1);
+        let lost = {
+            let mut leading = leading.clone();
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    _ = leading.wait_for(|leading| !*leading) => {}
+                }
+            }
+        };
+        tracing::info!("reconciling SyncFolders");
+        crate::controller::run(
+            crate::controller::watch(&client),
+            client.clone(),
+            HttpServers::default(),
+            config.controller.clone(),
+            metrics.clone(),
+            lost,
+        )
+        .await;
+        metrics.leader.set(0);
+        if !stop.is_cancelled() {
+            tracing::info!("no longer the leader: stopped reconciling");
+        }
+    }
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ProcessError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ProcessError::Listen { address, source })
+}
+
+/// Every SyncFolder in the cluster, in memory, for the webhook's lookups.
+fn spawn_folder_cache(
+    client: &Client,
+    cache_ready: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> crate::webhook_server::FolderLookup {
+    let (store, writer) = reflector::store::<SyncFolder>();
+    let folders: Api<SyncFolder> = Api::all(client.clone());
+    let stream = reflector(
+        writer,
+        watcher(folders, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.take_until(stop.cancelled_owned()));
+        while let Some(event) = stream.next().await {
+            if let Err(err) = event {
+                tracing::warn!(%err, "watching SyncFolders for the webhook failed; retrying");
+            }
+        }
+    });
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            cache_ready.store(true, Ordering::Release);
+            tracing::info!("the webhook's SyncFolder cache is loaded");
+        }
+    });
+    Arc::new(move |namespace: &str, name: &str| {
+        store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|folder| folder.as_ref().clone())
+    })
+}
+
+/// Reads the webhook's certificate from where it comes from.
+enum CertificateLoader {
+    Files { cert: PathBuf, key: PathBuf },
+    Managed(Box<CertificateManager>),
+}
+
+impl CertificateLoader {
+    /// The current certificate and key, PEM.
+    async fn load(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        match self {
+            CertificateLoader::Files { cert, key } => Ok((
+                tokio::fs::read(cert)
+                    .await
+                    .map_err(|err| format!("{}: {err}", cert.display()))?,
+                tokio::fs::read(key)
+                    .await
+                    .map_err(|err| format!("{}: {err}", key.display()))?,
+            )),
+            CertificateLoader::Managed(manager) => {
+                let certificate = manager
+                    .ensure_certificate(k8s_openapi::jiff::Timestamp::now())
+                    .await
+                    .map_err(|err| err.to_string())?;
+                manager
+                    .ensure_ca_bundle(&certificate.ca_pem)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok((
+                    certificate.cert_pem.into_bytes(),
+                    certificate.key_pem.into_bytes(),
+                ))
+            }
+        }
+    }
+}
+
+/// Loads the webhook certificate into `slot`, and keeps it current.
+async fn keep_certificate(
+    client: Client,
+    namespace: String,
+    source: CertificateSource,
+    slot: Arc<CertificateSlot>,
+    stop: CancellationToken,
+) {
+    let loader = match source {
+        CertificateSource::Files { cert, key } => CertificateLoader::Files { cert, key },
+        CertificateSource::Managed {
+            secret,
+            service,
+            configuration,
+        } => CertificateLoader::Managed(Box::new(CertificateManager::new(
+            client,
+            &namespace,
+            &secret,
+            &service,
+            &configuration,
+        ))),
+    };
+    let mut loaded: Option<(Vec<u8>, Vec<u8>)> = None;
+    loop {
+        let outcome = match loader.load().await {
+            Ok(pem) if loaded.as_ref() == Some(&pem) => Ok(()),
+            Ok((cert, key)) => slot
+                .set_pem(&cert, &key)
+                .map(|()| {
+                    tracing::info!("the webhook serves a new certificate");
+                    loaded = Some((cert, key));
+                })
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err),
+        };
+        let wait = match outcome {
+            Ok(()) => CERTIFICATE_CHECK,
+            Err(err) => {
+                tracing::warn!(%err, "cannot load the webhook certificate; retrying");
+                CERTIFICATE_RETRY
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Sets `ready` once the webhook can answer: cache loaded, certificate set.
+async fn report_ready(
+    cache_ready: Arc<AtomicBool>,
+    slot: Arc<CertificateSlot>,
+    ready: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        if cache_ready.load(Ordering::Acquire) && slot.is_set() {
+            ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Clone)]
+struct HealthState {
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+async fn serve_health(
+    listener: TcpListener,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<HealthState>| async move { state.metrics.render() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(state): State<HealthState>| async move {
+                if state.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the webhook is not ready yet",
+                    )
+                }
+            }),
+        )
+        .with_state(HealthState { metrics, ready });
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(%err, "the health endpoint stopped");
+    }
+}

@@ -1,0 +1,47 @@
+//! `syncfolder controller`: flags to [`syncfolder_controller::process`].
+
+use std::time::Duration;
+
+use syncfolder_controller::controller::ControllerSettings;
+use syncfolder_controller::process::{CertificateSource, ProcessConfig, WebhookConfig};
+
+use crate::cli::ControllerArgs;
+use crate::commands::kubernetes::inject_settings;
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let pod_name = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("syncfolder-controller-{}", std::process::id()));
+    let webhook = args.webhook_listen.map(|listen| WebhookConfig {
+        listen,
+        certificate: match (&args.webhook_cert, &args.webhook_key) {
+            (Some(cert), Some(key)) => CertificateSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CertificateSource::Managed {
+                secret: args.webhook_secret.clone(),
+                service: args.webhook_service.clone(),
+                configuration: args.webhook_configuration.clone(),
+            },
+        },
+        inject: inject_settings(&args.sidecar),
+    });
+    let config = ProcessConfig {
+        controller: ControllerSettings {
+            default_server_url: args.server,
+            admin_token: args.admin_token,
+            status_refresh: Duration::from_secs(args.status_refresh_seconds.max(1)),
+            retry_after: Duration::from_secs(30),
+            instance: Some(pod_name.clone()),
+        },
+        metrics_listen: args.metrics_listen,
+        webhook,
+        namespace: args.namespace,
+        pod_name,
+        leader_election_lease: args.leader_election_lease,
+    };
+    syncfolder_controller::process::run_process(config, super::shutdown_signal()).await?;
+    Ok(())
+}
