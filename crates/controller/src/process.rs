@@ -404,3 +404,7 @@ async fn serve_health(
         tracing::error!(%err, "the health endpoint stopped");
     }
 }
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;
