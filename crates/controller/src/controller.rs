@@ -295,4 +295,71 @@ mod tests {
             "nothing on the server before the finalizer"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_crd_is_waited_for_not_a_crash() {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = Client::new(service, "syncfolder-system");
+        let folders: Api<SyncFolder> = Api::all(client);
+        let api_server = tokio::spawn(async move {
+            let answers = [
+                (404, json_status(404, "NotFound")),
+                (503, json_status(503, "ServiceUnavailable")),
+                (
+                    200,
+                    serde_json::json!({"apiVersion": "syncfolder.io/v1alpha1", "kind": "SyncFolderList", "metadata": {"resourceVersion": "5"}, "items": []}),
+                ),
+            ];
+            for (status, body) in answers {
+                let (request, send) = handle.next_request().await.expect("a list");
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/syncfolder.io/v1alpha1/syncfolders"
+                );
+                send.send_response(
+                    http::Response::builder()
+                        .status(status)
+                        .body(kube::client::Body::from(
+                            serde_json::to_vec(&body).expect("json"),
+                        ))
+                        .expect("response"),
+                );
+            }
+        });
+        let started = tokio::time::Instant::now();
+        assert!(wait_for_crd(&folders, std::future::pending::<()>().boxed()).await);
+        // two failed tries, each followed by the retry delay
+        assert_eq!(started.elapsed().as_secs(), 30);
+        api_server.await.expect("mock API server");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutting_down_while_the_crd_is_missing_returns() {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let folders: Api<SyncFolder> = Api::all(Client::new(service, "syncfolder-system"));
+        tokio::spawn(async move {
+            while let Some((_, send)) = handle.next_request().await {
+                send.send_response(
+                    http::Response::builder()
+                        .status(404)
+                        .body(kube::client::Body::from(
+                            serde_json::to_vec(&json_status(404, "NotFound")).expect("json"),
+                        ))
+                        .expect("response"),
+                );
+            }
+        });
+        let shutdown = tokio::time::sleep(std::time::Duration::from_secs(40)).boxed();
+        assert!(!wait_for_crd(&folders, shutdown).await);
+    }
+
+    fn json_status(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason})
+    }
 }
