@@ -11,19 +11,25 @@
 //!   (install manifest, dashboards, injected examples, CRD template), and the
 //!   webhook's sidecar settings equal `syncfolder inject`'s;
 //! - `examples.rs`: the example SyncFolder against the CRD's schema and the
-//!   example workloads against Kubernetes'.
+//!   example workloads against Kubernetes';
+//! - `runs.rs`: what the chart says is what runs — the rendered server and
+//!   the injected sidecars as real processes, syncing a file.
 //!
 //! Support: `render.rs` (helm template), `kubernetes_validate.rs`,
-//! `crd_schema.rs`, `promtool.rs`.
+//! `crd_schema.rs`, `promtool.rs`, and the integration tests' `support`
+//! (processes, ports, waiting).
 
 mod crd_schema;
 mod kubernetes_validate;
 mod promtool;
 mod render;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod examples;
 mod generated;
 mod monitoring;
+mod runs;
 mod validity;
 mod workloads;
 
