@@ -388,3 +388,103 @@ fn find_open_objects(path: &str, schema: &Value, open: &mut Vec<String>) {
         }
     }
 }
+
+/// NOTES.txt as `helm install` prints it (a client-side dry run needs no cluster).
+fn install_notes(extra: &[&str]) -> String {
+    let output = Command::new(helm())
+        .args(["install", "syncfolder"])
+        .arg(project_root().join(CHART_DIR))
+        .args(["--namespace", NAMESPACE, "--dry-run=client"])
+        .args(extra)
+        .output()
+        .expect("run helm install --dry-run");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .split_once("\nNOTES:\n")
+        .map(|(_, notes)| notes.to_owned())
+        .unwrap_or_else(|| panic!("helm printed no NOTES:\n{stdout}"))
+}
+
+#[test]
+fn the_install_notes_walk_the_user_from_a_syncfolder_to_a_synced_pod() {
+    let notes = install_notes(&[]);
+    for step in [
+        "kubectl -n syncfolder-system rollout status deployment/syncfolder-server deployment/syncfolder-controller",
+        "kind: SyncFolder",
+        "kubectl get sf -A",
+        "syncfolder.io/folder: shared",
+        "syncfolder.io/volume: data",
+        "The webhook adds the sidecar",
+        "syncfolder-server:8080/metrics",
+        "grafana_dashboard=1",
+        "kubectl -n syncfolder-system get secret syncfolder-admin-token -o jsonpath='{.data.token}' | base64 -d",
+    ] {
+        assert!(notes.contains(step), "NOTES.txt lacks {step:?}:\n{notes}");
+    }
+    let without_webhook = install_notes(&[
+        "--set",
+        "webhook.enabled=false",
+        "--set",
+        "server.adminToken.existingSecret=my-token",
+    ]);
+    assert!(
+        without_webhook
+            .contains("syncfolder inject --image syncfolder/syncfolder:0.1.0 < deployment.yaml"),
+        "{without_webhook}"
+    );
+    assert!(
+        without_webhook.contains("get secret my-token"),
+        "{without_webhook}"
+    );
+    assert!(
+        !without_webhook.contains("The webhook adds"),
+        "{without_webhook}"
+    );
+}
+
+/// No Docker engine runs here, so the image is never built by the tests
+/// (`cargo xtask kind-test` builds it); what the chart relies on is checked
+/// in the Dockerfile's text.
+#[test]
+fn the_dockerfile_builds_one_static_non_root_image_the_chart_can_run() {
+    let dockerfile =
+        std::fs::read_to_string(project_root().join("Dockerfile")).expect("Dockerfile");
+    let final_stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a final stage");
+    assert!(
+        final_stage.starts_with("scratch"),
+        "final stage: {final_stage}"
+    );
+    assert!(final_stage.contains("USER 65532:65532"), "non-root user");
+    assert!(
+        final_stage.contains("ENV PATH=/usr/local/bin"),
+        "the chart's command is found on PATH"
+    );
+    assert!(
+        !dockerfile
+            .lines()
+            .any(|line| line.trim_start().starts_with("ENTRYPOINT")),
+        "the chart names the program itself"
+    );
+    assert!(dockerfile.contains("cargo build --release -p syncfolder --locked"));
+    assert!(dockerfile.contains("/rootfs/usr/local/bin/syncfolder"));
+    assert!(
+        dockerfile.contains("-alpine AS build"),
+        "a musl build stage"
+    );
+    let ignore =
+        std::fs::read_to_string(project_root().join(".dockerignore")).expect(".dockerignore");
+    for needed in ["!Cargo.toml", "!Cargo.lock", "!crates/", "!xtask/"] {
+        assert!(
+            ignore.lines().any(|line| line == needed),
+            ".dockerignore drops {needed}"
+        );
+    }
+}
