@@ -508,3 +508,57 @@ fn network_policies_admit_sidecars_controller_and_monitoring_to_the_server() {
         );
     }
 }
+
+/// The match condition through kube's CEL evaluator with the admission
+/// variables (`object` is the pod): it must compile, and for a pod that does
+/// not ask for a folder it must be false, not an error — failurePolicy Fail
+/// would turn an error into refusing every pod of the cluster.
+///
+/// The positive case is left to `cargo xtask kind-test`: kube-cel escapes
+/// every map key the way Kubernetes escapes only schema property names
+/// (`syncfolder.io/folder` becomes `syncfolder__dot__io__slash__folder`), so
+/// it cannot see an annotation whose key has a dot or a slash, while the API
+/// server can.
+#[test]
+fn the_webhooks_match_condition_compiles_and_is_false_for_pods_without_the_annotation() {
+    use kube::core::cel::{VapEvaluator, VapExpression};
+
+    let rendered = template(&[]);
+    let configuration = rendered.get(
+        "MutatingWebhookConfiguration",
+        "syncfolder-sidecar-injector",
+    );
+    let expression = configuration["webhooks"][0]["matchConditions"][0]["expression"]
+        .as_str()
+        .expect("a match condition")
+        .to_owned();
+    for (what, metadata) in [
+        (
+            "other annotations",
+            json!({"name": "b", "annotations": {"team": "x"}}),
+        ),
+        ("no annotations at all", json!({"name": "c"})),
+        (
+            "only a label",
+            json!({"name": "d", "labels": {"syncfolder.io/folder": "shared"}}),
+        ),
+    ] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                         "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}});
+        let results = VapEvaluator::builder()
+            .object(pod)
+            .build()
+            .evaluate(&[VapExpression {
+                expression: expression.clone(),
+                message: Some("not matched".to_owned()),
+                message_expression: None,
+            }]);
+        let result = &results[0];
+        assert!(!result.passed, "{what}: {result:?}");
+        assert_eq!(
+            result.message.as_deref(),
+            Some("not matched"),
+            "{what}: the condition must be false, not an error"
+        );
+    }
+}
