@@ -1,8 +1,9 @@
 //! `cargo xtask deps`: installs the programs the tests run for real —
-//! PostgreSQL's server binaries and Prometheus (with promtool) — from
-//! Debian's packages when they are missing. `cargo xtask test` runs it first,
-//! so a fresh machine needs nothing by hand; a machine where they cannot be
-//! installed fails here, with the list of what is missing.
+//! PostgreSQL's server binaries and Prometheus (with promtool) from Debian's
+//! packages, and helm, kubectl and kubernetes-validate into the project's
+//! tools directory (`kube_tools`) — when they are missing. `cargo xtask test`
+//! runs it first, so a fresh machine needs nothing by hand; a machine where
+//! they cannot be installed fails here, with the list of what is missing.
 
 use std::process::Command;
 
@@ -42,6 +43,11 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
 
 /// Installs whatever is missing; fails when something still is.
 pub fn ensure() -> anyhow::Result<()> {
+    ensure_debian_packages()?;
+    crate::kube_tools::ensure()
+}
+
+fn ensure_debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&Requirement> = REQUIREMENTS
         .iter()
         .filter(|requirement| !(requirement.present)())

@@ -1,12 +1,21 @@
 //! `cargo xtask <task>`: developer tasks, one module per task.
 //!
 //! - `test`: everything CI checks (formatting, lints, the whole test suite);
-//! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus);
+//! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus,
+//!   helm, kubectl, kubernetes-validate);
 //! - `demo`: a server and two agents on `./synced` and `./synced-2`, with
-//!   `--observability` also PostgreSQL and Prometheus.
+//!   `--observability` also PostgreSQL and Prometheus;
+//! - `crdgen`: writes the SyncFolder CRD into the chart;
+//! - `manifests`: regenerates what is made from the chart (dashboard copies,
+//!   `manifests/syncfolder.yaml`, the injected examples);
+//! - `kind-test`: the whole thing on a kind cluster (needs docker and kind).
 
+mod crdgen;
 mod demo;
 mod deps;
+mod kind_test;
+mod kube_tools;
+mod manifests;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -22,14 +31,21 @@ fn main() -> anyhow::Result<()> {
         "test" => test::run(&rest),
         "demo" => demo::run(&rest),
         "deps" => deps::run(&rest),
+        "crdgen" => crdgen::run(&rest),
+        "manifests" => manifests::run(&rest),
+        "kind-test" => kind_test::run(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test   formatting, clippy and every test (what CI runs)\n  \
-                 deps   install what the tests need (PostgreSQL, Prometheus) from Debian packages\n  \
+                 deps   install what the tests need (PostgreSQL, Prometheus from Debian packages;\n         \
+                 helm, kubectl, kubernetes-validate into target/tools)\n  \
                  demo   a local server and two agents syncing ./synced and ./synced-2\n         \
-                 (--observability: also PostgreSQL's files_log and Prometheus)"
+                 (--observability: also PostgreSQL's files_log and Prometheus)\n  \
+                 crdgen      write the SyncFolder CRD into the chart\n  \
+                 manifests   regenerate the chart's dashboards, manifests/syncfolder.yaml and the injected examples\n  \
+                 kind-test   build the image, install the chart on a kind cluster and sync a file between two pods"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

@@ -44,12 +44,15 @@ struct Totals {
     n_failed: u64,
 }
 
-/// `cargo test --workspace --all-targets`, echoing its output and adding up
+/// `cargo test --workspace --all-targets` with the project's tools first on
+/// the PATH, echoing its output and adding up
 /// its `test result:` lines.
 fn run_tests() -> anyhow::Result<Totals> {
     let mut command = cargo();
     command
         .args(["test", "--workspace", "--all-targets"])
+        // helm, kubectl and kubernetes-validate from `cargo xtask deps`
+        .env("PATH", crate::kube_tools::path_with_tools())
         .current_dir(project_root())
         .stdout(Stdio::piped());
     eprintln!("$ {command:?}");

@@ -7,9 +7,13 @@
 //!
 //! - [`postgres`]: [`TestPostgres`] — initdb, start, stop, start again;
 //! - [`prometheus`]: [`TestPrometheus`] — scrapes given targets every second;
-//! - [`tools`]: finding the binaries;
+//! - [`tools`]: finding the binaries, also those `cargo xtask deps` puts in
+//!   the project's tools directory (helm, kubectl, kubernetes-validate);
+//! - [`chart`]: the files generated from the Helm chart, made by `cargo xtask
+//!   manifests` and checked for drift by the chart tests, defined once;
 //! - [`free_port`].
 
+pub mod chart;
 pub mod postgres;
 pub mod prometheus;
 pub mod tools;

@@ -55,3 +55,48 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
+
+/// Where `cargo xtask deps` installs the tools no Debian package has (helm,
+/// kubectl, kubernetes-validate): `SYNCFOLDER_TOOLS_DIR` when set, else
+/// `target/tools` in the repository.
+pub fn project_tools_dir() -> PathBuf {
+    match std::env::var_os("SYNCFOLDER_TOOLS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => project_root().join("target").join("tools"),
+    }
+}
+
+/// The directory of [`project_tools_dir`] that holds the programs; `cargo
+/// xtask test` puts it first on the tests' PATH.
+pub fn project_tools_bin_dir() -> PathBuf {
+    project_tools_dir().join("bin")
+}
+
+/// The repository root (this crate lives in `crates/testkit`).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A program from [`project_tools_bin_dir`], else from the PATH.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let installed = project_tools_bin_dir().join(name);
+    if is_executable(&installed) {
+        return Some(installed);
+    }
+    find_on_path(name)
+}
+
+/// [`find_tool`], or a failed test that says how to install it. Never a
+/// skip: a test that needs helm and finds none has not passed.
+pub fn required_tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "the program {name:?} is neither in {} nor on the PATH: `cargo xtask deps` installs it there",
+            project_tools_bin_dir().display()
+        )
+    })
+}
