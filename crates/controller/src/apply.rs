@@ -129,11 +129,27 @@ async fn ensure<S: Servers>(
         Some(info) => info,
     };
 
-    let (token, token_id) = match (new_token, &current) {
-        (Some(new_token), _) => (new_token.0, Some(new_token.1)),
+    // the Secret's token is kept while the server still accepts it
+    let current_token_works = match (&new_token, &current) {
         (None, Some(contents))
             if contents.server_folder == server_folder && contents.server_url == target.url =>
         {
+            let valid = admin.token_is_valid(server_folder, &contents.token).await?;
+            if !valid {
+                tracing::warn!(%namespace, secret = %secret_name, "the server refuses the Secret's token; replacing it");
+                events.push(warning(
+                    "TokenRefused",
+                    "CheckToken",
+                    format!("the server no longer accepts the token in Secret {secret_name}; a new one replaces it"),
+                ));
+            }
+            valid
+        }
+        _ => false,
+    };
+    let (token, token_id) = match (new_token, &current) {
+        (Some(new_token), _) => (new_token.0, Some(new_token.1)),
+        (None, Some(contents)) if current_token_works => {
             (contents.token.clone(), contents.token_id.clone())
         }
         (None, _) => {
@@ -377,6 +393,43 @@ mod tests {
             .expect("reconcile");
         finished(verifier).await;
         assert_eq!(servers.calls(), ["describe team-a.photos"]);
+    }
+
+    #[tokio::test]
+    async fn a_token_the_server_refuses_is_replaced_in_the_secret() {
+        let servers = FakeServers::with_folder(FolderSettings::default());
+        servers.lock().revoked_tokens.push("sf_kept".to_owned());
+        let mut folder = sync_folder(SyncFolderSpec::default());
+        let observation = Observation {
+            folder: Some(folder_info(FolderSettings::default(), 3)),
+            secret_ready: true,
+            server_url: SERVER_URL.to_owned(),
+        };
+        let now = Time("2026-11-24T10:00:00Z".parse().expect("time"));
+        folder.status = Some(next_status(&folder, SERVER_FOLDER, &Ok(observation), &now));
+        let (context, verifier) = context(servers.clone());
+        let verifier = verifier.run(vec![
+            Step::GetSecret {
+                name: SECRET,
+                found: Some(Box::new(existing_secret("sf_kept", "t9"))),
+            },
+            Step::ApplySecret,
+            Step::Event {
+                reason: "TokenRefused",
+            },
+            Step::Event {
+                reason: "TokenCreated",
+            },
+        ]);
+        within(reconcile(Arc::new(folder), context))
+            .await
+            .expect("reconcile");
+        let received = finished(verifier).await;
+        assert_eq!(secret_text(&received[1].body, "token"), "sf_token_1");
+        assert_eq!(
+            servers.calls(),
+            ["describe team-a.photos", "create-token team-a.photos"]
+        );
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ pub struct FakeServerState {
     pub targets: Vec<ServerTarget>,
     /// When set, every call fails with it.
     pub failure: Option<ServerError>,
+    /// Tokens the server no longer accepts.
+    pub revoked_tokens: Vec<String>,
     next_token: u32,
 }
 
@@ -169,6 +171,14 @@ impl ServerAdmin for FakeServers {
         let mut state = self.call(format!("delete {name}"))?;
         state.folders.remove(name);
         Ok(())
+    }
+
+    async fn token_is_valid(&self, _folder: &str, token: &str) -> Result<bool, ServerError> {
+        let state = self.lock();
+        match &state.failure {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(!state.revoked_tokens.iter().any(|revoked| revoked == token)),
+        }
     }
 
     async fn create_token(&self, folder: &str) -> Result<FolderToken, ServerError> {

@@ -114,6 +114,14 @@ pub trait ServerAdmin: Send + Sync {
         folder: &str,
     ) -> impl Future<Output = Result<FolderToken, ServerError>> + Send;
 
+    /// Whether `token` still opens `folder` (false once revoked, or when the
+    /// server's data was replaced under the same folder name).
+    fn token_is_valid(
+        &self,
+        folder: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, ServerError>> + Send;
+
     /// Revokes a token; one already gone is success.
     fn revoke_token(
         &self,
@@ -250,6 +258,16 @@ impl ServerAdmin for HttpServerAdmin {
             token: created.token,
             token_id: created.token_id,
         })
+    }
+
+    async fn token_is_valid(&self, folder: &str, token: &str) -> Result<bool, ServerError> {
+        let client =
+            syncfolder_client::Client::new(&self.url, token).map_err(|err| self.error(err))?;
+        match client.folder_info(folder).await {
+            Ok(_) => Ok(true),
+            Err(err) if matches!(err.status(), Some(401 | 403)) => Ok(false),
+            Err(err) => Err(self.error(err)),
+        }
     }
 
     async fn revoke_token(&self, folder: &str, token_id: &str) -> Result<(), ServerError> {

@@ -93,10 +93,29 @@ async fn a_folder_goes_through_its_whole_life_on_a_real_server() {
 
     let token = admin.create_token("team-a.photos").await.expect("token");
     assert_ne!(token.token, created.token);
+    assert!(
+        admin
+            .token_is_valid("team-a.photos", &token.token)
+            .await
+            .expect("check")
+    );
     admin
         .revoke_token("team-a.photos", &token.token_id)
         .await
         .expect("revoke");
+    assert!(
+        !admin
+            .token_is_valid("team-a.photos", &token.token)
+            .await
+            .expect("check"),
+        "a revoked token is reported as refused, not as an error"
+    );
+    assert!(
+        !admin
+            .token_is_valid("team-a.photos", "sf_not_a_token")
+            .await
+            .expect("check")
+    );
     admin
         .revoke_token("team-a.photos", &token.token_id)
         .await
