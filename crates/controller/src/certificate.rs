@@ -309,13 +309,12 @@ impl CertificateManager {
 
 #[cfg(test)]
 mod tests {
-    use http::{Method, Request, Response, StatusCode};
-    use kube::client::Body;
+    use http::{Method, StatusCode};
     use rustls_pki_types::pem::PemObject;
     use serde_json::Value;
 
     use super::*;
-    use crate::fixtures::assert_allowed_by_rbac;
+    use crate::fixtures::{Exchange, api_status, play};
 
     const SECRET: &str = "/api/v1/namespaces/syncfolder-system/secrets/syncfolder-webhook-tls";
     const SECRETS: &str = "/api/v1/namespaces/syncfolder-system/secrets";
@@ -330,52 +329,19 @@ mod tests {
     }
 
     async fn scenario(
-        exchanges: Vec<(Method, &'static str, StatusCode, Value)>,
+        exchanges: Vec<Exchange>,
         run: impl AsyncFnOnce(CertificateManager),
     ) -> Vec<Value> {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "syncfolder-system");
-        let manager = CertificateManager::new(
+        let (client, server) = play(exchanges, "syncfolder-system");
+        run(CertificateManager::new(
             client,
             "syncfolder-system",
             "syncfolder-webhook-tls",
             "syncfolder-webhook",
             "syncfolder-sidecar-injector",
-        );
-        let server = tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for (method, path, status, answer) in exchanges {
-                let (request, send) = handle.next_request().await.expect("a request");
-                assert_eq!((request.method(), request.uri().path()), (&method, path));
-                assert_allowed_by_rbac(
-                    request.method(),
-                    request.uri().path(),
-                    request.uri().query(),
-                );
-                let bytes = request.into_body().collect_bytes().await.expect("body");
-                bodies.push(if bytes.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&bytes).expect("json")
-                });
-                send.send_response(
-                    Response::builder()
-                        .status(status)
-                        .body(Body::from(serde_json::to_vec(&answer).expect("json")))
-                        .expect("response"),
-                );
-            }
-            if let Some((request, _)) = handle.next_request().await {
-                panic!("unexpected request {} {}", request.method(), request.uri());
-            }
-            bodies
-        });
-        run(manager).await;
+        ))
+        .await;
         server.await.expect("mock API server")
-    }
-
-    fn status(code: u16, reason: &str) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason})
     }
 
     fn secret_json(certificate: &WebhookCertificate) -> Value {
@@ -466,7 +432,7 @@ mod tests {
     async fn the_first_replica_creates_the_certificate_secret() {
         let bodies = scenario(
             vec![
-                (Method::GET, SECRET, StatusCode::NOT_FOUND, status(404, "NotFound")),
+                (Method::GET, SECRET, StatusCode::NOT_FOUND, api_status(404, "NotFound")),
                 (Method::POST, SECRETS, StatusCode::CREATED, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "syncfolder-webhook-tls"}})),
             ],
             async |manager| {
@@ -489,13 +455,13 @@ mod tests {
                     Method::GET,
                     SECRET,
                     StatusCode::NOT_FOUND,
-                    status(404, "NotFound"),
+                    api_status(404, "NotFound"),
                 ),
                 (
                     Method::POST,
                     SECRETS,
                     StatusCode::CONFLICT,
-                    status(409, "AlreadyExists"),
+                    api_status(409, "AlreadyExists"),
                 ),
                 (Method::GET, SECRET, StatusCode::OK, winner_json),
             ],
@@ -564,7 +530,7 @@ mod tests {
                     Method::GET,
                     CONFIGURATION,
                     StatusCode::NOT_FOUND,
-                    status(404, "NotFound"),
+                    api_status(404, "NotFound"),
                 ),
             ],
             async |manager| {

@@ -298,41 +298,36 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_missing_crd_is_waited_for_not_a_crash() {
-        let (service, mut handle) = tower_test::mock::pair::<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >();
-        let client = Client::new(service, "syncfolder-system");
-        let folders: Api<SyncFolder> = Api::all(client);
-        let api_server = tokio::spawn(async move {
-            let answers = [
-                (404, json_status(404, "NotFound")),
-                (503, json_status(503, "ServiceUnavailable")),
+        const FOLDERS: &str = "/apis/syncfolder.io/v1alpha1/syncfolders";
+        let (client, api_server) = crate::fixtures::play(
+            vec![
                 (
-                    200,
+                    http::Method::GET,
+                    FOLDERS,
+                    http::StatusCode::NOT_FOUND,
+                    crate::fixtures::api_status(404, "NotFound"),
+                ),
+                (
+                    http::Method::GET,
+                    FOLDERS,
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    crate::fixtures::api_status(503, "ServiceUnavailable"),
+                ),
+                (
+                    http::Method::GET,
+                    FOLDERS,
+                    http::StatusCode::OK,
                     serde_json::json!({"apiVersion": "syncfolder.io/v1alpha1", "kind": "SyncFolderList", "metadata": {"resourceVersion": "5"}, "items": []}),
                 ),
-            ];
-            for (status, body) in answers {
-                let (request, send) = handle.next_request().await.expect("a list");
-                assert_eq!(
-                    request.uri().path(),
-                    "/apis/syncfolder.io/v1alpha1/syncfolders"
-                );
-                send.send_response(
-                    http::Response::builder()
-                        .status(status)
-                        .body(kube::client::Body::from(
-                            serde_json::to_vec(&body).expect("json"),
-                        ))
-                        .expect("response"),
-                );
-            }
-        });
+            ],
+            "syncfolder-system",
+        );
+        let folders: Api<SyncFolder> = Api::all(client);
         let started = tokio::time::Instant::now();
         assert!(wait_for_crd(&folders, std::future::pending::<()>().boxed()).await);
         // two failed tries, each followed by the retry delay
         assert_eq!(started.elapsed().as_secs(), 30);
+        drop(folders);
         api_server.await.expect("mock API server");
     }
 
@@ -349,7 +344,8 @@ mod tests {
                     http::Response::builder()
                         .status(404)
                         .body(kube::client::Body::from(
-                            serde_json::to_vec(&json_status(404, "NotFound")).expect("json"),
+                            serde_json::to_vec(&crate::fixtures::api_status(404, "NotFound"))
+                                .expect("json"),
                         ))
                         .expect("response"),
                 );
@@ -357,9 +353,5 @@ mod tests {
         });
         let shutdown = tokio::time::sleep(std::time::Duration::from_secs(40)).boxed();
         assert!(!wait_for_crd(&folders, shutdown).await);
-    }
-
-    fn json_status(code: u16, reason: &str) -> serde_json::Value {
-        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason})
     }
 }

@@ -444,3 +444,97 @@ pub fn ready_of(body: &Value) -> &Value {
         .find(|condition| condition["type"] == "Ready")
         .expect("a Ready condition")
 }
+
+/// A Kubernetes `Status` error body, as the API server answers failures.
+pub fn api_status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason})
+}
+
+/// One expected request (method and path) and the answer to it.
+pub type Exchange = (Method, &'static str, StatusCode, Value);
+
+/// A client whose API server plays `exchanges` in order, checking each
+/// request's method and path and the chart's RBAC, then refuses anything
+/// more. The handle yields the request bodies.
+pub fn play(exchanges: Vec<Exchange>, namespace: &str) -> (Client, JoinHandle<Vec<Value>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        for (method, path, status, answer) in exchanges {
+            let (request, send) = handle.next_request().await.expect("a request");
+            let received = read(request).await;
+            assert_eq!((&received.method, received.path.as_str()), (&method, path));
+            bodies.push(received.body);
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                    .expect("response"),
+            );
+        }
+        if let Some((request, _)) = handle.next_request().await {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+        bodies
+    });
+    (Client::new(service, namespace), server)
+}
+
+/// POSTs `body` to the webhook at `address` the way the API server does:
+/// TLS verified against `ca_pem` for the webhook Service's DNS name.
+pub async fn post_to_webhook(
+    address: std::net::SocketAddr,
+    ca_pem: &str,
+    body: &[u8],
+) -> Result<(StatusCode, Vec<u8>), String> {
+    use http_body_util::BodyExt;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
+        .expect("root");
+    let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|err| err.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("syncfolder-webhook.syncfolder-system.svc")
+        .expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+        .connect(name, tcp)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|err| err.to_string())?;
+    tokio::spawn(connection);
+    let request = Request::post("/mutate")
+        .header(
+            http::header::HOST,
+            "syncfolder-webhook.syncfolder-system.svc",
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .expect("request");
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| err.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| err.to_string())?
+        .to_bytes();
+    Ok((status, bytes.to_vec()))
+}

@@ -227,12 +227,11 @@ pub async fn keep_electing(
 
 #[cfg(test)]
 mod tests {
-    use http::{Method, Request, Response, StatusCode};
-    use kube::client::Body;
+    use http::{Method, StatusCode};
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::fixtures::assert_allowed_by_rbac;
+    use crate::fixtures::{Exchange, api_status, play};
 
     const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/syncfolder-system/leases";
     const LEASE: &str =
@@ -259,55 +258,22 @@ mod tests {
 
     /// Plays `exchanges` (expected method and path, then the answer) and
     /// returns the request bodies.
-    async fn scenario(
-        exchanges: Vec<(Method, &'static str, StatusCode, Value)>,
-        run: impl AsyncFnOnce(LeaseLock),
-    ) -> Vec<Value> {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "syncfolder-system");
-        let lock = LeaseLock::new(
+    async fn scenario(exchanges: Vec<Exchange>, run: impl AsyncFnOnce(LeaseLock)) -> Vec<Value> {
+        let (client, server) = play(exchanges, "syncfolder-system");
+        run(LeaseLock::new(
             client,
             LeaseSettings::new("syncfolder-system", "syncfolder-controller", "controller-a"),
-        );
-        let server = tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for (method, path, status, answer) in exchanges {
-                let (request, send) = handle.next_request().await.expect("a request");
-                assert_eq!(request.method(), method);
-                assert_eq!(request.uri().path(), path);
-                assert_allowed_by_rbac(
-                    request.method(),
-                    request.uri().path(),
-                    request.uri().query(),
-                );
-                let bytes = request.into_body().collect_bytes().await.expect("body");
-                bodies.push(if bytes.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&bytes).expect("json")
-                });
-                send.send_response(
-                    Response::builder()
-                        .status(status)
-                        .body(Body::from(serde_json::to_vec(&answer).expect("json")))
-                        .expect("response"),
-                );
-            }
-            if let Some((request, _)) = handle.next_request().await {
-                panic!("unexpected request {} {}", request.method(), request.uri());
-            }
-            bodies
-        });
-        run(lock).await;
+        ))
+        .await;
         server.await.expect("mock API server")
     }
 
     fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+        api_status(404, "NotFound")
     }
 
     fn conflict() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"})
+        api_status(409, "Conflict")
     }
 
     #[tokio::test]

@@ -11,13 +11,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kube::client::Body;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use syncfolder_server::{Server, ServerConfig};
 
 use super::*;
-use crate::fixtures::assert_allowed_by_rbac;
+use crate::fixtures::{assert_allowed_by_rbac, post_to_webhook};
 use crate::sidecar::InjectSettings;
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-process-test-0123456789";
@@ -241,45 +239,10 @@ async fn http_get(address: SocketAddr, path: &str) -> (StatusCode, String) {
 }
 
 async fn post_admission(address: SocketAddr, ca_pem: &str, body: Vec<u8>) -> Value {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA"))
-        .expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("syncfolder-webhook.syncfolder-system.svc")
-        .expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+    let (status, body) = post_to_webhook(address, ca_pem, &body)
         .await
         .expect("the webhook's certificate verifies against the CA in its Secret");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let request = http::Request::post("/mutate")
-        .header(
-            http::header::HOST,
-            "syncfolder-webhook.syncfolder-system.svc",
-        )
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    assert_eq!(status, StatusCode::OK);
     serde_json::from_slice(&body).expect("an AdmissionReview")
 }
 

@@ -187,7 +187,7 @@ pub async fn serve_tls(
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
+    use crate::fixtures::post_to_webhook;
     use serde_json::Value;
 
     use super::*;
@@ -252,52 +252,8 @@ mod tests {
         }
     }
 
-    /// POSTs `body` to /mutate the way the API server does: TLS verified
-    /// against the CA, for the Service's DNS name.
     async fn post(running: &Running, body: &[u8]) -> Result<(StatusCode, Vec<u8>), String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(running.ca_pem.as_bytes()).expect("CA"))
-            .expect("root");
-        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-        let tcp = tokio::net::TcpStream::connect(running.address)
-            .await
-            .map_err(|err| err.to_string())?;
-        let name =
-            rustls_pki_types::ServerName::try_from("syncfolder-webhook.syncfolder-system.svc")
-                .expect("name");
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|err| err.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|err| err.to_string())?;
-        tokio::spawn(connection);
-        let request = http::Request::post("/mutate")
-            .header(header::HOST, "syncfolder-webhook.syncfolder-system.svc")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(Bytes::copy_from_slice(body)))
-            .expect("request");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| err.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| err.to_string())?
-            .to_bytes();
-        Ok((status, bytes.to_vec()))
+        post_to_webhook(running.address, &running.ca_pem, body).await
     }
 
     fn fixture(name: &str) -> Vec<u8> {
