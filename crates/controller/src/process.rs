@@ -119,7 +119,7 @@ pub async fn run_with_client(
     let metrics_listener = bind(config.metrics_listen).await?;
 
     // the webhook: a cache, a certificate, a TLS listener
-    let webhook_ready = Arc::new(AtomicBool::new(config.webhook.is_none()));
+    let mut webhook_parts = None;
     if let Some(webhook) = &config.webhook {
         let listener = bind(webhook.listen).await?;
         let slot = Arc::new(CertificateSlot::default());
@@ -145,19 +145,16 @@ pub async fn run_with_client(
             router(state),
             stop.clone().cancelled_owned(),
         ));
-        tokio::spawn(report_ready(
-            cache_ready,
-            slot,
-            webhook_ready.clone(),
-            stop.clone(),
-        ));
+        webhook_parts = Some((cache_ready, slot));
         tracing::info!(listen = %webhook.listen, "serving the injection webhook");
     }
 
     tokio::spawn(serve_health(
         metrics_listener,
-        metrics.clone(),
-        webhook_ready,
+        HealthState {
+            metrics: metrics.clone(),
+            webhook: webhook_parts,
+        },
         stop.clone(),
     ));
     tracing::info!(listen = %config.metrics_listen, "serving /metrics, /healthz and /readyz");
@@ -176,16 +173,10 @@ pub async fn run_with_client(
                 stop.clone().cancelled_owned(),
             ));
         }
+        // alone, this replica leads for as long as it runs (the sender
+        // lives until this function returns)
         None => {
             leading_sender.send_replace(true);
-            // keep the sender alive: a dropped sender reads as "not leading"
-            tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    stop.cancelled().await;
-                    drop(leading_sender);
-                }
-            });
         }
     }
     loop {
@@ -349,34 +340,23 @@ async fn keep_certificate(
     }
 }
 
-/// Sets `ready` once the webhook can answer: cache loaded, certificate set.
-async fn report_ready(
-    cache_ready: Arc<AtomicBool>,
-    slot: Arc<CertificateSlot>,
-    ready: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
-    while !stop.is_cancelled() {
-        if cache_ready.load(Ordering::Acquire) && slot.is_set() {
-            ready.store(true, Ordering::Release);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[derive(Clone)]
 struct HealthState {
     metrics: Metrics,
-    ready: Arc<AtomicBool>,
+    /// The webhook's cache-loaded flag and certificate, when it runs.
+    webhook: Option<(Arc<AtomicBool>, Arc<CertificateSlot>)>,
 }
 
-async fn serve_health(
-    listener: TcpListener,
-    metrics: Metrics,
-    ready: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
+impl HealthState {
+    /// Ready once the webhook, if any, can answer: cache loaded, certificate set.
+    fn ready(&self) -> bool {
+        self.webhook
+            .as_ref()
+            .is_none_or(|(cache_ready, slot)| cache_ready.load(Ordering::Acquire) && slot.is_set())
+    }
+}
+
+async fn serve_health(listener: TcpListener, state: HealthState, stop: CancellationToken) {
     let app = Router::new()
         .route(
             "/metrics",
@@ -386,7 +366,7 @@ async fn serve_health(
         .route(
             "/readyz",
             get(|State(state): State<HealthState>| async move {
-                if state.ready.load(Ordering::Acquire) {
+                if state.ready() {
                     (StatusCode::OK, "ready")
                 } else {
                     (
@@ -396,7 +376,7 @@ async fn serve_health(
                 }
             }),
         )
-        .with_state(HealthState { metrics, ready });
+        .with_state(state);
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
