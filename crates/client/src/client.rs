@@ -49,17 +49,22 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// `Bearer <token>` as a header value marked sensitive (kept out of logs).
+fn bearer(token: &str) -> Result<HeaderValue> {
+    let mut authorization = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        Error::InvalidUrl("the token contains characters a header cannot carry".to_owned())
+    })?;
+    authorization.set_sensitive(true);
+    Ok(authorization)
+}
+
 impl Client {
     /// A client for the server at `base_url` (such as `http://127.0.0.1:8080`;
     /// a trailing slash or a path prefix is fine) that authenticates with
     /// `token` (a folder token or the admin token).
     pub fn new(base_url: &str, token: &str) -> Result<Client> {
         let base_url = routes::parse_base(base_url)?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                Error::InvalidUrl("the token contains characters a header cannot carry".to_owned())
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = bearer(token)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("syncfolder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
@@ -76,6 +81,15 @@ impl Client {
                 last_sync_ms: None,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
             }),
+        })
+    }
+
+    /// The same server and connection pool, authenticating with `token`.
+    pub fn with_token(&self, token: &str) -> Result<Client> {
+        let mut inner = Inner::clone(&self.inner);
+        inner.authorization = bearer(token)?;
+        Ok(Client {
+            inner: Arc::new(inner),
         })
     }
 

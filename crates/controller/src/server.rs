@@ -261,8 +261,11 @@ impl ServerAdmin for HttpServerAdmin {
     }
 
     async fn token_is_valid(&self, folder: &str, token: &str) -> Result<bool, ServerError> {
-        let client =
-            syncfolder_client::Client::new(&self.url, token).map_err(|err| self.error(err))?;
+        // the admin client's connection pool, with the folder's token
+        let client = self
+            .client
+            .with_token(token)
+            .map_err(|err| self.error(err))?;
         match client.folder_info(folder).await {
             Ok(_) => Ok(true),
             Err(err) if matches!(err.status(), Some(401 | 403)) => Ok(false),
