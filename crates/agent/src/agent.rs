@@ -21,7 +21,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::local_fs::{LocalFs, RealFs};
 use crate::remote::{HttpRemote, Remote, RemoteError};
 use crate::state::StateDb;
-use crate::stats::{ErrorKind, Identity, SyncStats};
+use crate::stats::{ErrorKind, HaltReason, Identity, SyncStats};
 use crate::watcher::LocalWatcher;
 use crate::{Error, Result};
 
@@ -48,6 +48,10 @@ pub struct AgentConfig {
     pub long_poll: Duration,
     /// Use the file watcher (off: rely on rescans).
     pub watch: bool,
+    /// The largest share (percent) of synced entries that may be deleted at
+    /// once before the agent halts instead of sending the deletions; 100 turns
+    /// the guard off.
+    pub max_delete_percent: u8,
 }
 
 impl AgentConfig {
@@ -70,6 +74,7 @@ impl AgentConfig {
             parallelism: 4,
             long_poll: Duration::from_secs(30),
             watch: true,
+            max_delete_percent: 50,
         }
     }
 
@@ -175,6 +180,7 @@ impl Agent {
             chunker: ChunkerConfig::DEFAULT,
             parallelism: config.parallelism,
             folder_ignore_patterns: folder_info.settings.ignore_patterns.clone(),
+            max_delete_percent: config.max_delete_percent,
         };
         let engine = Engine::load(
             fs,
@@ -372,7 +378,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                 // the root itself vanished: its deletions must not travel
                 tracing::error!(root = %self.config.root.display(), "the sync directory is gone; not syncing until it is back");
                 self.stats.error(ErrorKind::Unsafe);
-                self.stats.halted.store(true, Ordering::Release);
+                self.stats.halt(HaltReason::RootMissing);
                 dirty.clear();
                 retry_at = Some(Instant::now() + retry_backoff.next_delay());
                 None
@@ -385,7 +391,21 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             } else {
                 None
             };
-            if let Some(outcome) = outcome {
+            if let Some(refusal) = outcome.as_ref().and_then(|outcome| outcome.mass_deletion) {
+                if self.stats.halt_reason() != Some(HaltReason::MassDeletion) {
+                    tracing::error!(
+                        %refusal,
+                        root = %self.config.root.display(),
+                        "refusing to delete these files on the server: syncing halted; restore them, \
+                         or restart the agent with --max-delete-percent 100 to let the deletions through"
+                    );
+                }
+                self.stats.error(ErrorKind::Unsafe);
+                self.stats.halt(HaltReason::MassDeletion);
+                dirty.clear();
+                retry_at = Some(Instant::now() + retry_backoff.next_delay());
+            }
+            if let Some(outcome) = outcome.filter(|outcome| outcome.mass_deletion.is_none()) {
                 self.stats.cycles.inc();
                 dirty.extend(outcome.follow_up);
                 if outcome.retry.is_empty() {
@@ -473,7 +493,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             Err(err) => {
                 tracing::error!(%err, "cannot read the sync directory; not syncing until it is back");
                 self.stats.error(ErrorKind::Unsafe);
-                self.stats.halted.store(true, Ordering::Release);
+                self.stats.halt(HaltReason::RootMissing);
                 return Ok(None);
             }
         };
@@ -489,14 +509,19 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                  (is the volume mounted?); delete the state directory to start afresh"
             );
             self.stats.error(ErrorKind::Unsafe);
-            self.stats.halted.store(true, Ordering::Release);
+            self.stats.halt(HaltReason::Emptied);
             return Ok(None);
-        }
-        if self.stats.halted.swap(false, Ordering::AcqRel) {
-            tracing::warn!("synced files are back in the sync directory: syncing again");
         }
         let n_paths = paths.len();
         let outcome = self.engine.reconcile(paths, &local, true).await?;
+        if outcome.mass_deletion.is_none()
+            && let Some(reason) = self.stats.resume()
+        {
+            tracing::warn!(
+                halted_because = reason.as_str(),
+                "the sync directory looks safe again: syncing again"
+            );
+        }
         self.stats
             .scanned_entries
             .store(local.len() as u64, Ordering::Release);

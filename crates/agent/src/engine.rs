@@ -18,6 +18,7 @@ use syncfolder_core::path;
 use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord, FolderMode};
 
 use crate::clock::Clock;
+use crate::deletion_guard::{DeletionGuard, MassDeletion};
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::remote::Remote;
 use crate::scan;
@@ -35,6 +36,9 @@ pub struct EngineConfig {
     pub parallelism: usize,
     /// Ignore patterns from the folder's settings on the server.
     pub folder_ignore_patterns: Vec<String>,
+    /// The mass-deletion guard's limit: the largest share (in percent) of the
+    /// synced entries that may be deleted at once; 100 turns it off.
+    pub max_delete_percent: u8,
 }
 
 /// What a cycle leaves for later.
@@ -46,6 +50,8 @@ pub struct CycleOutcome {
     pub retry: BTreeSet<String>,
     /// Changes applied (uploads, downloads, deletes, conflicts).
     pub n_applied: usize,
+    /// Set when the mass-deletion guard stopped the cycle before it did anything.
+    pub mass_deletion: Option<MassDeletion>,
 }
 
 /// A local path as observed in this cycle.
@@ -85,6 +91,7 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) refused: BTreeMap<String, (Option<Fingerprint>, u64)>,
     /// Directories that were not empty when a remote file was to replace them once already.
     pub(crate) blocking_dirs: BTreeSet<String>,
+    deletion_guard: DeletionGuard,
     pub(crate) stats: Arc<SyncStats>,
 }
 
@@ -102,6 +109,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let ignore = IgnoreRules::new(config.folder_ignore_patterns.iter().map(String::as_str))
             .map_err(|err| Error::Config(err.to_string()))?;
         Ok(Engine {
+            deletion_guard: DeletionGuard::new(config.max_delete_percent),
             fs,
             remote,
             clock,
@@ -463,7 +471,18 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         self.state_db.apply(&fingerprint_updates).await?;
 
+        let n_deletes = plan.commit_deletes.len();
+        let now_ms = self.clock.now_ms();
+        if let Err(refusal) =
+            self.deletion_guard
+                .check(n_deletes, self.n_live_base_entries(), now_ms)
+        {
+            // the folder stops here: nothing travels until a person decides
+            outcome.mass_deletion = Some(refusal);
+            return Ok(outcome);
+        }
         self.execute(plan, &mut outcome).await?;
+        self.deletion_guard.record(n_deletes, now_ms);
         Ok(outcome)
     }
 

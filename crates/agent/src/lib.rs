@@ -6,12 +6,14 @@
 //!   ([`plan`], upload, download);
 //! - [`local_fs`], [`remote`], [`clock`]: the narrow traits the engine does
 //!   all its IO through, each with one real implementation;
+//! - [`deletion_guard`]: holds back a mass deletion;
 //! - [`state`]: the local state DB;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
 //! - [`stats`]: counters and readiness; [`metrics`]: them in Prometheus form.
 
 pub mod agent;
 pub mod clock;
+pub mod deletion_guard;
 pub mod engine;
 pub mod local_fs;
 pub mod metrics;

@@ -4,9 +4,11 @@
 //! the names defined here.
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
-use crate::stats::{ErrorKind, SyncStats};
+use crate::stats::{ErrorKind, HaltReason, SyncStats};
 
 /// The Prometheus text exposition of the agent's metrics at `now_ms`.
 pub fn render(stats: &SyncStats, now_ms: i64) -> String {
@@ -55,9 +57,22 @@ fn gather(stats: &SyncStats, now_ms: i64) -> Result<String, prometheus::Error> {
     )?;
     flag(
         "syncfolder_agent_halted",
-        "1 while syncing is halted because the directory looks unmounted or emptied",
+        "1 while syncing is halted to protect the server's copy (see syncfolder_agent_halt_reason)",
         stats.is_halted(),
     )?;
+    let halt_reason = IntGaugeVec::new(
+        Opts::new(
+            "syncfolder_agent_halt_reason",
+            "1 for the reason syncing is halted: root_missing, emptied or mass_deletion",
+        ),
+        &["reason"],
+    )?;
+    for reason in HaltReason::ALL {
+        halt_reason
+            .with_label_values(&[reason.as_str()])
+            .set(i64::from(stats.halt_reason() == Some(reason)));
+    }
+    register(Box::new(halt_reason))?;
     flag(
         "syncfolder_agent_server_reachable",
         "1 while the server answers the change feed",

@@ -2,7 +2,7 @@
 //! (logs, the `/metrics` endpoint in [`crate::metrics`], tests): counters,
 //! readiness, the halt flag, pending work and the scan-time histogram.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -64,6 +64,46 @@ impl ErrorKind {
 }
 
 /// The folder, agent id and mode an agent runs with, known once it started.
+/// Why an agent stopped syncing its folder. Each one protects the server's
+/// copy from deletions that no user meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltReason {
+    /// The sync directory itself is gone or cannot be read.
+    RootMissing = 1,
+    /// Every synced entry vanished at once: an unmounted or replaced volume.
+    Emptied = 2,
+    /// More than the allowed share of synced entries was deleted at once.
+    MassDeletion = 3,
+}
+
+impl HaltReason {
+    pub const ALL: [HaltReason; 3] = [
+        HaltReason::RootMissing,
+        HaltReason::Emptied,
+        HaltReason::MassDeletion,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaltReason::RootMissing => "root_missing",
+            HaltReason::Emptied => "emptied",
+            HaltReason::MassDeletion => "mass_deletion",
+        }
+    }
+
+    /// What `/readyz` says.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HaltReason::RootMissing => "the sync directory is missing or unreadable",
+            HaltReason::Emptied => "the directory looks unmounted or emptied",
+            HaltReason::MassDeletion => {
+                "too many files were deleted at once (see --max-delete-percent)"
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub folder: String,
@@ -87,9 +127,9 @@ pub struct SyncStats {
     errors: [Counter; ErrorKind::ALL.len()],
     /// True once the first full sync has finished (readiness).
     pub initial_sync_done: AtomicBool,
-    /// True while the agent refuses to sync because its directory looks
-    /// unmounted or replaced (every synced entry vanished at once).
-    pub halted: AtomicBool,
+    /// Why the agent refuses to sync, while it does: a [`HaltReason`] as its
+    /// number, 0 when syncing.
+    halt: AtomicU8,
     /// True while the change feed gets answers from the server.
     pub server_reachable: AtomicBool,
     /// Milliseconds since the epoch of the last cycle that left nothing to
@@ -131,7 +171,7 @@ impl Default for SyncStats {
             cycles: Counter::default(),
             errors: Default::default(),
             initial_sync_done: AtomicBool::new(false),
-            halted: AtomicBool::new(false),
+            halt: AtomicU8::new(0),
             server_reachable: AtomicBool::new(false),
             last_clean_sync_ms: Arc::new(AtomicI64::new(0)),
             out_of_sync_since_ms: AtomicI64::new(0),
@@ -145,7 +185,25 @@ impl Default for SyncStats {
 
 impl SyncStats {
     pub fn is_halted(&self) -> bool {
-        self.halted.load(Ordering::Acquire)
+        self.halt_reason().is_some()
+    }
+
+    pub fn halt_reason(&self) -> Option<HaltReason> {
+        HaltReason::ALL
+            .into_iter()
+            .find(|reason| *reason as u8 == self.halt.load(Ordering::Acquire))
+    }
+
+    /// Stops syncing for `reason` (until [`SyncStats::resume`]).
+    pub fn halt(&self, reason: HaltReason) {
+        self.halt.store(reason as u8, Ordering::Release);
+    }
+
+    /// Syncing may go on; returns why it was halted, if it was.
+    pub fn resume(&self) -> Option<HaltReason> {
+        let reason = self.halt_reason();
+        self.halt.store(0, Ordering::Release);
+        reason
     }
 
     pub fn is_ready(&self) -> bool {
@@ -212,6 +270,18 @@ mod tests {
         assert_eq!(stats.sync_lag_seconds(6_000), 5.0);
         stats.set_pending(0, 7_000);
         assert_eq!(stats.sync_lag_seconds(8_000), 0.0);
+    }
+
+    #[test]
+    fn a_halt_keeps_its_reason_until_resumed() {
+        let stats = SyncStats::default();
+        assert_eq!(stats.halt_reason(), None);
+        stats.halt(HaltReason::MassDeletion);
+        assert!(stats.is_halted());
+        assert_eq!(stats.halt_reason(), Some(HaltReason::MassDeletion));
+        assert_eq!(stats.resume(), Some(HaltReason::MassDeletion));
+        assert!(!stats.is_halted());
+        assert_eq!(stats.resume(), None);
     }
 
     #[test]

@@ -40,6 +40,7 @@ async fn engine(
             chunker: ChunkerConfig::DEFAULT,
             parallelism: 2,
             folder_ignore_patterns: Vec::new(),
+            max_delete_percent: 50,
         },
         Arc::new(SyncStats::default()),
     )

@@ -250,6 +250,12 @@ pub struct AgentArgs {
     /// Do not watch the directory; rely on periodic rescans.
     #[arg(long, env = "SYNCFOLDER_NO_WATCH")]
     pub no_watch: bool,
+    /// Halt instead of deleting on the server when more than this share (in
+    /// percent) of the synced files is deleted locally within a minute
+    /// (at least 10 files); 100 turns the guard off.
+    #[arg(long, env = "SYNCFOLDER_MAX_DELETE_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_delete_percent: u8,
     /// Serve /metrics, /healthz and /readyz (200 once the first full sync is
     /// done) on this address, such as 0.0.0.0:9477.
     #[arg(long, env = "SYNCFOLDER_METRICS_LISTEN")]

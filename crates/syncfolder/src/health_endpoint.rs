@@ -40,18 +40,18 @@ async fn metrics(State(stats): State<Arc<SyncStats>>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(stats): State<Arc<SyncStats>>) -> (StatusCode, &'static str) {
-    if stats.is_halted() {
+async fn readyz(State(stats): State<Arc<SyncStats>>) -> (StatusCode, String) {
+    if let Some(reason) = stats.halt_reason() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "halted: the directory looks unmounted or emptied\n",
+            format!("halted: {}\n", reason.describe()),
         )
     } else if stats.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "initial sync in progress\n",
+            "initial sync in progress\n".to_owned(),
         )
     }
 }

@@ -20,6 +20,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.debounce = Duration::from_millis(args.debounce_ms);
     config.parallelism = args.parallelism.max(1);
     config.watch = !args.no_watch;
+    config.max_delete_percent = args.max_delete_percent;
     let agent = Agent::new(config);
     let endpoint = match args.metrics_listen {
         Some(addr) => Some(
