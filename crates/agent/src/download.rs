@@ -14,7 +14,7 @@ use syncfolder_core::{conflict, path};
 use crate::Result;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
-use crate::local_fs::{LocalFs, LocalKind};
+use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 use crate::remote::{Remote, RemoteError};
 use crate::state::StateBatch;
 use crate::stats::ErrorKind;
@@ -180,11 +180,10 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         {
             return Ok(false);
         }
-        if local
-            .meta
-            .is_some_and(|meta| meta.kind != LocalKind::Directory)
+        if let Some(meta) = local.meta.filter(|meta| meta.kind != LocalKind::Directory)
+            && !self.remove_checked(synced_path, &meta).await?
         {
-            self.fs.remove_file(synced_path).await?;
+            return Ok(false);
         }
         self.prepare_parent(synced_path).await?;
         self.fs.create_dir_all(synced_path).await?;
@@ -217,7 +216,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             self.fs.remove_file(&temp_path).await?;
             return Ok(false);
         }
-        self.fs.rename(&temp_path, synced_path).await?;
+        if !self
+            .place(&temp_path, synced_path, local.meta.as_ref())
+            .await?
+        {
+            self.fs.remove_file(&temp_path).await?;
+            return Ok(false);
+        }
         let meta = self.fs.stat(synced_path).await?;
         tracing::info!(
             path = synced_path,
@@ -446,7 +451,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return Ok(false);
         }
         let temp_meta = self.fs.stat(&file.temp_path).await?;
-        self.fs.rename(&file.temp_path, &file.synced_path).await?;
+        if !self
+            .place(&file.temp_path, &file.synced_path, file.local.meta.as_ref())
+            .await?
+        {
+            return Ok(false);
+        }
         let meta = self.fs.stat(&file.synced_path).await?;
         let size = file.record.content.as_ref().map_or(0, Content::size);
         tracing::info!(
@@ -469,6 +479,112 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .map(|meta| meta.fingerprint);
         self.set_base(batch, file.record.clone(), fingerprint);
         Ok(true)
+    }
+}
+
+impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+    /// Puts the temp entry at `synced_path` without losing what appeared or
+    /// changed there since it was `observed` (the last look and the rename
+    /// are never one step): a new entry makes it fail (decided again), and a
+    /// changed one comes back from the exchange and is kept as a conflict copy.
+    async fn place(
+        &self,
+        temp_path: &str,
+        synced_path: &str,
+        observed: Option<&LocalMeta>,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        // a directory standing there was removed (empty) by `clear_for_replace`
+        let Some(observed) = observed.filter(|meta| meta.kind != LocalKind::Directory) else {
+            return match self.fs.rename_noreplace(temp_path, synced_path).await {
+                Ok(()) => Ok(true),
+                Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(err) if err.kind() == ErrorKind::Unsupported => {
+                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
+                }
+                Err(err) => Err(err),
+            };
+        };
+        match self.fs.exchange(temp_path, synced_path).await {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::Unsupported => {
+                return self.fs.rename(temp_path, synced_path).await.map(|()| true);
+            }
+            // deleted meanwhile: decided again
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(err),
+        }
+        let displaced = self.fs.stat(temp_path).await?;
+        if displaced.is_some_and(|meta| meta.is_same_entry(observed)) {
+            match self.fs.remove_file(temp_path).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        } else {
+            let copy_path = conflict::conflict_copy_path(
+                synced_path,
+                self.now_seconds(),
+                &self.config.agent_id,
+            );
+            self.fs.rename(temp_path, &copy_path).await?;
+            self.stats.conflicts.inc();
+            tracing::warn!(
+                path = synced_path,
+                conflict_copy = copy_path,
+                "conflict: the file changed while a download was put in place; kept the local version as a conflict copy"
+            );
+        }
+        Ok(true)
+    }
+
+    /// Removes the file or link at `synced_path` if it still is `observed`;
+    /// false, with the entry left in place, when a write slipped in since
+    /// (an edit beats a delete).
+    pub(crate) async fn remove_checked(
+        &self,
+        synced_path: &str,
+        observed: &LocalMeta,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        // moved aside first (atomic), then looked at: nothing can change it unseen
+        let aside = self
+            .fs
+            .create_temp(path::parent(synced_path).unwrap_or(""))
+            .await?;
+        if let Err(err) = self.fs.rename(synced_path, &aside).await {
+            let _ = self.fs.remove_file(&aside).await;
+            return if err.kind() == ErrorKind::NotFound {
+                Ok(true)
+            } else {
+                Err(err)
+            };
+        }
+        let moved = self.fs.stat(&aside).await?;
+        if moved.is_some_and(|meta| meta.is_same_entry(observed)) {
+            self.fs.remove_file(&aside).await?;
+            return Ok(true);
+        }
+        match self.fs.rename_noreplace(&aside, synced_path).await {
+            Ok(()) => {}
+            Err(err)
+                if err.kind() == ErrorKind::AlreadyExists
+                    || err.kind() == ErrorKind::Unsupported =>
+            {
+                let copy_path = conflict::conflict_copy_path(
+                    synced_path,
+                    self.now_seconds(),
+                    &self.config.agent_id,
+                );
+                self.fs.rename(&aside, &copy_path).await?;
+            }
+            Err(err) => return Err(err),
+        }
+        tracing::info!(
+            path = synced_path,
+            "not deleting: the file changed a moment ago"
+        );
+        Ok(false)
     }
 }
 

@@ -144,6 +144,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .count()
     }
 
+    /// Path and version of every live base record: what this agent holds as synced.
+    pub fn live_base_versions(&self) -> BTreeMap<String, u64> {
+        self.base
+            .iter()
+            .filter(|(_, entry)| !entry.record.is_deleted())
+            .map(|(synced_path, entry)| (synced_path.clone(), entry.record.version))
+            .collect()
+    }
+
     /// Number of live base entries that `local` (a full walk) still holds.
     pub fn n_live_base_entries_present(&self, local: &BTreeMap<String, LocalMeta>) -> usize {
         self.base

@@ -49,6 +49,17 @@ impl LocalMeta {
     pub fn is_executable(&self) -> bool {
         self.fingerprint.mode & 0o100 != 0
     }
+
+    /// The same entry, unchanged, possibly renamed since: everything but the
+    /// ctime (which a rename updates) matches.
+    pub fn is_same_entry(&self, other: &LocalMeta) -> bool {
+        let (mine, theirs) = (&self.fingerprint, &other.fingerprint);
+        self.kind == other.kind
+            && mine.size == theirs.size
+            && mine.mtime_ns == theirs.mtime_ns
+            && mine.inode == theirs.inode
+            && mine.mode == theirs.mode
+    }
 }
 
 /// A file's chunks with its metadata before and after reading: when the two
@@ -110,6 +121,14 @@ pub trait LocalFs: Send + Sync + 'static {
     fn sync_all(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Renames `from` to `to` only if nothing is at `to` (`RENAME_NOREPLACE`):
+    /// `AlreadyExists` when something appeared there.
+    fn rename_noreplace(&self, from: &str, to: &str)
+    -> impl Future<Output = io::Result<()>> + Send;
+    /// Atomically swaps the entries at `left` and `right` (`RENAME_EXCHANGE`):
+    /// a replace that hands back what it replaced, so a write that slipped in
+    /// after the last look is kept rather than lost.
+    fn exchange(&self, left: &str, right: &str) -> impl Future<Output = io::Result<()>> + Send;
     fn remove_file(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
     /// Removes an empty directory (fails when it is not empty).
     fn remove_dir(&self, path: &str) -> impl Future<Output = io::Result<()>> + Send;
@@ -207,6 +226,20 @@ fn resolve(root: &Path, synced_path: &str) -> io::Result<PathBuf> {
             io::ErrorKind::NotADirectory,
             format!("{synced_path}: a parent is a symlink or file here; not following it"),
         )
+    })
+}
+
+/// `renameat2` with `flags`; `Unsupported` where the filesystem has no such rename.
+fn rename_with_flags(from: &Path, to: &Path, flags: rustix::fs::RenameFlags) -> io::Result<()> {
+    rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, flags).map_err(|errno| {
+        if errno == rustix::io::Errno::INVAL || errno == rustix::io::Errno::NOSYS {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this filesystem cannot rename atomically with RENAME_NOREPLACE or RENAME_EXCHANGE",
+            )
+        } else {
+            io::Error::from(errno)
+        }
     })
 }
 
@@ -387,6 +420,30 @@ impl LocalFs for RealFs {
         let (from, to) = (from.to_owned(), to.to_owned());
         self.blocking(move |root| std::fs::rename(resolve(root, &from)?, resolve(root, &to)?))
             .await
+    }
+
+    async fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.blocking(move |root| {
+            rename_with_flags(
+                &resolve(root, &from)?,
+                &resolve(root, &to)?,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        })
+        .await
+    }
+
+    async fn exchange(&self, left: &str, right: &str) -> io::Result<()> {
+        let (left, right) = (left.to_owned(), right.to_owned());
+        self.blocking(move |root| {
+            rename_with_flags(
+                &resolve(root, &left)?,
+                &resolve(root, &right)?,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+        })
+        .await
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {

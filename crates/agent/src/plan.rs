@@ -152,10 +152,20 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 outcome.follow_up.insert(synced_path);
                 continue;
             }
-            let result = match local.meta.map(|meta| meta.kind) {
+            let result = match local.meta {
                 None => Ok(()),
-                Some(LocalKind::Directory) => self.fs.remove_dir(&synced_path).await,
-                Some(_) => self.fs.remove_file(&synced_path).await,
+                Some(meta) if meta.kind == LocalKind::Directory => {
+                    self.fs.remove_dir(&synced_path).await
+                }
+                Some(meta) => match self.remove_checked(&synced_path, &meta).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        // written in the last instant: it survives and is uploaded
+                        outcome.follow_up.insert(synced_path);
+                        continue;
+                    }
+                    Err(err) => Err(err),
+                },
             };
             match result {
                 Ok(()) => {

@@ -162,10 +162,31 @@ fn decide_two_way(
                 (Some(_), None) => Action::Upload {
                     parent_version: remote_version,
                 },
+                // the same bytes with another executable bit: no copy of
+                // identical content; this side's bit wins
+                (Some(local), Some(remote)) if same_bytes(local, remote) => Action::Upload {
+                    parent_version: remote_version,
+                },
                 (Some(_), Some(_)) => Action::Conflict,
                 (None, None) => Action::RecordSynced,
             }
         }
+    }
+}
+
+/// Two files with the same bytes (their executable bits may differ).
+fn same_bytes(left: &Content, right: &Content) -> bool {
+    match (left, right) {
+        (
+            Content::File {
+                content_hash: left, ..
+            },
+            Content::File {
+                content_hash: right,
+                ..
+            },
+        ) => left == right,
+        _ => false,
     }
 }
 
@@ -251,6 +272,31 @@ mod tests {
             remote: at(5, Some(&content)),
         };
         assert_eq!(decide(observed, FolderMode::TwoWay), Action::RecordSynced);
+    }
+
+    #[test]
+    fn the_same_bytes_with_another_executable_bit_is_no_conflict() {
+        let base = file("v1");
+        let text = file("v2");
+        let executable = match text.clone() {
+            Content::File {
+                content_hash, size, ..
+            } => Content::File {
+                content_hash,
+                size,
+                executable: true,
+            },
+            other => other,
+        };
+        let observed = Observed {
+            base: at(3, Some(&base)),
+            local: Some(&executable),
+            remote: at(5, Some(&text)),
+        };
+        assert_eq!(
+            decide(observed, FolderMode::TwoWay),
+            Action::Upload { parent_version: 5 }
+        );
     }
 
     /// An owned version of [`Observed`] for proptest to generate.
