@@ -8,7 +8,8 @@
 //! - `crdgen`: writes the SyncFolder CRD into the chart;
 //! - `manifests`: regenerates what is made from the chart (dashboard copies,
 //!   `manifests/syncfolder.yaml`, the injected examples);
-//! - `kind-test`: the whole thing on a kind cluster (needs docker and kind).
+//! - `kind-test`: the whole thing on a kind cluster (needs docker and kind);
+//! - `sim`: the deterministic simulation over many seeds.
 
 mod crdgen;
 mod demo;
@@ -16,6 +17,7 @@ mod deps;
 mod kind_test;
 mod kube_tools;
 mod manifests;
+mod sim;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         "crdgen" => crdgen::run(&rest),
         "manifests" => manifests::run(&rest),
         "kind-test" => kind_test::run(&rest),
+        "sim" => sim::run(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -45,7 +48,8 @@ fn main() -> anyhow::Result<()> {
                  (--observability: also PostgreSQL's files_log and Prometheus)\n  \
                  crdgen      write the SyncFolder CRD into the chart\n  \
                  manifests   regenerate the chart's dashboards, manifests/syncfolder.yaml and the injected examples\n  \
-                 kind-test   build the image, install the chart on a kind cluster and sync a file between two pods"
+                 kind-test   build the image, install the chart on a kind cluster and sync a file between two pods\n  \
+                 sim    the deterministic simulation: --runs N (default 1000) [--seed S] [--steps K] [--jobs J] [--trace]"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

@@ -1,0 +1,88 @@
+//! What the simulation remembers for the invariants: every content a user
+//! wrote (so partial content is recognisable), every content the engine
+//! removed or replaced (each must survive somewhere), conflict copies, and
+//! violations noticed the moment they happen.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use syncfolder_core::Hash;
+use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
+use syncfolder_core::hash::content_hash;
+
+/// Small chunks, so that files of a few KiB have several.
+pub const CHUNKER: ChunkerConfig = ChunkerConfig {
+    min_size: 64,
+    avg_size: 256,
+    max_size: 1024,
+};
+
+/// A file content's identity, as the server's records name it.
+pub fn digest(bytes: &[u8]) -> Hash {
+    let chunks: Vec<_> = chunk_bytes(bytes, CHUNKER)
+        .into_iter()
+        .map(|span| span.chunk)
+        .collect();
+    content_hash(&chunks)
+}
+
+/// A content the engine took away from a path.
+#[derive(Debug, Clone)]
+pub struct Destroyed {
+    pub agent_idx: usize,
+    pub path: String,
+    pub content: Hash,
+    /// Removed (a local deletion) rather than replaced by a download.
+    pub deleted: bool,
+    pub step: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct JournalData {
+    pub step: u64,
+    /// Changes to any tree or to the server since the start.
+    pub n_writes: u64,
+    pub complete: HashSet<Hash>,
+    pub destroyed: Vec<Destroyed>,
+    pub violations: Vec<String>,
+    /// Conflict copies made, by agent and original path, with their content,
+    /// until the download that follows them.
+    pub open_conflicts: BTreeMap<(usize, String), Hash>,
+    pub n_conflict_copies: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    data: Arc<Mutex<JournalData>>,
+}
+
+impl Journal {
+    pub fn lock(&self) -> MutexGuard<'_, JournalData> {
+        self.data
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn wrote(&self) {
+        self.lock().n_writes += 1;
+    }
+
+    pub fn n_writes(&self) -> u64 {
+        self.lock().n_writes
+    }
+
+    /// Forgets the conflict copies of `agent_idx` whose download did not
+    /// follow in the same cycle (it failed or the agent crashed): what lands
+    /// there later is another decision.
+    pub fn close_conflicts(&self, agent_idx: usize) {
+        self.lock()
+            .open_conflicts
+            .retain(|(conflict_agent_idx, _), _| *conflict_agent_idx != agent_idx);
+    }
+
+    pub fn violation(&self, message: String) {
+        let mut data = self.lock();
+        let step = data.step;
+        data.violations.push(format!("step {step}: {message}"));
+    }
+}

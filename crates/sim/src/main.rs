@@ -1,0 +1,133 @@
+//! `syncfolder-sim --runs N [--seed S] [--steps K] [--jobs J] [--trace]`:
+//! runs seeds S, S+1, … on J threads and stops at the first failure, which
+//! it prints with its seed and the command that reproduces it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use syncfolder_sim::{SimConfig, run};
+
+struct Options {
+    runs: u64,
+    seed: u64,
+    steps: Option<u64>,
+    jobs: usize,
+    trace: bool,
+}
+
+fn parse() -> anyhow::Result<Options> {
+    let mut options = Options {
+        runs: 1,
+        seed: 1,
+        steps: None,
+        jobs: std::thread::available_parallelism().map_or(1, usize::from),
+        trace: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> anyhow::Result<u64> {
+            args.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name} takes a number"))
+        };
+        match arg.as_str() {
+            "--runs" => options.runs = value("--runs")?,
+            "--seed" => options.seed = value("--seed")?,
+            "--steps" => options.steps = Some(value("--steps")?),
+            "--jobs" => options.jobs = value("--jobs")?.max(1) as usize,
+            "--trace" => options.trace = true,
+            other => bail!(
+                "unknown argument {other:?}\nusage: syncfolder-sim [--runs N] [--seed S] [--steps K] [--jobs J] [--trace]"
+            ),
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse()?;
+    let started = Instant::now();
+    let next_seed = Arc::new(AtomicU64::new(options.seed));
+    let n_done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let totals = Arc::new(Mutex::new([0u64; 6]));
+    let end = options.seed + options.runs;
+    let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.min(options.runs.max(1) as usize) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next_seed.fetch_add(1, Ordering::AcqRel);
+                    if seed >= end || failed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let mut config = SimConfig::new(seed);
+                    if let Some(steps) = options.steps {
+                        config.storm_steps = steps;
+                    }
+                    match run(&config) {
+                        Ok(report) => {
+                            if options.trace || options.runs == 1 {
+                                eprintln!("seed {seed}: {report:?}");
+                            }
+                            let mut totals = totals.lock().unwrap_or_else(|p| p.into_inner());
+                            totals[0] += report.n_user_actions;
+                            totals[1] += report.n_agent_crashes;
+                            totals[2] += report.n_server_crashes;
+                            totals[3] += report.n_conflict_copies;
+                            totals[4] += report.n_lost_answers + report.n_dropped;
+                            totals[5] += report.n_partitions;
+                        }
+                        Err(failure) => {
+                            failed.store(true, Ordering::Release);
+                            if options.trace {
+                                for line in &failure.trace {
+                                    eprintln!("{line}");
+                                }
+                            }
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(failure);
+                        }
+                    }
+                    let n_done = n_done.fetch_add(1, Ordering::AcqRel) + 1;
+                    if is_terminal && (n_done.is_multiple_of(10) || n_done == options.runs) {
+                        eprint!(
+                            "\r{n_done}/{} seeds, {:.0} s",
+                            options.runs,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            });
+        }
+    });
+    if is_terminal {
+        eprintln!();
+    }
+    let failures = failures.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(failure) = failures.iter().min_by_key(|failure| failure.seed) {
+        eprintln!("{failure}");
+        bail!("the simulation found a broken invariant");
+    }
+    let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
+    println!(
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies",
+        n_done.load(Ordering::Acquire),
+        options.seed,
+        end - 1,
+        started.elapsed().as_secs_f64(),
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[5],
+        totals[4],
+        totals[3]
+    );
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! The driver: one server, three agents, a storm of user actions and faults,
+//! then healing and settling, then the invariants.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use syncfolder_client::Client;
+use syncfolder_core::protocol::{FolderSettings, HistoryRetention};
+use tokio::task::JoinHandle;
+
+use crate::agent::{SimAgent, Statuses};
+use crate::clock::SimClock;
+use crate::fs::SimFs;
+use crate::gate::{Gate, Verdict};
+use crate::invariants;
+use crate::journal::Journal;
+use crate::remote::{FOLDER, SimRemote, Traffic};
+use crate::server::{ADMIN_TOKEN, SimServer};
+use crate::user::Users;
+
+/// How one run goes.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Steps of the storm (user actions, faults and agent operations).
+    pub storm_steps: u64,
+    /// Most steps healing may take before "did not settle" is a failure.
+    pub settle_steps: u64,
+    pub n_agents: usize,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            storm_steps: 600,
+            settle_steps: 20_000,
+            n_agents: 3,
+        }
+    }
+}
+
+/// What a clean run did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// SHA-256 of the trace: equal for equal seeds.
+    pub trace_hash: String,
+    pub n_steps: u64,
+    pub n_settle_steps: u64,
+    pub n_user_actions: u64,
+    pub n_agent_crashes: u64,
+    pub n_server_crashes: u64,
+    pub n_partitions: u64,
+    pub n_dropped: u64,
+    pub n_lost_answers: u64,
+    pub n_conflict_copies: u64,
+    pub n_final_entries: usize,
+}
+
+/// A broken invariant, with what is needed to see it again.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub storm_steps: u64,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            formatter,
+            "seed {} failed: {}\n\nlast steps:",
+            self.seed, self.message
+        )?;
+        let start = self.trace.len().saturating_sub(40);
+        for line in &self.trace[start..] {
+            writeln!(formatter, "  {line}")?;
+        }
+        write!(
+            formatter,
+            "\nreproduce with: cargo xtask sim --seed {} --steps {} --trace",
+            self.seed, self.storm_steps
+        )
+    }
+}
+
+/// Runs one seed on a fresh single-threaded runtime.
+pub fn run(config: &SimConfig) -> Result<Report, Failure> {
+    let fail = |message: String| Failure {
+        seed: config.seed,
+        storm_steps: config.storm_steps,
+        message,
+        trace: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| fail(format!("runtime: {err}")))?;
+    let local_tasks = tokio::task::LocalSet::new();
+    runtime.block_on(local_tasks.run_until(async {
+        let mut world = World::new(config.clone())
+            .await
+            .map_err(|err| fail(format!("setting up: {err:#}")))?;
+        let result = world.run().await;
+        let trace = std::mem::take(&mut world.trace);
+        world.stop().await;
+        result.map_err(|message| Failure {
+            seed: config.seed,
+            storm_steps: config.storm_steps,
+            message,
+            trace,
+        })
+    }))
+}
+
+struct AgentSlot {
+    fs: SimFs,
+    remote: Arc<SimRemote>,
+    state_path: PathBuf,
+    task: Option<JoinHandle<()>>,
+    partitioned_until: u64,
+}
+
+struct World {
+    config: SimConfig,
+    rng: StdRng,
+    clock: SimClock,
+    gate: Gate,
+    journal: Journal,
+    statuses: Statuses,
+    traffic: Arc<Traffic>,
+    server: SimServer,
+    server_up_at: u64,
+    token: String,
+    agents: Vec<AgentSlot>,
+    users: Users,
+    trace: Vec<String>,
+    report: Report,
+    _dir: tempfile::TempDir,
+}
+
+/// tmpfs when there is one: the server's and agents' SQLite files fsync a lot.
+fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("syncfolder-sim-")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::Builder::new().prefix("syncfolder-sim-").tempdir()
+}
+
+impl World {
+    async fn new(config: SimConfig) -> anyhow::Result<World> {
+        let dir = scratch_dir()?;
+        let mut server = SimServer::new(dir.path().join("server"));
+        server.start()?;
+        let url = server
+            .address
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("server address"))?;
+        let admin = Client::new(&url, ADMIN_TOKEN)?;
+        let settings = FolderSettings {
+            // every version is kept: the "no lost write" check looks for them
+            retention: HistoryRetention {
+                keep_versions: 0,
+                keep_days: 0,
+            },
+            ..FolderSettings::default()
+        };
+        let token = admin.create_folder(FOLDER, settings).await?.token;
+        let gate = Gate::new(config.n_agents);
+        let journal = Journal::default();
+        let clock = SimClock::default();
+        let traffic = Arc::new(Traffic::default());
+        let agents = (0..config.n_agents)
+            .map(|agent_idx| AgentSlot {
+                fs: SimFs::new(agent_idx, gate.clone(), clock.clone(), journal.clone()),
+                remote: Arc::new(SimRemote::new(
+                    agent_idx,
+                    &token,
+                    gate.clone(),
+                    server.address.clone(),
+                    journal.clone(),
+                    Arc::clone(&traffic),
+                )),
+                state_path: dir.path().join(format!("agent-{agent_idx}.db")),
+                task: None,
+                partitioned_until: 0,
+            })
+            .collect();
+        let mut world = World {
+            rng: StdRng::seed_from_u64(config.seed),
+            statuses: Statuses::new(config.n_agents),
+            users: Users::new(journal.clone()),
+            config,
+            clock,
+            gate,
+            journal,
+            traffic,
+            server,
+            server_up_at: 0,
+            token,
+            agents,
+            trace: Vec::new(),
+            report: Report::default(),
+            _dir: dir,
+        };
+        for agent_idx in 0..world.config.n_agents {
+            world.spawn_agent(agent_idx);
+        }
+        Ok(world)
+    }
+
+    fn spawn_agent(&mut self, agent_idx: usize) {
+        let slot = &mut self.agents[agent_idx];
+        self.gate.set_running(agent_idx);
+        let agent = SimAgent {
+            agent_idx,
+            fs: slot.fs.clone(),
+            remote: Arc::clone(&slot.remote),
+            clock: self.clock.clone(),
+            state_path: slot.state_path.clone(),
+            journal: self.journal.clone(),
+            statuses: self.statuses.clone(),
+            gate: self.gate.clone(),
+        };
+        // the engine's futures are not `Send` in general: agents run as local tasks
+        slot.task = Some(tokio::task::spawn_local(agent.run()));
+    }
+
+    async fn crash_agent(&mut self, agent_idx: usize) {
+        if let Some(task) = self.agents[agent_idx].task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.gate.set_gone(agent_idx);
+        self.journal.close_conflicts(agent_idx);
+        self.agents[agent_idx].fs.crash();
+        self.spawn_agent(agent_idx);
+    }
+
+    async fn stop(&mut self) {
+        for agent_idx in 0..self.agents.len() {
+            if let Some(task) = self.agents[agent_idx].task.take() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        self.server.crash();
+    }
+
+    fn note(&mut self, line: String) {
+        let step = self.journal.lock().step;
+        self.trace.push(format!("{step:>6} {line}"));
+    }
+
+    /// Waits until every agent stands at the gate (or is gone).
+    async fn wait_still(&self) -> Result<(), String> {
+        let started = Instant::now();
+        while !self.gate.is_still() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "an agent has not reached the gate for 60 s; waiting: {:?}",
+                    self.gate.waiting()
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    fn check_health(&self) -> Result<(), String> {
+        if let Some(violation) = self.journal.lock().violations.first() {
+            return Err(violation.clone());
+        }
+        for (agent_idx, status) in self.statuses.lock().iter().enumerate() {
+            if let Some(error) = &status.error {
+                return Err(format!("agent-{agent_idx} stopped: {error}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn advance_clock(&mut self) {
+        let by = if self.rng.random_bool(0.01) {
+            // now and then a long pause: "recently modified" files age
+            Duration::from_millis(self.rng.random_range(1000..5000))
+        } else {
+            Duration::from_millis(self.rng.random_range(0..30))
+        };
+        self.clock.advance(by);
+    }
+
+    async fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.wait_still().await?;
+        self.check_health()?;
+        let step = {
+            let mut journal = self.journal.lock();
+            journal.step += 1;
+            journal.step
+        };
+        if !self.server.is_up() && step >= self.server_up_at {
+            self.server
+                .start()
+                .map_err(|err| format!("restarting the server: {err:#}"))?;
+            self.note("server restarted".to_owned());
+        }
+        self.advance_clock();
+        let roll = if faults {
+            self.rng.random_range(0..1000)
+        } else {
+            1000
+        };
+        match roll {
+            0..=99 => {
+                let agent_idx = self.rng.random_range(0..self.agents.len());
+                let filesystems: Vec<SimFs> =
+                    self.agents.iter().map(|slot| slot.fs.clone()).collect();
+                let (what, watched) = self.users.act(&filesystems, agent_idx, &mut self.rng);
+                self.report.n_user_actions += 1;
+                self.note(format!("user agent-{agent_idx}: {what}"));
+                let mut statuses = self.statuses.lock();
+                for (watched_idx, path) in watched {
+                    // the watcher misses an event now and then; the rescan catches it
+                    if !self.rng.random_bool(0.1) {
+                        statuses[watched_idx].watched.insert(path);
+                    }
+                }
+            }
+            100..=107 => {
+                let agent_idx = self.rng.random_range(0..self.agents.len());
+                self.report.n_agent_crashes += 1;
+                self.note(format!("crash agent-{agent_idx}"));
+                self.crash_agent(agent_idx).await;
+            }
+            108..=110 if self.server.is_up() => {
+                self.crash_server(step);
+            }
+            111..=118 => {
+                let agent_idx = self.rng.random_range(0..self.agents.len());
+                let until = step + self.rng.random_range(5..80);
+                self.agents[agent_idx].partitioned_until = until;
+                self.report.n_partitions += 1;
+                self.note(format!("partition agent-{agent_idx} until step {until}"));
+            }
+            _ => self.grant(step, faults).await?,
+        }
+        Ok(())
+    }
+
+    fn crash_server(&mut self, step: u64) {
+        self.server.crash();
+        self.server_up_at = step + self.rng.random_range(3..40);
+        self.report.n_server_crashes += 1;
+        let up_at = self.server_up_at;
+        self.note(format!("crash server until step {up_at}"));
+    }
+
+    async fn grant(&mut self, step: u64, faults: bool) -> Result<(), String> {
+        let waiting = self.gate.waiting();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let (agent_idx, op) = waiting[self.rng.random_range(0..waiting.len())].clone();
+        let mut crash_after = false;
+        let verdict = if !op.is_remote() {
+            Verdict::Deliver
+        } else if !self.server.is_up() || self.agents[agent_idx].partitioned_until > step {
+            Verdict::Drop
+        } else if faults {
+            match self.rng.random_range(0..100) {
+                0..=3 => Verdict::Drop,
+                4..=7 => Verdict::LoseAnswer,
+                8 => {
+                    // the server dies after doing the work, before answering
+                    crash_after = true;
+                    Verdict::LoseAnswer
+                }
+                _ => Verdict::Deliver,
+            }
+        } else {
+            Verdict::Deliver
+        };
+        match verdict {
+            Verdict::Drop => self.report.n_dropped += 1,
+            Verdict::LoseAnswer => self.report.n_lost_answers += 1,
+            Verdict::Deliver => {}
+        }
+        self.note(format!("agent-{agent_idx} {op} {verdict:?}"));
+        self.gate.grant(agent_idx, verdict);
+        if crash_after {
+            self.wait_still().await?;
+            self.crash_server(step);
+        }
+        Ok(())
+    }
+
+    /// True when every agent's last full cycle found nothing to do and
+    /// nothing changed since.
+    fn is_settled(&self) -> bool {
+        let n_writes = self.journal.n_writes();
+        self.statuses
+            .lock()
+            .iter()
+            .all(|status| status.quiet_since == Some(n_writes))
+    }
+
+    async fn run(&mut self) -> Result<Report, String> {
+        for _ in 0..self.config.storm_steps {
+            self.step(true).await?;
+        }
+        self.note("heal".to_owned());
+        if !self.server.is_up() {
+            self.server_up_at = 0;
+        }
+        for slot in &mut self.agents {
+            slot.partitioned_until = 0;
+        }
+        let mut n_settle_steps = 0;
+        loop {
+            self.step(false).await?;
+            n_settle_steps += 1;
+            self.wait_still().await?;
+            if self.is_settled() {
+                break;
+            }
+            if n_settle_steps >= self.config.settle_steps {
+                return Err(format!(
+                    "did not settle within {n_settle_steps} steps after healing"
+                ));
+            }
+        }
+        self.report.n_settle_steps = n_settle_steps;
+        self.note("settled".to_owned());
+
+        // an idle, settled world sends nothing
+        let traffic_before = self.traffic.snapshot();
+        let writes_before = self.journal.n_writes();
+        let cycles_before: Vec<u64> = self.statuses.lock().iter().map(|s| s.n_cycles).collect();
+        while self
+            .statuses
+            .lock()
+            .iter()
+            .zip(&cycles_before)
+            .any(|(status, before)| status.n_cycles < before + 4)
+        {
+            self.step(false).await?;
+        }
+        self.wait_still().await?;
+        self.check_health()?;
+        let traffic_after = self.traffic.snapshot();
+        if traffic_after != traffic_before || self.journal.n_writes() != writes_before {
+            return Err(format!(
+                "a settled, idle world still did work: (chunks sent, chunks fetched, commits) went from {traffic_before:?} to {traffic_after:?}"
+            ));
+        }
+
+        let url = self.server.address.get().ok_or("server down at the end")?;
+        let client = Client::new(&url, &self.token).map_err(|err| err.to_string())?;
+        let filesystems: Vec<SimFs> = self.agents.iter().map(|slot| slot.fs.clone()).collect();
+        for fs in &filesystems {
+            fs.journal_leftovers();
+        }
+        let checked =
+            invariants::check_all(&client, &filesystems, &self.statuses, &self.journal).await?;
+        self.report.n_final_entries = checked.n_entries;
+        self.report.n_conflict_copies = self.journal.lock().n_conflict_copies;
+        self.report.n_steps = self.journal.lock().step;
+        let mut hasher = Sha256::new();
+        for line in &self.trace {
+            hasher.update(line.as_bytes());
+            hasher.update(b"\n");
+        }
+        self.report.trace_hash = format!("{:x}", hasher.finalize());
+        Ok(self.report.clone())
+    }
+}
