@@ -206,3 +206,78 @@ fn an_agent_whose_directory_vanished_stops_instead_of_deleting() {
         b"keep"
     );
 }
+
+/// Every file on `dir` that `expected` names is either absent or complete.
+fn assert_nothing_partial(dir: &Path, expected: &std::collections::BTreeMap<String, String>) {
+    for (path, hash) in expected {
+        assert_complete_or_absent(&dir.join(path), hash);
+    }
+}
+
+/// SIGKILL at pseudo-random moments (seeded, so a failure repeats) while a
+/// large file and many small ones travel: the uploading agent, the server
+/// and the downloading agent in turn, with new files written as it goes.
+/// Nothing partial is ever visible, and everything arrives.
+#[test]
+fn sixty_kills_at_random_moments_lose_nothing_and_show_nothing_partial() {
+    let n_kills: usize = std::env::var("SYNCFOLDER_KILL_POINTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(60);
+    let mut world = TwoAgents::start("kill-storm");
+    let (a, b) = (world.a.dir.clone(), world.b.dir.clone());
+    let mut expected = std::collections::BTreeMap::new();
+    let mut state: u64 = 0x5eed_cafe;
+    let mut next_random = move |below: u64| {
+        // xorshift64: the same moments every run
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let write_wave =
+        |wave_idx: usize, expected: &mut std::collections::BTreeMap<String, String>| {
+            let big = random_bytes(16 << 20, 100 + wave_idx as u64);
+            let big_path = format!("wave-{wave_idx}/big.bin");
+            expected.insert(big_path.clone(), sha256_hex(&big));
+            write_file(&a.join(&big_path), &big);
+            for file_idx in 0..150 {
+                let bytes =
+                    random_bytes(4096 + file_idx * 200, (wave_idx * 1000 + file_idx) as u64);
+                let path = format!(
+                    "wave-{wave_idx}/dir-{:02}/file-{file_idx:03}.bin",
+                    file_idx % 15
+                );
+                expected.insert(path.clone(), sha256_hex(&bytes));
+                write_file(&a.join(&path), &bytes);
+            }
+        };
+    let mut n_waves = 0;
+    for kill_idx in 0..n_kills {
+        if kill_idx % 20 == 0 {
+            write_wave(n_waves, &mut expected);
+            n_waves += 1;
+        }
+        std::thread::sleep(Duration::from_millis(30 + next_random(370)));
+        assert_nothing_partial(&b, &expected);
+        match kill_idx % 3 {
+            0 => world.a.restart(),
+            1 => world.server.restart_after_kill(),
+            _ => world.b.restart(),
+        }
+        assert_nothing_partial(&b, &expected);
+    }
+    let tree = world.converge();
+    for (path, hash) in &expected {
+        let bytes = std::fs::read(b.join(path)).unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert_eq!(&sha256_hex(&bytes), hash, "{path} differs on b");
+    }
+    assert!(
+        !tree.keys().any(|path| path.contains(".syncfolder-tmp-")),
+        "temp files left behind"
+    );
+    eprintln!(
+        "kill points survived: {n_kills} ({} files, {n_waves} waves)",
+        expected.len()
+    );
+}
