@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod auth_matrix;
 mod bad_input;
 mod chunks;
 mod commits;
