@@ -6,6 +6,7 @@ mod auth_matrix;
 mod bad_input;
 mod chunks;
 mod commits;
+mod disk_full;
 mod event_log;
 mod feed;
 mod harness;
