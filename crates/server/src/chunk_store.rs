@@ -135,8 +135,11 @@ impl LooseChunkStore {
             .inner
             .tmp
             .join(format!("ready.{:016x}", rand::random::<u64>()));
-        std::fs::write(&probe, b"ok")?;
-        std::fs::remove_file(&probe)
+        let written = std::fs::write(&probe, b"ok");
+        // also when the write failed: on a full disk the empty file would stay
+        let removed = std::fs::remove_file(&probe);
+        written?;
+        removed
     }
 }
 

@@ -61,13 +61,20 @@ pub enum Error {
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("metadata database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("metadata migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{context}: {source}")]
     Io {
         context: String,
         source: std::io::Error,
+    },
+    /// The data directory's disk (or quota) is full: ENOSPC, EDQUOT or
+    /// SQLite's SQLITE_FULL. Nothing was changed; reads keep working.
+    #[error("out of storage space while {context}: {source}")]
+    StorageFull {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{0}")]
     Internal(String),
@@ -77,9 +84,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// An IO error while doing `context`; a full disk becomes [`Error::StorageFull`].
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
-        move |source| Error::Io { context, source }
+        move |source| {
+            if is_storage_full(&source) {
+                Error::StorageFull {
+                    context,
+                    source: Box::new(source),
+                }
+            } else {
+                Error::Io { context, source }
+            }
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -101,6 +118,7 @@ impl Error {
             | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::Rejected { status, .. } => *status,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::Database(_)
             | Error::Migrate(_)
             | Error::Io { .. }
@@ -129,6 +147,7 @@ impl Error {
             Error::Rejected { code, .. } => code,
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
+            Error::StorageFull { .. } => "insufficient_storage",
             Error::Database(_)
             | Error::Migrate(_)
             | Error::Io { .. }
@@ -141,17 +160,56 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
-            tracing::error!(err = %self, "request failed");
-            "internal server error; the server log has details".to_owned()
-        } else {
-            self.to_string()
+        let message = match &self {
+            Error::StorageFull { context, source } => {
+                tracing::error!(context, err = %source, "out of storage space: request refused, nothing changed");
+                "the server is out of storage space, so nothing was stored: retry once space has been freed".to_owned()
+            }
+            _ if status.is_server_error() => {
+                tracing::error!(err = %self, "request failed");
+                "internal server error; the server log has details".to_owned()
+            }
+            _ => self.to_string(),
         };
         let body = ErrorBody {
             error: self.code().to_owned(),
             message,
         };
         (status, axum::Json(body)).into_response()
+    }
+}
+
+/// ENOSPC or EDQUOT: the filesystem (or the user's quota on it) is full.
+pub fn is_storage_full(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+    )
+}
+
+/// SQLite's primary result code for "database or disk is full".
+const SQLITE_FULL: i64 = 13;
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        let full = match &err {
+            // the code is SQLite's extended result code; the primary one is its low byte
+            sqlx::Error::Database(db_err) => db_err
+                .code()
+                .and_then(|code| code.parse::<i64>().ok())
+                .is_some_and(|code| code & 0xff == SQLITE_FULL),
+            sqlx::Error::Io(io_err) => is_storage_full(io_err),
+            _ => false,
+        };
+        if full {
+            Error::StorageFull {
+                context: "writing the metadata database".to_owned(),
+                source: Box::new(err),
+            }
+        } else {
+            Error::Database(err)
+        }
     }
 }
 
@@ -202,6 +260,63 @@ mod tests {
         let internal = Error::Internal("secret detail".to_owned());
         assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(internal.code(), "internal");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_507_with_a_message_that_says_so() {
+        let enospc = Error::io("storing chunks")(std::io::Error::from_raw_os_error(28));
+        assert_eq!(enospc.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let quota = Error::io("storing chunks")(std::io::Error::from_raw_os_error(122));
+        assert_eq!(quota.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let other = Error::io("storing chunks")(std::io::Error::from_raw_os_error(5));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+        let response = enospc.into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: ErrorBody = serde_json::from_slice(&body).expect("an ErrorBody");
+        assert_eq!(body.error, "insufficient_storage");
+        assert!(body.message.contains("out of storage space"), "{body:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_full_is_507() {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("open");
+        sqlx::query("CREATE TABLE t (bytes BLOB)")
+            .execute(&mut db)
+            .await
+            .expect("create");
+        // the database may not grow past its current size: SQLITE_FULL
+        let n_pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut db)
+            .await
+            .expect("page count");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {n_pages}"
+        )))
+        .execute(&mut db)
+        .await
+        .expect("limit");
+        let full = sqlx::query("INSERT INTO t VALUES (randomblob(1000000))")
+            .execute(&mut db)
+            .await
+            .expect_err("the database is full");
+        let err = Error::from(full);
+        assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE, "{err}");
+        assert_eq!(err.code(), "insufficient_storage");
+        let constraint = sqlx::query("INSERT INTO nowhere VALUES (1)")
+            .execute(&mut db)
+            .await
+            .expect_err("no such table");
+        assert_eq!(
+            Error::from(constraint).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
+use crate::error::is_storage_full;
 use crate::state::AppState;
 
 /// The process is up and serving.
@@ -11,7 +12,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The metadata database answers and the data directory takes writes.
+/// The metadata database answers and the data directory takes writes (or
+/// is only full: the server still serves reads then).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if !state.db.ping().await {
         tracing::warn!("not ready: metadata database does not answer");
@@ -21,6 +23,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
         );
     }
     if let Err(err) = state.chunk_store.check_writable().await {
+        if is_storage_full(&err) {
+            // reads still work: stay in the Service; uploads answer 507 until space is freed
+            tracing::warn!(%err, "data directory is full: uploads are refused until space is freed");
+            return (
+                StatusCode::OK,
+                "ready, but out of storage space: uploads are refused\n",
+            );
+        }
         tracing::warn!(%err, "not ready: data directory is not writable");
         return (
             StatusCode::SERVICE_UNAVAILABLE,

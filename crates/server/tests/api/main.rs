@@ -2,9 +2,11 @@
 
 mod admin;
 mod auth;
+mod auth_matrix;
 mod bad_input;
 mod chunks;
 mod commits;
+mod disk_full;
 mod event_log;
 mod feed;
 mod harness;

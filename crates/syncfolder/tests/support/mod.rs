@@ -507,3 +507,59 @@ impl TwoAgents {
         )
     }
 }
+
+// --- processes at a chosen log level, and their memory (secrets.rs, load.rs) ---
+
+impl Process {
+    /// Like [`Process::spawn`], logging with the `SYNCFOLDER_LOG` filter `log_filter`
+    /// (such as `trace`).
+    pub fn spawn_logging_at(mut command: Command, log_path: PathBuf, log_filter: &str) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        command
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .env("SYNCFOLDER_LOG", log_filter);
+        let child = command.spawn().expect("spawn syncfolder");
+        Process { child, log_path }
+    }
+
+    /// Resident memory now (VmRSS) in bytes, while the process lives.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl TestServer {
+    /// A server in a temp directory, logging with the `SYNCFOLDER_LOG` filter `log_filter`.
+    pub fn start_logging_at(log_filter: &str) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("server");
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let port = free_port();
+        let mut command = Command::new(BINARY);
+        command
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data_dir)
+            .args(["--admin-token", ADMIN_TOKEN]);
+        let process =
+            Process::spawn_logging_at(command, data_dir.with_extension("log"), log_filter);
+        let server = TestServer {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir,
+            _temp: Some(temp),
+        };
+        wait_for("the server to answer /healthz", || {
+            server.get_status("/healthz") == Some(200)
+        });
+        server
+    }
+}
