@@ -3,7 +3,7 @@
 //! commit the batch, each change a compare-and-swap against the version the
 //! decision saw.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,6 +27,19 @@ const UPLOAD_BATCH_CHUNKS: usize = 1024;
 const COMMIT_BATCH: usize = 1000;
 
 /// Where the bytes of a chunk can be read.
+/// One upload group: the unstable paths it found, or the error and the chunks it carried.
+type GroupResult = Result<Vec<String>, (RemoteError, Vec<Hash>)>;
+
+/// What [`Engine::upload_missing_chunks`] got done.
+#[derive(Debug, Default)]
+struct UploadedChunks {
+    /// Files whose bytes changed since they were hashed.
+    unstable: Vec<String>,
+    /// Chunks the server did not take.
+    failed: HashSet<Hash>,
+    error: Option<RemoteError>,
+}
+
 #[derive(Debug, Clone)]
 struct ChunkSource {
     path: String,
@@ -65,8 +78,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }
         }
 
-        let unstable = match self.upload_missing_chunks(&sources).await {
-            Ok(unstable) => unstable,
+        let uploaded = match self.upload_missing_chunks(&sources).await {
+            Ok(uploaded) => uploaded,
             Err(err) => {
                 tracing::warn!(%err, "upload failed; will retry");
                 self.stats.error(ErrorKind::Upload);
@@ -74,12 +87,22 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 return Ok(());
             }
         };
+        if let Some(err) = &uploaded.error {
+            tracing::warn!(%err, n_chunks = uploaded.failed.len(), "upload failed; will retry");
+            self.stats.error(ErrorKind::Upload);
+        }
 
         let mut changes: Vec<(Change, Option<&LocalObservation>)> = Vec::new();
         for (synced_path, local, parent_version) in &uploads {
-            if unstable
+            let chunk_failed = local
+                .chunks
                 .iter()
-                .any(|unstable_path| unstable_path == synced_path)
+                .any(|chunk| uploaded.failed.contains(&chunk.hash));
+            if chunk_failed
+                || uploaded
+                    .unstable
+                    .iter()
+                    .any(|unstable_path| unstable_path == synced_path)
             {
                 outcome.retry.insert(synced_path.clone());
                 continue;
@@ -243,11 +266,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     }
 
     /// Uploads the chunks the server lacks; returns the paths whose bytes
-    /// changed since they were hashed (their commits are skipped).
+    /// changed since they were hashed and the chunks that could not be
+    /// stored, with the last error (the commits of their files are skipped,
+    /// the others go ahead: one file that does not fit holds back no other).
     async fn upload_missing_chunks(
         &self,
         sources: &HashMap<Hash, ChunkSource>,
-    ) -> Result<Vec<String>, RemoteError> {
+    ) -> Result<UploadedChunks, RemoteError> {
         let hashes: Vec<Hash> = sources.keys().copied().collect();
         let mut missing = Vec::new();
         for hash_batch in hashes.chunks(MISSING_BATCH) {
@@ -278,7 +303,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }
         }
 
-        let results: Vec<Result<Vec<String>, RemoteError>> = futures::stream::iter(groups)
+        let results: Vec<GroupResult> = futures::stream::iter(groups)
             .map(|group| async move {
                 let mut unstable = Vec::new();
                 let mut chunks = Vec::with_capacity(group.len());
@@ -299,7 +324,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 let n_bytes: u64 = chunks.iter().map(|(_, bytes)| bytes.len() as u64).sum();
                 let n_chunks = chunks.len() as u64;
-                self.remote.upload_chunks(chunks).await?;
+                let hashes: Vec<Hash> = chunks.iter().map(|(hash, _)| *hash).collect();
+                self.remote
+                    .upload_chunks(chunks)
+                    .await
+                    .map_err(|err| (err, hashes))?;
                 self.stats.bytes_uploaded.add(n_bytes);
                 self.stats.chunks_uploaded.add(n_chunks);
                 Ok(unstable)
@@ -307,10 +336,16 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .buffer_unordered(self.config.parallelism.max(1))
             .collect()
             .await;
-        let mut unstable = Vec::new();
+        let mut uploaded = UploadedChunks::default();
         for result in results {
-            unstable.extend(result?);
+            match result {
+                Ok(unstable) => uploaded.unstable.extend(unstable),
+                Err((err, hashes)) => {
+                    uploaded.failed.extend(hashes);
+                    uploaded.error = Some(err);
+                }
+            }
         }
-        Ok(unstable)
+        Ok(uploaded)
     }
 }
