@@ -113,11 +113,37 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         let copy_path =
             conflict::conflict_copy_path(synced_path, self.now_seconds(), &self.config.agent_id);
-        if !matches!(self.fs.stat(&copy_path).await, Ok(None)) {
+        let moved = match self.fs.rename_noreplace(synced_path, &copy_path).await {
+            Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
+                if !matches!(self.fs.stat(&copy_path).await, Ok(None)) {
+                    return None;
+                }
+                self.fs.rename(synced_path, &copy_path).await
+            }
             // a copy from this very second exists already: try again in a moment
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => return None,
+            moved => moved,
+        };
+        // a write that landed after the last look was moved too: put it back
+        // and decide again, rather than copy what may now equal the remote
+        if moved.is_ok()
+            && let Some(observed) = local.meta
+            && !self
+                .fs
+                .stat(&copy_path)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|meta| meta.is_same_entry(&observed))
+            && self
+                .fs
+                .rename_noreplace(&copy_path, synced_path)
+                .await
+                .is_ok()
+        {
             return None;
         }
-        match self.fs.rename(synced_path, &copy_path).await {
+        match moved {
             Ok(()) => {
                 self.stats.conflicts.inc();
                 tracing::warn!(
