@@ -466,16 +466,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             "downloaded"
         );
         self.stats.files_downloaded.inc();
-        // only what was written and renamed: a write that slipped in after the
-        // rename changes mtime or size, and then the file is hashed again
+        // only what was written and renamed: a write or chmod that slipped in
+        // after the rename changes mtime, size or mode, and then the file is
+        // hashed again
         let fingerprint = meta
-            .filter(|meta| {
-                temp_meta.is_some_and(|temp| {
-                    temp.fingerprint.size == meta.fingerprint.size
-                        && temp.fingerprint.mtime_ns == meta.fingerprint.mtime_ns
-                        && temp.fingerprint.inode == meta.fingerprint.inode
-                })
-            })
+            .filter(|meta| temp_meta.is_some_and(|temp| temp.is_same_entry(meta)))
             .map(|meta| meta.fingerprint);
         self.set_base(batch, file.record.clone(), fingerprint);
         Ok(true)
