@@ -9,4 +9,5 @@ mod event_log;
 mod feed;
 mod harness;
 mod history;
+mod limits;
 mod restart;
