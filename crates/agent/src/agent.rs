@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub server_url: String,
     pub folder: String,
     pub token: String,
+    /// A PEM file of CA certificates trusted for an `https://` server, besides the system's.
+    pub ca_cert: Option<PathBuf>,
     /// The synced directory.
     pub root: PathBuf,
     /// Where the state DB lives; `<root>/.syncfolder` when not given.
@@ -65,6 +67,7 @@ impl AgentConfig {
             server_url: server_url.to_owned(),
             folder: folder.to_owned(),
             token: token.to_owned(),
+            ca_cert: None,
             root: root.into(),
             state_dir: None,
             agent_id: None,
@@ -144,10 +147,11 @@ impl Agent {
         };
         state_db.set_meta("agent_id", &agent_id).await?;
 
-        let client = Client::new(&config.server_url, &config.token)
-            .map_err(|err| Error::Config(format!("server URL {:?}: {err}", config.server_url)))?
-            .with_agent_id(&agent_id)
-            .with_last_sync(Arc::clone(&self.stats.last_clean_sync_ms));
+        let client =
+            Client::with_ca_cert(&config.server_url, &config.token, config.ca_cert.as_deref())
+                .map_err(|err| Error::Config(format!("server {:?}: {err}", config.server_url)))?
+                .with_agent_id(&agent_id)
+                .with_last_sync(Arc::clone(&self.stats.last_clean_sync_ms));
         let remote = Arc::new(HttpRemote::new(client, &config.folder));
         let fs = Arc::new(RealFs::new(config.root.clone()));
         let clock = Arc::new(SystemClock);

@@ -87,6 +87,7 @@ async fn an_upload_committed_just_before_a_crash_is_recognised_as_its_own() {
         admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
         limits: Limits::default(),
         shipper: None,
+        tls: None,
     })
     .await
     .expect("server");

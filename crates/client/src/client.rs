@@ -1,6 +1,7 @@
 //! [`Client`]: where the server is, who is asking, and how an answer becomes a
 //! [`Result`]. The routes themselves are in `folder.rs` and `admin.rs`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -63,13 +64,22 @@ impl Client {
     /// a trailing slash or a path prefix is fine) that authenticates with
     /// `token` (a folder token or the admin token).
     pub fn new(base_url: &str, token: &str) -> Result<Client> {
+        Client::with_ca_cert(base_url, token, None)
+    }
+
+    /// Like [`Client::new`], and an `https://` server's certificate may also
+    /// chain to a CA certificate in the PEM file `ca_cert` (the system's CAs
+    /// are trusted either way). The file is read here, once.
+    pub fn with_ca_cert(base_url: &str, token: &str, ca_cert: Option<&Path>) -> Result<Client> {
         let base_url = routes::parse_base(base_url)?;
         let authorization = bearer(token)?;
+        let tls = crate::tls::client_config(ca_cert)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("syncfolder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             // the API never redirects; following one could hand the token elsewhere
             .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(Error::Transport)?;
         Ok(Client {

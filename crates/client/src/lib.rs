@@ -6,7 +6,8 @@
 //! - `folder.rs`: the folder routes (change feed, chunks, commit, history);
 //! - `admin.rs`: the admin routes (folders and tokens);
 //! - `routes.rs`: building and percent-encoding URLs;
-//! - `frames.rs`: chunk framing out, framed answers in, hash checks.
+//! - `frames.rs`: chunk framing out, framed answers in, hash checks;
+//! - `tls.rs`: rustls (`ring`) trusting the system's CAs plus `--ca-cert`.
 //!
 //! The route table this follows is the module comment of
 //! [`syncfolder_core::protocol`].
@@ -21,6 +22,7 @@ mod client;
 mod folder;
 mod frames;
 mod routes;
+mod tls;
 
 #[cfg(test)]
 mod fixtures;
@@ -53,6 +55,9 @@ pub enum Error {
     /// The base URL, the token or a name cannot be made into a request.
     #[error("cannot build the request: {0}")]
     InvalidUrl(String),
+    /// The TLS settings cannot be used, such as an unreadable CA file.
+    #[error("{0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,7 +73,8 @@ impl Error {
             Error::Decode { .. }
             | Error::HashMismatch { .. }
             | Error::MissingChunks { .. }
-            | Error::InvalidUrl(_) => false,
+            | Error::InvalidUrl(_)
+            | Error::Tls(_) => false,
         }
     }
 
@@ -108,6 +114,12 @@ fn error_chain(err: &reqwest::Error) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
+    }
+    if tls::is_unknown_issuer(err) {
+        text.push_str(
+            "; the server's TLS certificate is not signed by a trusted CA: \
+             give its CA certificate with --ca-cert (SYNCFOLDER_CA_CERT)",
+        );
     }
     text
 }

@@ -7,11 +7,12 @@ use reqwest::Url;
 
 use crate::{Error, Result};
 
-/// Schemes this build can speak; `https` joins when TLS is compiled in.
-const SUPPORTED_SCHEMES: &[&str] = &["http"];
+/// Schemes this client speaks.
+const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
 
-/// Parses and checks the server's base URL, such as `http://127.0.0.1:8080`
-/// or `http://gateway/syncfolder/` (a path prefix is kept).
+/// Parses and checks the server's base URL, such as `http://127.0.0.1:8080`,
+/// `https://sync.example.com` or `http://gateway/syncfolder/` (a path prefix
+/// is kept).
 pub(crate) fn parse_base(base_url: &str) -> Result<Url> {
     let url = Url::parse(base_url.trim())
         .map_err(|err| Error::InvalidUrl(format!("{base_url:?} is not a URL: {err}")))?;
@@ -23,7 +24,7 @@ pub(crate) fn parse_base(base_url: &str) -> Result<Url> {
     }
     if !SUPPORTED_SCHEMES.contains(&url.scheme()) {
         return Err(Error::InvalidUrl(format!(
-            "{base_url:?} uses {:?}; this build speaks plain http (use http://host:port)",
+            "{base_url:?} uses {:?}; use http://host:port or https://host:port",
             url.scheme()
         )));
     }
@@ -122,6 +123,16 @@ mod tests {
     }
 
     #[test]
+    fn https_base_urls_keep_their_scheme() {
+        let base = parse_base("https://sync.example.com/prefix").expect("valid base");
+        let url = route(&base, &["folders", "docs"]).expect("route");
+        assert_eq!(
+            url.as_str(),
+            "https://sync.example.com/prefix/v1/folders/docs"
+        );
+    }
+
+    #[test]
     fn folder_names_stay_one_segment_whatever_they_contain() {
         for name in [
             "a b",
@@ -178,7 +189,6 @@ mod tests {
             "127.0.0.1:8080",
             "not a url",
             "ftp://host",
-            "https://host",
             "http://host/?x=1",
             "http://user:secret@host",
             "mailto:someone@example.com",

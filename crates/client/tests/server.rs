@@ -35,6 +35,7 @@ async fn start_server() -> TestServer {
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: Limits::default(),
         shipper: None,
+        tls: None,
     })
     .await
     .expect("server binds");

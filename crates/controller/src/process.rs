@@ -49,6 +49,8 @@ pub struct ProcessConfig {
     pub pod_name: String,
     /// Elect a leader through this Lease; without it this replica leads.
     pub leader_election_lease: Option<String>,
+    /// CA certificates (PEM) trusted for `https://` sync servers, besides the system's.
+    pub server_ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +201,7 @@ pub async fn run_with_client(
         crate::controller::run(
             crate::controller::watch(&client),
             client.clone(),
-            HttpServers::default(),
+            HttpServers::new(config.server_ca_cert.clone()),
             config.controller.clone(),
             metrics.clone(),
             lost,

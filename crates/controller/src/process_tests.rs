@@ -298,6 +298,7 @@ async fn a_replica_leads_serves_the_webhook_and_reconciles_against_the_real_serv
         namespace: "syncfolder-system".to_owned(),
         pod_name: "syncfolder-controller-abc".to_owned(),
         leader_election_lease: Some("syncfolder-controller".to_owned()),
+        server_ca_cert: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let replica = tokio::spawn(run_with_client(

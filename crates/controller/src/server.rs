@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use syncfolder_core::protocol::{FolderInfo, FolderSettings, FolderSettingsPatch, TokenScope};
@@ -141,6 +142,17 @@ pub trait Servers: Send + Sync + 'static {
 #[derive(Debug, Default, Clone)]
 pub struct HttpServers {
     clients: Arc<Mutex<HashMap<ServerTarget, syncfolder_client::Client>>>,
+    /// CA certificates (PEM) trusted for `https://` servers, besides the system's.
+    ca_cert: Option<PathBuf>,
+}
+
+impl HttpServers {
+    pub fn new(ca_cert: Option<PathBuf>) -> HttpServers {
+        HttpServers {
+            clients: Arc::default(),
+            ca_cert,
+        }
+    }
 }
 
 impl Servers for HttpServers {
@@ -154,11 +166,15 @@ impl Servers for HttpServers {
         let client = match clients.get(target) {
             Some(client) => client.clone(),
             None => {
-                let client = syncfolder_client::Client::new(&target.url, &target.admin_token)
-                    .map_err(|err| ServerError::Refused {
-                        url: target.url.clone(),
-                        reason: err.to_string(),
-                    })?;
+                let client = syncfolder_client::Client::with_ca_cert(
+                    &target.url,
+                    &target.admin_token,
+                    self.ca_cert.as_deref(),
+                )
+                .map_err(|err| ServerError::Refused {
+                    url: target.url.clone(),
+                    reason: err.to_string(),
+                })?;
                 clients.insert(target.clone(), client.clone());
                 client
             }

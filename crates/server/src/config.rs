@@ -1,8 +1,10 @@
 //! What a server is started with: where it listens, where it keeps its data,
-//! and the limits it enforces on every request.
+//! whether it speaks TLS, and the limits it enforces on every connection and
+//! request.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything [`crate::Server::bind`] needs.
 #[derive(Debug, Clone)]
@@ -15,6 +17,17 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Where to ship the event log; `None` keeps events in the outbox only.
     pub shipper: Option<crate::ShipperConfig>,
+    /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS server: read once, when the server is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -26,12 +39,14 @@ impl ServerConfig {
             admin_token: None,
             limits: Limits::default(),
             shipper: None,
+            tls: None,
         }
     }
 }
 
-/// Explicit bounds on what one request may ask of the server. A request over
-/// a limit gets a 4xx answer and changes nothing.
+/// Explicit bounds on what one request may ask of the server, and on how long
+/// and how many connections it holds. A request over a limit gets a 4xx
+/// answer and changes nothing; a connection over a time limit is closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest JSON request body (commit batches are the big ones).
@@ -57,6 +72,22 @@ pub struct Limits {
     pub max_waiting_requests: usize,
     /// Longest agent id accepted in the agent header.
     pub max_agent_id_bytes: usize,
+    /// Longest a client may take to send a request's headers, counted from
+    /// the connection's start or the end of its previous request: a client
+    /// that trickles its headers (slowloris) or sends nothing is disconnected.
+    /// A new connection must start a request within it, whatever its protocol.
+    pub header_timeout: Duration,
+    /// Longest a request body may pause between two pieces; a body that
+    /// stalls longer gets 408 and changes nothing. Bodiless requests, such as
+    /// long-polls of `changes`, are never cut by it.
+    pub body_timeout: Duration,
+    /// Longest a client may take to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Most connections open at once, idle long-polls included. Past it the
+    /// server stops accepting: new connections wait in the listen backlog
+    /// until others close. Each one is a file descriptor, so the process's
+    /// `ulimit -n` must be higher.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +106,11 @@ impl Default for Limits {
             max_concurrent_requests: 128,
             max_waiting_requests: 10_000,
             max_agent_id_bytes: 256,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            // max_waiting_requests parked long-polls plus room for everything else
+            max_connections: 16_384,
         }
     }
 }

@@ -56,6 +56,9 @@ pub enum Error {
         code: &'static str,
         message: String,
     },
+    /// The request body stopped arriving for longer than the body timeout.
+    #[error("the request body stalled; nothing was changed, send the request again")]
+    BodyTimeout,
     #[error("no route for this method and path")]
     NoRoute,
     #[error("method not allowed on this route")]
@@ -117,6 +120,7 @@ impl Error {
             | Error::TooMany { .. }
             | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::Rejected { status, .. } => *status,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::Database(_)
@@ -145,6 +149,7 @@ impl Error {
             Error::TooMany { .. } => "batch_too_large",
             Error::InvalidRequest(_) => "invalid_request",
             Error::Rejected { code, .. } => code,
+            Error::BodyTimeout => "body_timeout",
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::StorageFull { .. } => "insufficient_storage",
@@ -223,10 +228,25 @@ fn rejection_code(status: StatusCode) -> &'static str {
     }
 }
 
+/// True when `error` or one of its sources is the body timeout's error.
+fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 macro_rules! from_rejection {
     ($rejection:ty, $default_code:literal) => {
         impl From<$rejection> for Error {
             fn from(rejection: $rejection) -> Error {
+                if is_body_timeout(&rejection) {
+                    return Error::BodyTimeout;
+                }
                 let status = rejection.status();
                 let code = match rejection_code(status) {
                     "invalid_request" => $default_code,

@@ -5,6 +5,9 @@
 //! Layout:
 //! - [`config`]: [`ServerConfig`] and [`Limits`];
 //! - [`server`]: [`Server`] — bind, serve, graceful shutdown;
+//! - `accept`: the accept loop — connection limit, TLS handshake, header
+//!   and first-request deadlines, draining on shutdown;
+//! - [`tls`]: the certificate and key files made into a rustls config;
 //! - [`routes`]: [`router`] lists every route; one file per area
 //!   (`folders`, `changes`, `chunks`, `commit`, `admin`, `health`);
 //! - [`auth`]: tokens and the access extractors;
@@ -19,6 +22,7 @@
 //! - [`metrics`]: every metric the server exports;
 //! - [`admin_token`], [`shutdown`], [`error`].
 
+mod accept;
 pub mod admin_token;
 pub mod auth;
 pub mod chunk_store;
@@ -35,9 +39,10 @@ pub mod server;
 pub mod shipper;
 pub mod shutdown;
 pub mod state;
+pub mod tls;
 
 pub use chunk_store::{ChunkStore, LooseChunkStore};
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, ServerConfig, TlsFiles};
 pub use error::{Error, Result};
 pub use routes::router;
 pub use server::Server;

@@ -1,5 +1,6 @@
-//! Starting and stopping a server: open the data directory, bind, serve
-//! until the shutdown future resolves, then finish in-flight requests.
+//! Starting and stopping a server: open the data directory, read the TLS
+//! files, bind, serve (through `accept.rs`) until the shutdown future
+//! resolves, then finish in-flight requests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
 use crate::admin_token;
 use crate::auth::sha256;
 use crate::chunk_store::LooseChunkStore;
@@ -26,6 +28,7 @@ use crate::state::AppState;
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     admin_token: String,
     state: AppState,
     shipper: Option<Shipper>,
@@ -36,14 +39,21 @@ impl std::fmt::Debug for Server {
         formatter
             .debug_struct("Server")
             .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// Opens (or creates) the data directory, runs the metadata migrations,
-    /// loads or generates the admin token, and binds the listener.
+    /// Reads the TLS certificate and key (when configured), opens (or
+    /// creates) the data directory, runs the metadata migrations, loads or
+    /// generates the admin token, and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(Error::io(format!(
             "creating the data directory {}",
@@ -63,7 +73,12 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(Error::io("reading the bound address"))?;
-        tracing::info!(%local_addr, data_dir = %data_dir.display(), "server bound");
+        tracing::info!(
+            %local_addr,
+            tls = tls.is_some(),
+            data_dir = %data_dir.display(),
+            "server bound"
+        );
         let metrics = Arc::new(metrics);
         let outbox_wake = Arc::new(Notify::new());
         let shipper = match config.shipper {
@@ -92,6 +107,7 @@ impl Server {
         Ok(Server {
             listener,
             local_addr,
+            tls,
             admin_token,
             state,
             shipper,
@@ -100,6 +116,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// True when the server speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn admin_token(&self) -> &str {
@@ -116,6 +137,7 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server {
             listener,
+            tls,
             state,
             shipper,
             ..
@@ -137,10 +159,8 @@ impl Server {
             cancel.cancel();
         };
         let app = router(state.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await
-            .map_err(Error::io("serving HTTP"))?;
+        let serving = accept::serve(listener, tls, app, &state.limits, state.shutdown.clone());
+        tokio::join!(signal, serving);
         background.cancel();
         for task in tasks {
             let _ = task.await;

@@ -115,6 +115,10 @@ pub struct ControllerArgs {
     /// The server's admin token.
     #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
+    /// Also trust the CA certificates in this PEM file for https:// sync
+    /// servers (the system's CAs are trusted either way).
+    #[arg(long, env = "SYNCFOLDER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Seconds between status refreshes of a steady SyncFolder.
     #[arg(long, env = "SYNCFOLDER_STATUS_REFRESH_SECONDS", default_value_t = 60)]
     pub status_refresh_seconds: u64,
@@ -192,13 +196,45 @@ pub struct ServerArgs {
     /// the server's outbox for a week.
     #[arg(long, env = "SYNCFOLDER_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first).
+    #[arg(long, env = "SYNCFOLDER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, env = "SYNCFOLDER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers (and a new
+    /// connection to start its first request); slower clients are disconnected.
+    #[arg(long, env = "SYNCFOLDER_HEADER_TIMEOUT_SECONDS", default_value_t = default_limits().header_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// Seconds a request body may pause; a stalled body gets 408 and changes nothing.
+    #[arg(long, env = "SYNCFOLDER_BODY_TIMEOUT_SECONDS", default_value_t = default_limits().body_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+    /// Seconds a client may take to finish the TLS handshake.
+    #[arg(long, env = "SYNCFOLDER_TLS_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = default_limits().tls_handshake_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_handshake_timeout_seconds: u64,
+    /// Most connections open at once, idle long-polls included; more wait
+    /// until others close. Keep `ulimit -n` above it.
+    #[arg(long, env = "SYNCFOLDER_MAX_CONNECTIONS", default_value_t = default_limits().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+}
+
+fn default_limits() -> syncfolder_server::Limits {
+    syncfolder_server::Limits::default()
 }
 
 #[derive(Debug, Args)]
 pub struct ServerUrl {
-    /// Server base URL, such as http://127.0.0.1:8080.
+    /// Server base URL, such as http://127.0.0.1:8080 or https://sync.example.com.
     #[arg(long, env = "SYNCFOLDER_SERVER")]
     pub server: String,
+    /// Also trust the CA certificates in this PEM file for an https:// server
+    /// (the system's CAs are trusted either way).
+    #[arg(long, env = "SYNCFOLDER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

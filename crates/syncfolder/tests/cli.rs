@@ -177,3 +177,33 @@ fn every_flag_also_reads_its_environment_variable() {
     ]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("mode=receive-only"));
 }
+
+#[test]
+fn the_server_flags_for_timeouts_and_connections_take_effect() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let server =
+        TestServer::start_with(&["--header-timeout-seconds", "1", "--max-connections", "1"]);
+    // a client that sends nothing takes the one place, until the header timeout
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    let connected_at = Instant::now();
+    silent
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let port = server.port;
+    let waiting = std::thread::spawn(move || {
+        let answer = http_get(port, "/healthz");
+        (answer, connected_at.elapsed())
+    });
+    let mut received = Vec::new();
+    silent
+        .read_to_end(&mut received)
+        .expect("the silent connection was closed");
+    let (answer, answered_after) = waiting.join().expect("waiting client");
+    assert_eq!(answer.map(|(status, _)| status), Some(200));
+    // served only once the silent one was closed, a header timeout later
+    assert!(
+        answered_after >= Duration::from_millis(800),
+        "the second connection was served while the first held the only place"
+    );
+}

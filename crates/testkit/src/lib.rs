@@ -11,7 +11,7 @@
 //!   the project's tools directory (helm, kubectl, kubernetes-validate);
 //! - [`chart`]: the files generated from the Helm chart, made by `cargo xtask
 //!   manifests` and checked for drift by the chart tests, defined once;
-//! - [`free_port`].
+//! - [`free_port`], [`install_tls_provider`].
 
 pub mod chart;
 pub mod postgres;
@@ -43,4 +43,12 @@ pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool)
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Makes `ring` the process's rustls provider. Where `syncfolder-client` is
+/// part of the build, reqwest has rustls without a provider of its own and
+/// a plain `reqwest::Client` panics without this (the client crate passes
+/// its own config instead). Harmless when called again or when not needed.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

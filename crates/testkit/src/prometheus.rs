@@ -57,6 +57,7 @@ impl TestPrometheus {
             .stderr(log)
             .spawn()
             .expect("starting prometheus");
+        crate::install_tls_provider();
         let prometheus = TestPrometheus {
             dir,
             port,

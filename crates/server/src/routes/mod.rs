@@ -15,6 +15,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::error::Error;
 use crate::metrics::track_requests;
@@ -22,7 +23,9 @@ use crate::state::AppState;
 
 /// Every route of the server. `/v1` requests other than the change feed share
 /// one concurrency limit (long-polls are bounded separately); JSON and chunk
-/// bodies have their own size limits.
+/// bodies have their own size limits; a body that stalls for longer than the
+/// body timeout fails its request with 408 (a request without a body, such
+/// as a long-poll, has nothing to stall).
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     let json_limit = || DefaultBodyLimit::max(limits.json_body_bytes);
@@ -94,5 +97,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             track_requests,
         ))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .with_state(state)
 }

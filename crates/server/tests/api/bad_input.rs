@@ -95,6 +95,58 @@ async fn bodies_over_the_limits_are_413_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn every_other_route_with_a_json_body_answers_an_oversize_one_with_413() {
+    let limits = Limits {
+        json_body_bytes: 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(limits).await;
+    let folder = server.folder("docs").await;
+    let big = format!("{{\"padding\": \"{}\"}}", "x".repeat(4096));
+    let folder_routes = [
+        (Method::POST, "/restore"),
+        (Method::POST, "/chunks/missing"),
+        (Method::POST, "/chunks/fetch"),
+    ];
+    let admin_routes = [
+        (Method::POST, "/v1/admin/folders"),
+        (Method::PATCH, "/v1/admin/folders/docs"),
+        (Method::POST, "/v1/admin/folders/docs/tokens"),
+    ];
+    let requests = folder_routes
+        .into_iter()
+        .map(|(method, path)| (path, folder.request(method, path)))
+        .chain(admin_routes.into_iter().map(|(method, path)| {
+            let request = server.http.request(method, server.url(path));
+            (path, request.bearer_auth(&server.admin_token))
+        }));
+    for (path, request) in requests {
+        let response = request
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .expect("request");
+        let error = expect_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+        assert_eq!(error.error, "body_too_large", "{path}");
+    }
+    let folders = server
+        .http
+        .get(server.url("/v1/admin/folders"))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .expect("list");
+    let folders: Vec<syncfolder_core::protocol::FolderInfo> = ok_json(folders).await;
+    assert_eq!(folders.len(), 1);
+    assert_eq!(
+        folders[0].settings,
+        syncfolder_core::protocol::FolderSettings::default()
+    );
+    assert_eq!(server.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn batches_over_the_count_limits_are_400() {
     let limits = Limits {
         max_changes_per_commit: 2,

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 pub struct TestServer {
     pub base: String,
+    pub addr: std::net::SocketAddr,
     pub admin_token: String,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
@@ -53,8 +54,17 @@ impl TestServer {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
         config.limits = limits;
         config.shipper = shipper;
+        TestServer::start_config(config).await
+    }
+
+    /// A server with exactly this config (its data dir kept alive by the caller).
+    pub async fn start_config(config: ServerConfig) -> TestServer {
+        let data_dir = config.data_dir.clone();
         let server = Server::bind(config).await.expect("bind");
-        let base = format!("http://{}", server.local_addr());
+        let addr = server.local_addr();
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        let base = format!("{scheme}://{addr}");
+        syncfolder_testkit::install_tls_provider();
         let admin_token = server.admin_token().to_owned();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
@@ -62,9 +72,10 @@ impl TestServer {
         }));
         TestServer {
             base,
+            addr,
             admin_token,
             http: reqwest::Client::new(),
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             _temp: None,
             stop: Some(stop),
             task: Some(task),

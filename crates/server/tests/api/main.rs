@@ -11,4 +11,5 @@ mod event_log;
 mod feed;
 mod harness;
 mod history;
+mod limits;
 mod restart;

@@ -8,7 +8,12 @@ use syncfolder_core::protocol::{FolderInfo, FolderSettings, HistoryRetention, To
 use crate::cli::{AdminAuth, FolderCommand, TokenCommand};
 
 fn admin_client(auth: &AdminAuth) -> anyhow::Result<Client> {
-    Client::new(&auth.server.server, &auth.admin_token).context("server URL")
+    Client::with_ca_cert(
+        &auth.server.server,
+        &auth.admin_token,
+        auth.server.ca_cert.as_deref(),
+    )
+    .context("connecting to the server")
 }
 
 pub async fn folder(command: FolderCommand) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         &args.auth.token,
         args.path,
     );
+    config.ca_cert = args.auth.server.ca_cert;
     config.state_dir = args.state_dir;
     config.agent_id = args.agent_id;
     config.mode = args.mode;

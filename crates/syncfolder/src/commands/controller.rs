@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use syncfolder_controller::controller::ControllerSettings;
 use syncfolder_controller::process::{CertificateSource, ProcessConfig, WebhookConfig};
 
@@ -9,6 +10,11 @@ use crate::cli::ControllerArgs;
 use crate::commands::kubernetes::inject_settings;
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    if let Some(ca_cert) = &args.ca_cert {
+        // a bad CA file stops the controller now, not at every reconcile
+        syncfolder_client::Client::with_ca_cert(&args.server, &args.admin_token, Some(ca_cert))
+            .context("the sync server's CA certificate (--ca-cert)")?;
+    }
     let pod_name = args
         .pod_name
         .clone()
@@ -41,6 +47,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         pod_name,
         leader_election_lease: args.leader_election_lease,
+        server_ca_cert: args.ca_cert,
     };
     syncfolder_controller::process::run_process(config, super::shutdown_signal()).await?;
     Ok(())

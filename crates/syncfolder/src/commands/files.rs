@@ -7,7 +7,12 @@ use syncfolder_core::protocol::{Content, FileRecord};
 use crate::cli::{FolderAuth, HistoryArgs, RestoreArgs, StatusArgs};
 
 fn folder_client(auth: &FolderAuth) -> anyhow::Result<Client> {
-    Client::new(&auth.server.server, &auth.token).context("server URL")
+    Client::with_ca_cert(
+        &auth.server.server,
+        &auth.token,
+        auth.server.ca_cert.as_deref(),
+    )
+    .context("connecting to the server")
 }
 
 fn describe(record: &FileRecord) -> String {
