@@ -171,6 +171,8 @@ fn count_lines(log: &str, needle: &str) -> usize {
 
 #[test]
 fn a_full_server_disk_refuses_uploads_with_507_corrupts_nothing_and_converges_once_grown() {
+    // reqwest here runs without a TLS provider of its own
+    syncfolder_testkit::install_tls_provider();
     let temp = tempfile::tempdir().expect("temp dir");
     let data_dir = temp.path().join("server");
     std::fs::create_dir_all(&data_dir).expect("data dir");

@@ -100,6 +100,8 @@ async fn long_poll(
 
 #[test]
 fn five_hundred_parked_long_polls_neither_stall_two_agents_nor_bloat_the_server() {
+    // reqwest here runs without a TLS provider of its own
+    syncfolder_testkit::install_tls_provider();
     raise_open_files_limit(4096);
     let world = TwoAgents::start("load");
     let server = &world.server;

@@ -6,6 +6,7 @@ use syncfolder_server::{Limits, Server, ServerConfig, ShipperConfig, TlsFiles};
 use crate::cli::ServerArgs;
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    raise_open_files_limit(args.max_connections);
     let limits = Limits {
         header_timeout: Duration::from_secs(args.header_timeout_seconds),
         body_timeout: Duration::from_secs(args.body_timeout_seconds),
@@ -32,4 +33,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     Ok(())
+}
+
+/// Every connection is an open file, and containers often start with a soft
+/// limit of 1024: raise it to the hard limit, and say so when even that is
+/// below what `--max-connections` allows.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%err, "could not raise the limit on open files");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current;
+    if let Some(current) = current
+        && current < max_connections as u64 + 64
+    {
+        tracing::warn!(
+            open_files_limit = current,
+            max_connections,
+            "the limit on open files is below --max-connections: connections past it will fail"
+        );
+    }
 }
