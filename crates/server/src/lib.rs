@@ -9,6 +9,7 @@
 //!   (`folders`, `changes`, `chunks`, `commit`, `admin`, `health`);
 //! - [`auth`]: tokens and the access extractors;
 //! - [`extract`]: extractors whose rejections are JSON errors;
+//! - [`validate`]: the checks of request bodies before the database;
 //! - [`metadata`]: the database — folders, tokens, records, history,
 //!   folder chunks, events — and the commit logic;
 //! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
@@ -35,6 +36,7 @@ pub mod server;
 pub mod shipper;
 pub mod shutdown;
 pub mod state;
+pub mod validate;
 
 pub use chunk_store::{ChunkStore, LooseChunkStore};
 pub use config::{Limits, ServerConfig};
