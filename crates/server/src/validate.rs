@@ -7,9 +7,11 @@
 //! [`validate_change`], whose failure rejects one change, not the request.
 
 use syncfolder_core::Hash;
+use syncfolder_core::ignore::IgnoreRules;
 use syncfolder_core::path;
 use syncfolder_core::protocol::{
-    CommitRequest, CreateFolderRequest, FetchChunksRequest, MissingChunksRequest, RestoreRequest,
+    CommitRequest, CreateFolderRequest, FetchChunksRequest, FolderSettings, FolderSettingsPatch,
+    MissingChunksRequest, RestoreRequest,
 };
 
 pub use crate::metadata::{validate_change, validate_folder_name};
@@ -85,7 +87,28 @@ pub fn restore_request(request: &RestoreRequest) -> Result<()> {
     Ok(())
 }
 
-/// `POST admin/folders`: a valid name.
+/// `POST admin/folders`: a valid name and settings agents can apply.
 pub fn create_folder_request(request: &CreateFolderRequest) -> Result<()> {
-    validate_folder_name(&request.name)
+    validate_folder_name(&request.name)?;
+    folder_settings(&request.settings)
+}
+
+/// `PATCH admin/folders/{folder}`: whatever the patch sets, agents can apply.
+pub fn folder_settings_patch(patch: &FolderSettingsPatch) -> Result<()> {
+    match &patch.ignore_patterns {
+        Some(patterns) => ignore_patterns(patterns),
+        None => Ok(()),
+    }
+}
+
+/// Settings every agent of the folder can apply: an agent refuses to start
+/// on ignore patterns it cannot compile, so the server refuses them first.
+pub fn folder_settings(settings: &FolderSettings) -> Result<()> {
+    ignore_patterns(&settings.ignore_patterns)
+}
+
+fn ignore_patterns(patterns: &[String]) -> Result<()> {
+    IgnoreRules::new(patterns.iter().map(String::as_str))
+        .map(drop)
+        .map_err(|err| Error::InvalidRequest(format!("{err}: fix or remove the pattern")))
 }

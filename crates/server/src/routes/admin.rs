@@ -96,6 +96,7 @@ pub async fn patch_folder(
     Path(name): Path<String>,
     Json(patch): Json<FolderSettingsPatch>,
 ) -> Result<axum::Json<FolderInfo>> {
+    validate::folder_settings_patch(&patch)?;
     let folder = folder_named(&state, &name).await?;
     let folder = state.db.patch_folder(folder.id, &patch).await?;
     tracing::info!(folder = %folder.name, "folder settings changed");
