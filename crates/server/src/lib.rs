@@ -18,6 +18,8 @@
 //! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
 //! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
+//! - [`fuzz_targets`]: properties of every request body, for the fuzzers
+//!   in `fuzz/` and the corpus-replay tests;
 //! - [`admin_token`], [`shutdown`], [`error`].
 
 pub mod admin_token;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod fuzz_targets;
 pub mod metadata;
 pub mod metrics;
 pub mod outbox;

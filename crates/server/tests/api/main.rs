@@ -7,6 +7,7 @@ mod chunks;
 mod commits;
 mod event_log;
 mod feed;
+mod fuzz_corpus;
 mod harness;
 mod history;
 mod restart;
