@@ -268,11 +268,9 @@ impl Fuzz {
                 .crash_input
                 .clone()
                 .or_else(|| first_file(&artifacts).map(|path| path.display().to_string()));
-            // the panic message and libFuzzer's report, at the end of the log
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("{target} exited with {status}; the end of its log:");
-            for line in &lines[lines.len().saturating_sub(30)..] {
+            eprintln!("{target} exited with {status}:");
+            for line in crash_report(&text) {
                 eprintln!("  | {line}");
             }
             Some(crash.unwrap_or_else(|| format!("(no input written; exit {status})")))
@@ -391,6 +389,34 @@ impl FuzzStats {
             self.crash_input = Some(path.trim().to_owned());
         }
     }
+}
+
+/// From a crashed run's log: the panic message and libFuzzer's verdict with
+/// the input, or the last lines when there is no panic (a hang, a leak).
+fn crash_report(log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = log.lines().collect();
+    let Some(panic_idx) = lines.iter().position(|line| line.contains(" panicked at ")) else {
+        return lines[lines.len().saturating_sub(30)..].to_vec();
+    };
+    let message = lines[panic_idx..]
+        .iter()
+        .take(8)
+        .enumerate()
+        .take_while(|(line_idx, line)| {
+            *line_idx == 0 || !(line.starts_with("stack backtrace:") || line.starts_with("note: "))
+        })
+        .map(|(_, line)| *line);
+    let verdict = lines[panic_idx..].iter().filter(|line| {
+        [
+            "ERROR: libFuzzer",
+            "SUMMARY: ",
+            "Test unit written to ",
+            "Base64: ",
+        ]
+        .iter()
+        .any(|marker| line.contains(marker))
+    });
+    message.chain(verdict.copied()).collect()
 }
 
 /// libFuzzer's status lines worth showing while it runs: the corpus is
@@ -549,6 +575,31 @@ mod tests {
                 crash_input: Some("target/fuzz/path/artifacts/crash-0a1b".to_owned()),
             }
         );
+    }
+
+    #[test]
+    fn a_crash_report_is_the_panic_message_and_the_verdict() {
+        let log = "#2\tINITED cov: 12\n\
+            thread '<unnamed>' (7) panicked at crates/core/src/fuzz_targets.rs:38:5:\n\
+            \"a//b\" refused as Absolute\n\
+            stack backtrace:\n   0: frame\n\
+            ==1== ERROR: libFuzzer: deadly signal\n\
+            SUMMARY: libFuzzer: deadly signal\n\
+            artifact_prefix='a/'; Test unit written to a/crash-1\n\
+            Base64: YS8vYg==\n\
+            stat::number_of_executed_units: 3";
+        assert_eq!(
+            crash_report(log),
+            [
+                "thread '<unnamed>' (7) panicked at crates/core/src/fuzz_targets.rs:38:5:",
+                "\"a//b\" refused as Absolute",
+                "==1== ERROR: libFuzzer: deadly signal",
+                "SUMMARY: libFuzzer: deadly signal",
+                "artifact_prefix='a/'; Test unit written to a/crash-1",
+                "Base64: YS8vYg==",
+            ]
+        );
+        assert_eq!(crash_report("a\nb").len(), 2, "no panic: the last lines");
     }
 
     #[test]
