@@ -1,16 +1,25 @@
 //! `cargo xtask deps`: installs the programs the tests run for real —
 //! PostgreSQL's server binaries and Prometheus (with promtool) from Debian's
 //! packages, and helm, kubectl and kubernetes-validate into the project's
-//! tools directory (`kube_tools`) — when they are missing. `cargo xtask test`
-//! runs it first, so a fresh machine needs nothing by hand; a machine where
-//! they cannot be installed fails here, with the list of what is missing.
+//! tools directory (`kube_tools`) — when they are missing, and `cargo-fuzz`
+//! ([`CARGO_FUZZ_VERSION`], from crates.io) for `cargo xtask fuzz`.
+//! `cargo xtask test` runs it first, so a fresh machine needs nothing by
+//! hand; a machine where they cannot be installed fails here, with the list
+//! of what is missing. Only cargo-fuzz may be missing outside CI: the test
+//! run then skips its fuzz step and says so; with `CI=true` it fails.
 
+use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::bail;
-use syncfolder_testkit::tools::{find_on_path, find_postgres_bin_dir};
+use anyhow::{Context, bail};
+use syncfolder_testkit::tools::{
+    find_on_path, find_postgres_bin_dir, project_tools_bin_dir, project_tools_dir,
+};
 
-use crate::run_command;
+use crate::{cargo, run_command};
+
+/// The cargo-fuzz release `cargo xtask fuzz` builds the fuzz targets with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// A program the tests need and the Debian package that has it.
 struct Requirement {
@@ -41,10 +50,71 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     ensure()
 }
 
-/// Installs whatever is missing; fails when something still is.
+/// Installs whatever is missing; fails when something still is (cargo-fuzz
+/// only with `CI=true`).
 pub fn ensure() -> anyhow::Result<()> {
     ensure_debian_packages()?;
-    crate::kube_tools::ensure()
+    crate::kube_tools::ensure()?;
+    if let Err(err) = ensure_cargo_fuzz() {
+        if is_ci() {
+            return Err(err);
+        }
+        eprintln!("warning: {err:#}; `cargo xtask test` will skip its fuzz step");
+    }
+    Ok(())
+}
+
+/// True on CI (`CI=true`, as CI services set it).
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// The pinned cargo-fuzz in the tools directory, installed from crates.io
+/// with `cargo install --locked` when it is missing or another version.
+pub fn ensure_cargo_fuzz() -> anyhow::Result<PathBuf> {
+    let cargo_fuzz = cargo_fuzz_path();
+    if cargo_fuzz_is_installed() {
+        return Ok(cargo_fuzz);
+    }
+    eprintln!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into {}",
+        project_tools_dir().display()
+    );
+    run_command(
+        cargo()
+            .args(["install", "cargo-fuzz", "--locked", "--force", "--version"])
+            .arg(CARGO_FUZZ_VERSION)
+            .arg("--root")
+            .arg(project_tools_dir())
+            // build in a temp directory that cargo removes, not in target/
+            .env_remove("CARGO_TARGET_DIR"),
+    )
+    .context("installing cargo-fuzz from crates.io (needs network access to crates.io)")?;
+    match cargo_fuzz_version(&cargo_fuzz) {
+        Some(version) if version == CARGO_FUZZ_VERSION => Ok(cargo_fuzz),
+        other => bail!(
+            "{} reports version {other:?} after installing {CARGO_FUZZ_VERSION}",
+            cargo_fuzz.display()
+        ),
+    }
+}
+
+/// True when the pinned cargo-fuzz is installed.
+pub fn cargo_fuzz_is_installed() -> bool {
+    cargo_fuzz_version(&cargo_fuzz_path()).as_deref() == Some(CARGO_FUZZ_VERSION)
+}
+
+/// Where [`ensure_cargo_fuzz`] installs cargo-fuzz.
+pub fn cargo_fuzz_path() -> PathBuf {
+    project_tools_bin_dir().join("cargo-fuzz")
+}
+
+/// The version `cargo-fuzz --version` reports (`cargo-fuzz 0.13.2`).
+fn cargo_fuzz_version(cargo_fuzz: &std::path::Path) -> Option<String> {
+    let output = Command::new(cargo_fuzz).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.trim().strip_prefix("cargo-fuzz ")?;
+    output.status.success().then(|| version.to_owned())
 }
 
 fn ensure_debian_packages() -> anyhow::Result<()> {

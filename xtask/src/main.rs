@@ -1,19 +1,22 @@
 //! `cargo xtask <task>`: developer tasks, one module per task.
 //!
-//! - `test`: everything CI checks (formatting, lints, the whole test suite);
+//! - `test`: everything CI checks (formatting, lints, the whole test suite,
+//!   a short fuzz pass);
 //! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus,
-//!   helm, kubectl, kubernetes-validate);
+//!   helm, kubectl, kubernetes-validate, cargo-fuzz);
 //! - `demo`: a server and two agents on `./synced` and `./synced-2`, with
 //!   `--observability` also PostgreSQL and Prometheus;
 //! - `crdgen`: writes the SyncFolder CRD into the chart;
 //! - `manifests`: regenerates what is made from the chart (dashboard copies,
 //!   `manifests/syncfolder.yaml`, the injected examples);
 //! - `kind-test`: the whole thing on a kind cluster (needs docker and kind);
-//! - `sim`: the deterministic simulation over many seeds.
+//! - `sim`: the deterministic simulation over many seeds;
+//! - `fuzz`: runs the libFuzzer targets of `fuzz/` on the stable toolchain.
 
 mod crdgen;
 mod demo;
 mod deps;
+mod fuzz;
 mod kind_test;
 mod kube_tools;
 mod manifests;
@@ -37,19 +40,21 @@ fn main() -> anyhow::Result<()> {
         "manifests" => manifests::run(&rest),
         "kind-test" => kind_test::run(&rest),
         "sim" => sim::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 test   formatting, clippy and every test (what CI runs)\n  \
+                 test   formatting, clippy, every test and a short fuzz pass (what CI runs)\n  \
                  deps   install what the tests need (PostgreSQL, Prometheus from Debian packages;\n         \
-                 helm, kubectl, kubernetes-validate into target/tools)\n  \
+                 helm, kubectl, kubernetes-validate, cargo-fuzz into target/tools)\n  \
                  demo   a local server and two agents syncing ./synced and ./synced-2\n         \
                  (--observability: also PostgreSQL's files_log and Prometheus)\n  \
                  crdgen      write the SyncFolder CRD into the chart\n  \
                  manifests   regenerate the chart's dashboards, manifests/syncfolder.yaml and the injected examples\n  \
                  kind-test   build the image, install the chart on a kind cluster and sync a file between two pods\n  \
-                 sim    the deterministic simulation: --runs N (default 1000) [--seed S] [--steps K] [--jobs J] [--trace]"
+                 sim         the deterministic simulation: --runs N (default 1000) [--seed S] [--steps K] [--jobs J] [--trace]\n  \
+                 fuzz        run every fuzz target [--seconds N] [--target NAME] [--update-corpus] [--reproduce FILE]"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

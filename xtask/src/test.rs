@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs, and what a newcomer runs first.
 //! Installs what the tests need when it is missing (`deps`), then
 //! formatting, clippy with warnings denied, then every test of the
-//! workspace, closing with one line that totals the tests run.
+//! workspace with one line that totals the tests run, then a short fuzz
+//! pass of every fuzz target (`fuzz`; `--no-fuzz` skips it).
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -10,11 +11,17 @@ use anyhow::{Context, bail};
 
 use crate::{cargo, project_root, run_command};
 
+/// Seconds each fuzz target runs after the tests.
+const FUZZ_SECONDS_PER_TARGET: u64 = 10;
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let skip_lints = args.iter().any(|arg| arg == "--no-lint");
+    let skip_fuzz = args.iter().any(|arg| arg == "--no-fuzz");
     crate::deps::ensure()?;
     if !skip_lints {
         run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        // fuzz/ is a workspace of its own, which --all does not reach
+        run_command(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
         run_command(cargo().args([
             "clippy",
             "--workspace",
@@ -35,7 +42,26 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if totals.n_passed == 0 {
         bail!("no test ran");
     }
+    if !skip_fuzz {
+        run_fuzz_pass()?;
+    }
     Ok(())
+}
+
+/// Every fuzz target for a few seconds, on top of the committed corpus:
+/// a crash fails the run. Without cargo-fuzz (which `deps` could not
+/// install) the pass is skipped, except on CI.
+fn run_fuzz_pass() -> anyhow::Result<()> {
+    if !crate::deps::cargo_fuzz_is_installed() {
+        if crate::deps::is_ci() {
+            bail!("cargo-fuzz is not installed, so the fuzz pass cannot run: `cargo xtask deps`");
+        }
+        eprintln!(
+            "warning: skipping the fuzz pass: cargo-fuzz is not installed (`cargo xtask deps`)"
+        );
+        return Ok(());
+    }
+    crate::fuzz::run(&["--seconds".to_owned(), FUZZ_SECONDS_PER_TARGET.to_string()])
 }
 
 #[derive(Debug, Default)]

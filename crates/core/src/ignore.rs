@@ -49,13 +49,18 @@ impl IgnoreRules {
     }
 
     /// True when `path` (a synced path) or one of its ancestors is ignored.
+    /// As in git, a `!` pattern cannot re-include anything below an ignored
+    /// directory: the walk never descends into one, so the answer for a
+    /// single path must agree. Any text may be asked about without a panic.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
         if is_fixed_ignore(path) {
             return true;
         }
-        self.matcher
-            .matched_path_or_any_parents(path, is_dir)
-            .is_ignore()
+        let mut ancestors = path
+            .match_indices('/')
+            .map(|(slash_idx, _)| &path[..slash_idx]);
+        ancestors.any(|ancestor| self.matcher.matched(ancestor, true).is_ignore())
+            || self.matcher.matched(path, is_dir).is_ignore()
     }
 }
 
@@ -84,6 +89,35 @@ mod tests {
         assert!(rules.is_ignored("top-only", false));
         assert!(!rules.is_ignored("sub/top-only", false));
         assert!(!rules.is_ignored("src/main.rs", false));
+    }
+
+    #[test]
+    fn nothing_below_an_ignored_directory_is_re_included() {
+        let rules = IgnoreRules::new(["docs/", "!docs/keep.txt", "!docs/sub/", "!build"])
+            .expect("valid rules");
+        assert!(rules.is_ignored("docs", true));
+        assert!(rules.is_ignored("docs/keep.txt", false));
+        assert!(rules.is_ignored("docs/sub", true));
+        assert!(rules.is_ignored("docs/sub/x", false));
+        assert!(!rules.is_ignored("other/keep.txt", false));
+    }
+
+    #[test]
+    fn absolute_and_malformed_paths_are_answered_without_a_panic() {
+        let rules = IgnoreRules::new(["*.log", "/top"]).expect("valid rules");
+        for text in [
+            "",
+            "/",
+            "//",
+            "a//b",
+            "../top",
+            "./top",
+            "/top",
+            "/abs/a.log",
+        ] {
+            rules.is_ignored(text, false);
+            rules.is_ignored(text, true);
+        }
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! - [`path`]: what a synced path may be;
 //! - [`ignore`]: `.syncignore` rules;
 //! - [`conflict`]: conflict-copy names;
-//! - [`decision`]: the 3-way decision table.
+//! - [`decision`]: the 3-way decision table;
+//! - [`fuzz_targets`]: properties every input must keep, for the fuzzers
+//!   in `fuzz/` and the corpus-replay tests.
 
 pub mod chunking;
 pub mod conflict;
 pub mod decision;
 pub mod frame;
+pub mod fuzz_targets;
 pub mod hash;
 pub mod ignore;
 pub mod path;

@@ -287,6 +287,24 @@ impl Default for FolderSettings {
     }
 }
 
+impl FolderSettings {
+    /// Applies a [`FolderSettingsPatch`]: the fields it sets replace these.
+    pub fn apply(&mut self, patch: &FolderSettingsPatch) {
+        if let Some(mode) = patch.mode {
+            self.mode = mode;
+        }
+        if let Some(retention) = patch.retention {
+            self.retention = retention;
+        }
+        if let Some(patterns) = &patch.ignore_patterns {
+            self.ignore_patterns = patterns.clone();
+        }
+        if let Some(quota_bytes) = patch.quota_bytes {
+            self.quota_bytes = quota_bytes;
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderInfo {
     pub name: String,

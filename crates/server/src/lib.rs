@@ -12,6 +12,7 @@
 //!   (`folders`, `changes`, `chunks`, `commit`, `admin`, `health`);
 //! - [`auth`]: tokens and the access extractors;
 //! - [`extract`]: extractors whose rejections are JSON errors;
+//! - [`validate`]: the checks of request bodies before the database;
 //! - [`metadata`]: the database — folders, tokens, records, history,
 //!   folder chunks, events — and the commit logic;
 //! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
@@ -20,6 +21,8 @@
 //! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
 //! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
+//! - [`fuzz_targets`]: properties of every request body, for the fuzzers
+//!   in `fuzz/` and the corpus-replay tests;
 //! - [`admin_token`], [`shutdown`], [`error`].
 
 mod accept;
@@ -30,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod fuzz_targets;
 pub mod metadata;
 pub mod metrics;
 pub mod outbox;
@@ -40,6 +44,7 @@ pub mod shipper;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+pub mod validate;
 
 pub use chunk_store::{ChunkStore, LooseChunkStore};
 pub use config::{Limits, ServerConfig, TlsFiles};

@@ -184,19 +184,7 @@ impl Db {
         let mut folder = row
             .ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?
             .into_folder()?;
-        let settings = &mut folder.settings;
-        if let Some(mode) = patch.mode {
-            settings.mode = mode;
-        }
-        if let Some(retention) = patch.retention {
-            settings.retention = retention;
-        }
-        if let Some(patterns) = &patch.ignore_patterns {
-            settings.ignore_patterns = patterns.clone();
-        }
-        if let Some(quota_bytes) = patch.quota_bytes {
-            settings.quota_bytes = quota_bytes;
-        }
+        folder.settings.apply(patch);
         sqlx::query("UPDATE folders SET settings = $1 WHERE id = $2")
             .bind(settings_json(&folder.settings)?)
             .bind(folder_id)

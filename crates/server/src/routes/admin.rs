@@ -10,8 +10,9 @@ use syncfolder_core::protocol::{
 use crate::auth::{AdminAccess, generate_folder_token};
 use crate::error::{Error, Result};
 use crate::extract::{Json, Path};
-use crate::metadata::{Folder, validate_folder_name};
+use crate::metadata::Folder;
 use crate::state::AppState;
+use crate::validate;
 
 async fn folder_named(state: &AppState, name: &str) -> Result<Folder> {
     state
@@ -52,7 +53,7 @@ pub async fn create_folder(
     _admin: AdminAccess,
     Json(request): Json<CreateFolderRequest>,
 ) -> Result<axum::Json<CreateFolderResponse>> {
-    validate_folder_name(&request.name)?;
+    validate::create_folder_request(&request)?;
     let folder = state
         .db
         .create_folder(&request.name, &request.settings)
@@ -95,6 +96,7 @@ pub async fn patch_folder(
     Path(name): Path<String>,
     Json(patch): Json<FolderSettingsPatch>,
 ) -> Result<axum::Json<FolderInfo>> {
+    validate::folder_settings_patch(&patch)?;
     let folder = folder_named(&state, &name).await?;
     let folder = state.db.patch_folder(folder.id, &patch).await?;
     tracing::info!(folder = %folder.name, "folder settings changed");

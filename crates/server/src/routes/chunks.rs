@@ -16,20 +16,10 @@ use crate::error::{Error, Result};
 use crate::extract::{Body, Json, Path};
 use crate::metadata::Folder;
 use crate::state::AppState;
+use crate::validate;
 
 fn parse_hash(text: &str) -> Result<Hash> {
     Hash::from_hex(text).map_err(|_| Error::InvalidHash(text.to_owned()))
-}
-
-fn check_count(what: &'static str, count: usize, limit: usize) -> Result<()> {
-    if count > limit {
-        return Err(Error::TooMany {
-            what,
-            count: count as u64,
-            limit: limit as u64,
-        });
-    }
-    Ok(())
 }
 
 /// Verifies every chunk against its name, then stores them durably and lets
@@ -39,15 +29,7 @@ async fn store_for_folder(
     folder: &Folder,
     chunks: Vec<(Hash, Bytes)>,
 ) -> Result<UploadResponse> {
-    for (expected, bytes) in &chunks {
-        let actual = Hash::of(bytes);
-        if actual != *expected {
-            return Err(Error::HashMismatch {
-                expected: *expected,
-                actual,
-            });
-        }
-    }
+    validate::chunk_hashes(&chunks)?;
     let received: u64 = chunks.iter().map(|(_, bytes)| bytes.len() as u64).sum();
     state.metrics.chunk_bytes_received.inc_by(received);
     let sizes: Vec<(Hash, u64)> = chunks
@@ -96,11 +78,7 @@ pub async fn upload(
     Body(body): Body,
 ) -> Result<axum::Json<UploadResponse>> {
     let frames = frame::split_frames(&body)?;
-    check_count(
-        "chunks in one upload",
-        frames.len(),
-        state.limits.max_hashes_per_request,
-    )?;
+    validate::upload_frames(&frames, &state.limits)?;
     let chunks = frames
         .into_iter()
         .map(|(hash, bytes)| (hash, body.slice_ref(bytes)))
@@ -115,11 +93,7 @@ pub async fn missing(
     WriteAccess(folder): WriteAccess,
     Json(request): Json<MissingChunksRequest>,
 ) -> Result<axum::Json<MissingChunksResponse>> {
-    check_count(
-        "hashes in one request",
-        request.hashes.len(),
-        state.limits.max_hashes_per_request,
-    )?;
+    validate::missing_chunks_request(&request, &state.limits)?;
     let missing = state.db.missing_chunks(folder.id, &request.hashes).await?;
     Ok(axum::Json(MissingChunksResponse { missing }))
 }
@@ -166,11 +140,7 @@ pub async fn fetch(
     Json(request): Json<FetchChunksRequest>,
 ) -> Result<impl IntoResponse> {
     let limits = &state.limits;
-    check_count(
-        "hashes in one request",
-        request.hashes.len(),
-        limits.max_hashes_per_request,
-    )?;
+    validate::fetch_chunks_request(&request, limits)?;
     let mut total: u64 = 0;
     for hash in &request.hashes {
         let size = state

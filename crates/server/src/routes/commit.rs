@@ -4,9 +4,10 @@ use axum::extract::State;
 use syncfolder_core::protocol::{CommitRequest, CommitResponse, CommitResult};
 
 use crate::auth::WriteAccess;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::extract::{AgentId, Json};
 use crate::state::AppState;
+use crate::validate;
 
 fn result_label(result: &CommitResult) -> &'static str {
     match result {
@@ -25,14 +26,7 @@ pub async fn commit(
     AgentId(agent_id): AgentId,
     Json(request): Json<CommitRequest>,
 ) -> Result<axum::Json<CommitResponse>> {
-    let limit = state.limits.max_changes_per_commit;
-    if request.changes.len() > limit {
-        return Err(Error::TooMany {
-            what: "changes in one commit",
-            count: request.changes.len() as u64,
-            limit: limit as u64,
-        });
-    }
+    validate::commit_request(&request, &state.limits)?;
     let n_changes = request.changes.len();
     let outcome = state
         .db

@@ -11,6 +11,7 @@ use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::{Error, Result};
 use crate::extract::{AgentId, Json, Query};
 use crate::state::AppState;
+use crate::validate;
 
 /// `GET /v1/folders/{folder}`
 pub async fn info(
@@ -47,7 +48,7 @@ pub async fn restore(
     AgentId(agent_id): AgentId,
     Json(request): Json<RestoreRequest>,
 ) -> Result<axum::Json<FileRecord>> {
-    path::validate(&request.path)?;
+    validate::restore_request(&request)?;
     let outcome = state
         .db
         .restore(folder.id, &request.path, request.version, &agent_id)

@@ -105,6 +105,67 @@ async fn duplicate_and_invalid_folder_names_are_refused() {
     }
 }
 
+/// Found by the `json_request_bodies` fuzz target: the server stored ignore
+/// patterns that every agent of the folder then refused to start with.
+#[tokio::test]
+async fn ignore_patterns_agents_cannot_compile_are_refused_and_nothing_changes() {
+    let server = TestServer::start().await;
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(&server.admin_token);
+    let create = admin(server.http.post(server.url("/v1/admin/folders")))
+        .json(&serde_json::json!({
+            "name": "docs",
+            "settings": {
+                "mode": "two-way",
+                "retention": {"keep_versions": 1, "keep_days": 1},
+                "ignore_patterns": ["*.tmp", "{"],
+            },
+        }))
+        .send()
+        .await
+        .expect("create");
+    let error = expect_error(create, StatusCode::BAD_REQUEST).await;
+    assert_eq!(error.error, "invalid_request");
+    assert!(error.message.contains("\"{\""), "{}", error.message);
+    let url = server.url("/v1/admin/folders/docs");
+    expect_error(
+        admin(server.http.get(&url)).send().await.expect("get"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    server.create_folder("docs").await;
+    let patch = FolderSettingsPatch {
+        ignore_patterns: Some(vec!["build/".to_owned(), "src/{a,b".to_owned()]),
+        ..Default::default()
+    };
+    let patched = admin(server.http.patch(&url))
+        .json(&patch)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(
+        expect_error(patched, StatusCode::BAD_REQUEST).await.error,
+        "invalid_request"
+    );
+    let described: FolderInfo =
+        ok_json(admin(server.http.get(&url)).send().await.expect("get")).await;
+    assert!(described.settings.ignore_patterns.is_empty());
+
+    let patch = FolderSettingsPatch {
+        ignore_patterns: Some(vec!["build/".to_owned(), "!keep.tmp".to_owned()]),
+        ..Default::default()
+    };
+    let patched: FolderInfo = ok_json(
+        admin(server.http.patch(&url))
+            .json(&patch)
+            .send()
+            .await
+            .expect("patch"),
+    )
+    .await;
+    assert_eq!(patched.settings.ignore_patterns, ["build/", "!keep.tmp"]);
+}
+
 #[tokio::test]
 async fn a_folder_recreated_under_a_deleted_name_starts_empty_and_cannot_read_old_chunks() {
     let server = TestServer::start().await;

@@ -9,6 +9,7 @@ mod commits;
 mod disk_full;
 mod event_log;
 mod feed;
+mod fuzz_corpus;
 mod harness;
 mod history;
 mod limits;

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| syncfolder_server::fuzz_targets::chunk_upload_body(data));
