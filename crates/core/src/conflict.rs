@@ -42,11 +42,36 @@ pub fn conflict_copy_path(original: &str, unix_seconds: i64, agent_id: &str) -> 
     let room = max_name_len.saturating_sub(fixed_len + agent.len());
     let extension = truncate(extension, room);
     let stem = truncate(stem, room - extension.len());
-    let copy_name = format!("{stem}{MARKER}{stamp}-{agent}{extension}");
+    let mut copy_name = format!("{stem}{MARKER}{stamp}-{agent}{extension}");
+    if copy_name == name {
+        copy_name = shorter_copy_name(stem, &stamp, agent, extension);
+    }
     match parent {
         Some(parent) => format!("{parent}/{copy_name}"),
         None => copy_name,
     }
+}
+
+/// A copy name one character shorter than `{stem}{MARKER}{stamp}-{agent}{extension}`,
+/// for the original whose name is that already: a copy at the length limit
+/// made in the same second by the same agent, which shortening would turn
+/// into itself. With nothing left to shorten, the separator changes.
+fn shorter_copy_name(stem: &str, stamp: &str, agent: &str, extension: &str) -> String {
+    if let Some(stem) = without_last_char(stem) {
+        format!("{stem}{MARKER}{stamp}-{agent}{extension}")
+    } else if let Some(extension) = without_last_char(extension) {
+        format!("{MARKER}{stamp}-{agent}{extension}")
+    } else if let Some(agent) = without_last_char(agent) {
+        format!("{MARKER}{stamp}-{agent}")
+    } else {
+        format!("{MARKER}{stamp}_")
+    }
+}
+
+fn without_last_char(text: &str) -> Option<&str> {
+    let mut chars = text.chars();
+    chars.next_back()?;
+    Some(chars.as_str())
 }
 
 /// The longest prefix of `text` that has at most `max_len` bytes.
@@ -150,6 +175,27 @@ mod tests {
         assert_eq!(path::validate(&copy), Ok(()));
         assert!(is_conflict_copy(&copy));
         assert_eq!(path::parent(&copy), Some(parent.as_str()));
+    }
+
+    /// Found by the `path` fuzz target: a copy at the length limit, copied
+    /// again in the same second by the same agent, came out as itself.
+    #[test]
+    fn a_long_copy_copied_again_in_the_same_second_gets_another_name() {
+        let original = format!("{}.txt", "n".repeat(251));
+        let copy = conflict_copy_path(&original, 0, "agent");
+        assert_eq!(copy.len(), path::MAX_COMPONENT_BYTES);
+        let copy_of_copy = conflict_copy_path(&copy, 0, "agent");
+        assert_ne!(copy_of_copy, copy);
+        assert_eq!(path::validate(&copy_of_copy), Ok(()));
+        assert!(is_conflict_copy(&copy_of_copy));
+        assert!(copy_of_copy.ends_with("-agent.txt"));
+        for (stem, extension, agent) in [("", ".t", "a"), ("", "", "a"), ("", "", "")] {
+            let name = format!("{stem}{MARKER}19700101-000000-{agent}{extension}");
+            let shorter = shorter_copy_name(stem, "19700101-000000", agent, extension);
+            assert_ne!(shorter, name);
+            assert!(shorter.len() <= name.len() && is_conflict_copy(&shorter));
+            assert_eq!(path::validate(&shorter), Ok(()));
+        }
     }
 
     #[test]
