@@ -52,6 +52,19 @@ struct Polls {
 }
 
 /// One long-poll, re-issued as soon as it is answered, forever.
+/// The folder's latest version, from one page of the change feed at `url`.
+async fn latest_version(http: &reqwest::Client, url: &str, token: &str) -> u64 {
+    http.get(format!("{url}?since=0&limit=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("changes")
+        .json::<ChangesResponse>()
+        .await
+        .expect("a page")
+        .latest
+}
+
 async fn long_poll(
     http: reqwest::Client,
     url: String,
@@ -116,18 +129,11 @@ fn five_hundred_parked_long_polls_neither_stall_two_agents_nor_bloat_the_server(
         .enable_all()
         .build()
         .expect("runtime");
-    let latest = runtime.block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}/v1/folders/load/changes?since=0", server.url))
-            .bearer_auth(&world.token)
-            .send()
-            .await
-            .expect("changes")
-            .json::<ChangesResponse>()
-            .await
-            .expect("a page")
-            .latest
-    });
+    let latest = runtime.block_on(latest_version(
+        &reqwest::Client::new(),
+        &format!("{}/v1/folders/load/changes", server.url),
+        &world.token,
+    ));
     let polls = Arc::new(Polls {
         seen: (0..N_LONG_POLLS).map(|_| AtomicU64::new(latest)).collect(),
         n_answers: AtomicU64::new(0),
@@ -168,17 +174,7 @@ fn five_hundred_parked_long_polls_neither_stall_two_agents_nor_bloat_the_server(
     assert_eq!(tree.len(), 202, "batch/, its 200 files and big.bin");
 
     // every long-poll heard of the whole batch, and parks again
-    let latest = runtime.block_on(async {
-        http.get(format!("{url}?since=0&limit=1"))
-            .bearer_auth(&world.token)
-            .send()
-            .await
-            .expect("changes")
-            .json::<ChangesResponse>()
-            .await
-            .expect("a page")
-            .latest
-    });
+    let latest = runtime.block_on(latest_version(&http, &url, &world.token));
     wait_for("every long-poll to reach the latest version", || {
         polls
             .seen

@@ -52,18 +52,8 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn spawn(mut command: Command, log_path: PathBuf) -> Process {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
-        command
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .env("SYNCFOLDER_LOG", "info,syncfolder_agent=debug");
-        let child = command.spawn().expect("spawn syncfolder");
-        Process { child, log_path }
+    pub fn spawn(command: Command, log_path: PathBuf) -> Process {
+        Process::spawn_logging_at(command, log_path, "info,syncfolder_agent=debug")
     }
 
     pub fn pid(&self) -> u32 {
