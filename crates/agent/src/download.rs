@@ -500,18 +500,31 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 Err(err) => Err(err),
             };
         };
-        match self.fs.exchange(temp_path, synced_path).await {
-            Ok(()) => {}
-            Err(err) if err.kind() == ErrorKind::Unsupported => {
-                return self.fs.rename(temp_path, synced_path).await.map(|()| true);
-            }
-            // deleted meanwhile: decided again
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(err) => return Err(err),
+        // swapped in from an aside directory, so that what comes back waits
+        // under its own name: a crash now cannot pass it off as a temp file
+        let aside = self.new_aside(synced_path).await?;
+        if let Err(err) = self.fs.rename(temp_path, &aside.path).await {
+            self.close_aside(aside).await;
+            return Err(err);
         }
-        let displaced = self.fs.stat(temp_path).await?;
+        match self.fs.exchange(&aside.path, synced_path).await {
+            Ok(()) => {}
+            Err(err) => {
+                let unsupported = err.kind() == ErrorKind::Unsupported;
+                // back to the temp name: the caller removes it
+                self.fs.rename(&aside.path, temp_path).await?;
+                self.close_aside(aside).await;
+                return match err.kind() {
+                    _ if unsupported => self.fs.rename(temp_path, synced_path).await.map(|()| true),
+                    // deleted meanwhile: decided again
+                    ErrorKind::NotFound => Ok(false),
+                    _ => Err(err),
+                };
+            }
+        }
+        let displaced = self.fs.stat(&aside.path).await?;
         if displaced.is_some_and(|meta| meta.is_same_entry(observed)) {
-            match self.fs.remove_file(temp_path).await {
+            match self.fs.remove_file(&aside.path).await {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
                 Err(err) => return Err(err),
@@ -522,7 +535,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 self.now_seconds(),
                 &self.config.agent_id,
             );
-            self.fs.rename(temp_path, &copy_path).await?;
+            self.fs.rename(&aside.path, &copy_path).await?;
             self.stats.conflicts.inc();
             tracing::warn!(
                 path = synced_path,
@@ -530,6 +543,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 "conflict: the file changed while a download was put in place; kept the local version as a conflict copy"
             );
         }
+        self.close_aside(aside).await;
         Ok(true)
     }
 
@@ -543,24 +557,22 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     ) -> std::io::Result<bool> {
         use std::io::ErrorKind;
         // moved aside first (atomic), then looked at: nothing can change it unseen
-        let aside = self
-            .fs
-            .create_temp(path::parent(synced_path).unwrap_or(""))
-            .await?;
-        if let Err(err) = self.fs.rename(synced_path, &aside).await {
-            let _ = self.fs.remove_file(&aside).await;
+        let aside = self.new_aside(synced_path).await?;
+        if let Err(err) = self.fs.rename(synced_path, &aside.path).await {
+            self.close_aside(aside).await;
             return if err.kind() == ErrorKind::NotFound {
                 Ok(true)
             } else {
                 Err(err)
             };
         }
-        let moved = self.fs.stat(&aside).await?;
+        let moved = self.fs.stat(&aside.path).await?;
         if moved.is_some_and(|meta| meta.is_same_entry(observed)) {
-            self.fs.remove_file(&aside).await?;
+            self.fs.remove_file(&aside.path).await?;
+            self.close_aside(aside).await;
             return Ok(true);
         }
-        match self.fs.rename_noreplace(&aside, synced_path).await {
+        match self.fs.rename_noreplace(&aside.path, synced_path).await {
             Ok(()) => {}
             Err(err)
                 if err.kind() == ErrorKind::AlreadyExists
@@ -571,10 +583,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     self.now_seconds(),
                     &self.config.agent_id,
                 );
-                self.fs.rename(&aside, &copy_path).await?;
+                self.fs.rename(&aside.path, &copy_path).await?;
             }
             Err(err) => return Err(err),
         }
+        self.close_aside(aside).await;
         tracing::info!(
             path = synced_path,
             "not deleting: the file changed a moment ago"

@@ -201,12 +201,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Every path worth a look in a full scan: all local entries, base and remote records.
     pub async fn all_paths(&mut self) -> Result<(BTreeSet<String>, BTreeMap<String, LocalMeta>)> {
         self.reload_ignore_file().await;
-        let walk = scan::walk(self.fs.as_ref(), "", &self.ignore)
-            .await
-            .map_err(|source| Error::Io {
-                path: ".".into(),
-                source,
-            })?;
+        let mut walk = self.walk_all().await?;
+        if !walk.asides.is_empty() {
+            // an earlier run stopped with entries set aside: back first
+            self.recover_asides(&walk.asides).await;
+            walk = self.walk_all().await?;
+        }
         let mut paths: BTreeSet<String> = walk.found.keys().cloned().collect();
         paths.extend(self.base.keys().cloned());
         paths.extend(self.remote_records.keys().cloned());
@@ -218,6 +218,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 .any(|dir| synced_path != dir && path::is_within(synced_path, dir))
         });
         Ok((paths, walk.found))
+    }
+
+    async fn walk_all(&self) -> Result<scan::Walk> {
+        scan::walk(self.fs.as_ref(), "", &self.ignore)
+            .await
+            .map_err(|source| Error::Io {
+                path: ".".into(),
+                source,
+            })
     }
 
     /// The paths to look at for a set of changed paths: the paths themselves,

@@ -7,11 +7,14 @@
 //! - [`local_fs`], [`remote`], [`clock`]: the narrow traits the engine does
 //!   all its IO through, each with one real implementation;
 //! - [`deletion_guard`]: holds back a mass deletion;
+//! - [`aside`]: where an entry waits during a delete or replace, and its
+//!   recovery after a crash;
 //! - [`state`]: the local state DB;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
 //! - [`stats`]: counters and readiness; [`metrics`]: them in Prometheus form.
 
 pub mod agent;
+pub mod aside;
 pub mod clock;
 pub mod deletion_guard;
 pub mod engine;

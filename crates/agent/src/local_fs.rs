@@ -103,6 +103,10 @@ pub trait LocalFs: Send + Sync + 'static {
     /// Creates a new empty temp file in directory `dir` (created if missing)
     /// and returns its synced path. Its name starts with the fixed temp prefix.
     fn create_temp(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
+    /// Creates a new empty directory in the existing directory `dir` named
+    /// [`crate::aside::ASIDE_DIR_PREFIX`] and 16 hex digits, and returns its
+    /// synced path: a place to set an entry aside under its own name.
+    fn create_aside_dir(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
     /// Writes `bytes` at `offset` of an existing file.
     fn write_at(
         &self,
@@ -367,6 +371,31 @@ impl LocalFs for RealFs {
                     .open(full_dir.join(&name))
                 {
                     Ok(_) => return Ok(synced),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn create_aside_dir(&self, dir: &str) -> io::Result<String> {
+        let dir = dir.to_owned();
+        self.blocking(move |root| {
+            loop {
+                let name = format!(
+                    "{}{:016x}",
+                    crate::aside::ASIDE_DIR_PREFIX,
+                    rand::random::<u64>()
+                );
+                let synced = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                // resolving the new name checks `dir` itself is no link
+                match std::fs::create_dir(resolve(root, &synced)?) {
+                    Ok(()) => return Ok(synced),
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(err) => return Err(err),
                 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use syncfolder_core::ignore::{IgnoreRules, TEMP_FILE_PREFIX};
 use syncfolder_core::path;
 
+use crate::aside::is_aside_dir_name;
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 
 /// What a walk found.
@@ -16,15 +17,18 @@ pub struct Walk {
     /// Directories that could not be listed: what is below them is unknown,
     /// never absent.
     pub unreadable: Vec<String>,
+    /// Aside directories an earlier run left behind (see [`crate::aside`]).
+    pub asides: Vec<String>,
 }
 
 /// The synced paths below `start` (a directory's synced path, `""` for the
 /// root), `start` itself excluded, with their metadata. Names that cannot be
 /// synced (not UTF-8, too long) are skipped with a warning; leftover temp
-/// files of an earlier run are removed.
+/// files of an earlier run are removed, its aside directories reported.
 pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std::io::Result<Walk> {
     let mut found = BTreeMap::new();
     let mut unreadable = Vec::new();
+    let mut asides = Vec::new();
     let mut pending_dirs = vec![start.to_owned()];
     while let Some(dir) = pending_dirs.pop() {
         let entries = match fs.list_dir(&dir).await {
@@ -56,6 +60,10 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
                 }
                 continue;
             }
+            if is_aside_dir_name(&name) && meta.kind == LocalKind::Directory {
+                asides.push(synced_path);
+                continue;
+            }
             if let Err(err) = path::validate(&synced_path) {
                 tracing::warn!(%err, "not syncing a path the protocol cannot carry");
                 continue;
@@ -71,7 +79,11 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
             found.insert(synced_path, meta);
         }
     }
-    Ok(Walk { found, unreadable })
+    Ok(Walk {
+        found,
+        unreadable,
+        asides,
+    })
 }
 
 /// Exactly the names [`crate::local_fs::LocalFs::create_temp`] makes: the

@@ -63,6 +63,54 @@ async fn sync_once(engine: &mut TestEngine) {
         .expect("reconcile");
 }
 
+/// The real server in-process, with folder `docs`.
+struct TestServer {
+    url: String,
+    token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), syncfolder_server::Error>>,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let data = tempfile::tempdir().expect("temp");
+        let server = Server::bind(ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data.path().to_path_buf(),
+            admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
+            limits: Limits::default(),
+            shipper: None,
+            tls: None,
+        })
+        .await
+        .expect("server");
+        let url = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let admin = Client::new(&url, "admin-token-for-tests-0123456789").expect("admin");
+        let token = admin
+            .create_folder("docs", FolderSettings::default())
+            .await
+            .expect("folder")
+            .token;
+        TestServer {
+            url,
+            token,
+            stop,
+            serving,
+            _data: data,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.serving.await;
+    }
+}
+
 fn file_content(bytes: &[u8]) -> (Content, Vec<ChunkRef>) {
     let chunks = vec![ChunkRef {
         hash: Hash::of(bytes),
@@ -80,28 +128,8 @@ fn file_content(bytes: &[u8]) -> (Content, Vec<ChunkRef>) {
 
 #[tokio::test]
 async fn an_upload_committed_just_before_a_crash_is_recognised_as_its_own() {
-    let data = tempfile::tempdir().expect("temp");
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data.path().to_path_buf(),
-        admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
-        limits: Limits::default(),
-        shipper: None,
-        tls: None,
-    })
-    .await
-    .expect("server");
-    let url = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
-    let admin = Client::new(&url, "admin-token-for-tests-0123456789").expect("admin");
-    let token = admin
-        .create_folder("docs", FolderSettings::default())
-        .await
-        .expect("folder")
-        .token;
+    let server = TestServer::start().await;
+    let (url, token) = (server.url.clone(), server.token.clone());
 
     let root = tempfile::tempdir().expect("root");
     let state_dir = tempfile::tempdir().expect("state dir");
@@ -184,6 +212,90 @@ async fn an_upload_committed_just_before_a_crash_is_recognised_as_its_own() {
     );
     assert_eq!(history.len(), 3);
 
-    let _ = stop.send(());
-    let _ = serving.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn entries_set_aside_when_the_agent_stopped_are_put_back_dropped_or_kept() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let state_path = state_dir.path().join("state.db");
+    let dir = root.path().join("dir");
+    std::fs::create_dir(&dir).expect("dir");
+    for name in ["deleting.txt", "replacing.txt", "unchanged.txt"] {
+        std::fs::write(dir.join(name), format!("{name} v1")).expect("write v1");
+    }
+    let mut first_run = engine(
+        &server.url,
+        &server.token,
+        root.path(),
+        StateDb::open(&state_path).await.expect("db"),
+    )
+    .await;
+    sync_once(&mut first_run).await;
+    drop(first_run);
+
+    // what a stop in the middle of setting entries aside leaves:
+    // a local deletion had moved `deleting.txt` aside just after the user saved it,
+    let aside_1 = dir.join(".syncfolder-tmp-aside-00000000000000a1");
+    std::fs::create_dir(&aside_1).expect("aside 1");
+    std::fs::rename(dir.join("deleting.txt"), aside_1.join("deleting.txt")).expect("move");
+    std::fs::write(aside_1.join("deleting.txt"), b"saved a moment before").expect("save");
+    // a download had swapped in a new `replacing.txt` for one the user had just edited,
+    let aside_2 = dir.join(".syncfolder-tmp-aside-00000000000000a2");
+    std::fs::create_dir(&aside_2).expect("aside 2");
+    std::fs::write(aside_2.join("replacing.txt"), b"edited a moment before").expect("edit");
+    // and one for an unchanged `unchanged.txt` (what the server holds)
+    let aside_3 = dir.join(".syncfolder-tmp-aside-00000000000000a3");
+    std::fs::create_dir(&aside_3).expect("aside 3");
+    std::fs::write(aside_3.join("unchanged.txt"), b"unchanged.txt v1").expect("copy");
+    // a leftover aside directory that is empty, and a stale temp file
+    std::fs::create_dir(dir.join(".syncfolder-tmp-aside-00000000000000a4")).expect("aside 4");
+    std::fs::write(dir.join(".syncfolder-tmp-00000000000000a5"), b"partial").expect("temp");
+
+    let mut second_run = engine(
+        &server.url,
+        &server.token,
+        root.path(),
+        StateDb::open(&state_path).await.expect("db"),
+    )
+    .await;
+    sync_once(&mut second_run).await;
+
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(
+        std::fs::read(dir.join("deleting.txt")).expect("put back"),
+        b"saved a moment before"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("replacing.txt")).expect("still there"),
+        b"replacing.txt v1"
+    );
+    let copy = names
+        .iter()
+        .find(|name| name.starts_with("replacing.sync-conflict-"))
+        .unwrap_or_else(|| panic!("no conflict copy of the edit: {names:?}"));
+    assert_eq!(
+        std::fs::read(dir.join(copy)).expect("conflict copy"),
+        b"edited a moment before"
+    );
+    assert!(names.contains(&"unchanged.txt".to_owned()), "{names:?}");
+    // the saved content reached the server: it is a user's edit like any other
+    let client = Client::new(&server.url, &server.token).expect("client");
+    let history = client
+        .history("docs", "dir/deleting.txt")
+        .await
+        .expect("history");
+    assert_eq!(
+        history[0].content,
+        Some(file_content(b"saved a moment before").0)
+    );
+    server.stop().await;
 }

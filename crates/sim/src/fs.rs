@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use syncfolder_agent::aside::{ASIDE_DIR_PREFIX, is_aside_dir_name};
 use syncfolder_agent::local_fs::{ChunkedFile, Fingerprint, LocalFs, LocalKind, LocalMeta};
 use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
 use syncfolder_core::conflict::is_conflict_copy;
@@ -59,10 +60,10 @@ pub fn parent_of(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
+/// A temp file, an aside directory or anything in one: not a real name.
 pub fn is_temp(path: &str) -> bool {
-    path.rsplit('/')
-        .next()
-        .is_some_and(|name| name.starts_with(TEMP_FILE_PREFIX))
+    path.split('/')
+        .any(|name| name.starts_with(TEMP_FILE_PREFIX))
 }
 
 fn not_found(path: &str) -> io::Error {
@@ -242,6 +243,20 @@ impl Tree {
                     self.nodes.insert(new_path, child);
                 }
             }
+            // entries set aside in there moved along, and so did their origins
+            let moved_along = |path: &str| {
+                if is_below(path, from) {
+                    format!("{to}{}", &path[from.len()..])
+                } else {
+                    path.to_owned()
+                }
+            };
+            self.set_aside = std::mem::take(&mut self.set_aside)
+                .into_iter()
+                .map(|(temp, (origin, deleted))| {
+                    (moved_along(&temp), (moved_along(&origin), deleted))
+                })
+                .collect();
         }
         self.nodes.insert(to.to_owned(), node);
         Ok(replaced)
@@ -508,14 +523,18 @@ impl LocalFs for SimFs {
                 format!("{path}/{name}")
             }
         };
-        Ok(tree
+        let entries: Vec<(Vec<u8>, LocalMeta)> = tree
             .children(path)
             .into_iter()
             .filter_map(|(name, _)| {
                 let meta = tree.meta(&prefix(&name))?;
                 Some((name.into_bytes(), meta))
             })
-            .collect())
+            .collect();
+        if is_aside_dir_name(path.rsplit('/').next().unwrap_or("")) {
+            self.journal.lock().n_aside_recoveries += entries.len() as u64;
+        }
+        Ok(entries)
     }
 
     async fn read_link(&self, path: &str) -> io::Result<String> {
@@ -586,6 +605,25 @@ impl LocalFs for SimFs {
         };
         let file = tree.new_file(Vec::new(), Vec::new(), now_ns);
         tree.nodes.insert(path.clone(), Node::File(file));
+        self.journal.wrote();
+        Ok(path)
+    }
+
+    async fn create_aside_dir(&self, dir: &str) -> io::Result<String> {
+        self.pass("create_aside_dir", dir).await;
+        let mut tree = self.tree();
+        tree.resolve(dir)?;
+        if !matches!(tree.get(dir), Some(Node::Dir)) {
+            return Err(not_found(dir));
+        }
+        tree.next_temp += 1;
+        let name = format!("{ASIDE_DIR_PREFIX}{:016x}", tree.next_temp);
+        let path = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
+        tree.nodes.insert(path.clone(), Node::Dir);
         self.journal.wrote();
         Ok(path)
     }

@@ -49,6 +49,8 @@ pub struct JournalData {
     /// until the download that follows them.
     pub open_conflicts: BTreeMap<(usize, String), Hash>,
     pub n_conflict_copies: u64,
+    /// Entries found in aside directories an earlier run left (after crashes).
+    pub n_aside_recoveries: u64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     let n_done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let totals = Arc::new(Mutex::new([0u64; 6]));
+    let totals = Arc::new(Mutex::new([0u64; 7]));
     let end = options.seed + options.runs;
     let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
                             totals[3] += report.n_conflict_copies;
                             totals[4] += report.n_lost_answers + report.n_dropped;
                             totals[5] += report.n_partitions;
+                            totals[6] += report.n_aside_recoveries;
                         }
                         Err(failure) => {
                             failed.store(true, Ordering::Release);
@@ -117,7 +118,7 @@ fn main() -> anyhow::Result<()> {
     }
     let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies",
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes",
         n_done.load(Ordering::Acquire),
         options.seed,
         end - 1,
@@ -127,7 +128,8 @@ fn main() -> anyhow::Result<()> {
         totals[2],
         totals[5],
         totals[4],
-        totals[3]
+        totals[3],
+        totals[6]
     );
     Ok(())
 }

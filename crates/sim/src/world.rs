@@ -58,6 +58,7 @@ pub struct Report {
     pub n_dropped: u64,
     pub n_lost_answers: u64,
     pub n_conflict_copies: u64,
+    pub n_aside_recoveries: u64,
     pub n_final_entries: usize,
 }
 
@@ -473,6 +474,7 @@ impl World {
             invariants::check_all(&client, &filesystems, &self.statuses, &self.journal).await?;
         self.report.n_final_entries = checked.n_entries;
         self.report.n_conflict_copies = self.journal.lock().n_conflict_copies;
+        self.report.n_aside_recoveries = self.journal.lock().n_aside_recoveries;
         self.report.n_steps = self.journal.lock().step;
         let mut hasher = Sha256::new();
         for line in &self.trace {
