@@ -360,9 +360,10 @@ impl SimFs {
         let step = journal.step;
         if is_conflict_copy(to) && !is_temp(from) {
             journal.n_conflict_copies += 1;
-            journal
-                .open_conflicts
-                .insert((self.agent_idx, from.to_owned()), moved_digest);
+            journal.open_conflicts.insert(
+                (self.agent_idx, from.to_owned()),
+                (moved_digest, to.to_owned()),
+            );
         } else if is_temp(from) && !is_temp(to) {
             if !journal.complete.contains(&moved_digest) {
                 journal.violations.push(format!(
@@ -374,6 +375,7 @@ impl SimFs {
             if journal
                 .open_conflicts
                 .remove(&(self.agent_idx, to.to_owned()))
+                .map(|(digest, _)| digest)
                 == Some(moved_digest)
             {
                 journal.violations.push(format!(
@@ -388,6 +390,7 @@ impl SimFs {
 
     /// Writes a whole file (creating parents), in place or by replacing it.
     pub fn user_write(&self, path: &str, data: Vec<u8>, replace: bool) -> bool {
+        self.journal.user_touched(self.agent_idx, path);
         let now_ns = self.clock.now_ns();
         let mut tree = self.tree();
         if tree.mkdir_all(parent_of(path)).is_err() || tree.ancestors_ok(path).is_err() {
@@ -414,6 +417,7 @@ impl SimFs {
     }
 
     pub fn user_remove(&self, path: &str) -> bool {
+        self.journal.user_touched(self.agent_idx, path);
         let mut tree = self.tree();
         if tree.get(path).is_none() || path.is_empty() {
             return false;
@@ -424,6 +428,8 @@ impl SimFs {
     }
 
     pub fn user_rename(&self, from: &str, to: &str) -> bool {
+        self.journal.user_touched(self.agent_idx, from);
+        self.journal.user_touched(self.agent_idx, to);
         let mut tree = self.tree();
         if tree.mkdir_all(parent_of(to)).is_err() {
             return false;

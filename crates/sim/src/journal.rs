@@ -45,9 +45,11 @@ pub struct JournalData {
     pub complete: HashSet<Hash>,
     pub destroyed: Vec<Destroyed>,
     pub violations: Vec<String>,
-    /// Conflict copies made, by agent and original path, with their content,
-    /// until the download that follows them.
-    pub open_conflicts: BTreeMap<(usize, String), Hash>,
+    /// Conflict copies made, by agent and original path, with their content
+    /// and the copy's path, until the download that follows them (or until
+    /// the user touches the copy first, which hides it from the engine's
+    /// look after the move).
+    pub open_conflicts: BTreeMap<(usize, String), (Hash, String)>,
     pub n_conflict_copies: u64,
     /// Entries found in aside directories an earlier run left (after crashes).
     pub n_aside_recoveries: u64,
@@ -80,6 +82,21 @@ impl Journal {
         self.lock()
             .open_conflicts
             .retain(|(conflict_agent_idx, _), _| *conflict_agent_idx != agent_idx);
+    }
+
+    /// The user changed, moved or removed `path` on `agent_idx`: a conflict
+    /// copy there (or below) is out of the engine's sight, so what follows
+    /// it is another decision.
+    pub fn user_touched(&self, agent_idx: usize, path: &str) {
+        self.lock()
+            .open_conflicts
+            .retain(|(conflict_agent_idx, _), (_, copy_path)| {
+                *conflict_agent_idx != agent_idx
+                    || !(copy_path == path
+                        || copy_path
+                            .strip_prefix(path)
+                            .is_some_and(|rest| rest.starts_with('/')))
+            });
     }
 
     pub fn violation(&self, message: String) {
