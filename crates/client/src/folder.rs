@@ -8,9 +8,10 @@ use reqwest::header::CONTENT_TYPE;
 use syncfolder_core::Hash;
 use syncfolder_core::frame;
 use syncfolder_core::protocol::{
-    Change, ChangesResponse, CommitRequest, CommitResponse, CommitResult, FetchChunksRequest,
-    FileRecord, FolderInfo, HistoryResponse, MissingChunksRequest, MissingChunksResponse,
-    RestoreRequest, UploadResponse,
+    AnnounceRequest, AnnounceResponse, Change, ChangesResponse, CommitRequest, CommitResponse,
+    CommitResult, FetchChunksRequest, FileRecord, FolderInfo, HistoryResponse,
+    MissingChunksRequest, MissingChunksResponse, RestoreRequest, StreamChunksRequest,
+    UploadResponse,
 };
 
 use crate::client::Client;
@@ -40,15 +41,35 @@ impl Client {
         limit: u32,
         wait: Duration,
     ) -> Result<ChangesResponse> {
+        self.changes_and_announcements(folder, since, limit, wait, None)
+            .await
+    }
+
+    /// [`Self::changes`], and with `announced_since` also the open
+    /// announcements of other agents newer than it (streaming sync); the
+    /// server then answers as soon as there is either.
+    pub async fn changes_and_announcements(
+        &self,
+        folder: &str,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+        announced_since: Option<u64>,
+    ) -> Result<ChangesResponse> {
         let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let url = self.url_with_query(
-            &["folders", folder, "changes"],
-            &[
-                ("since", &since.to_string()),
-                ("limit", &limit.to_string()),
-                ("wait", &wait_secs.to_string()),
-            ],
-        )?;
+        let mut query = vec![
+            ("since", since.to_string()),
+            ("limit", limit.to_string()),
+            ("wait", wait_secs.to_string()),
+        ];
+        if let Some(announced_since) = announced_since {
+            query.push(("announced_since", announced_since.to_string()));
+        }
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .collect();
+        let url = self.url_with_query(&["folders", folder, "changes"], &query)?;
         let timeout = Duration::from_secs(wait_secs) + LONG_POLL_MARGIN;
         self.send_for_json("changes", self.request(Method::GET, url).timeout(timeout))
             .await
@@ -131,6 +152,44 @@ impl Client {
         frames::decode_fetched(body, hashes)
     }
 
+    /// Streaming sync: announces files whose chunks are about to be
+    /// uploaded, so receivers can fetch them as they arrive.
+    pub async fn announce(&self, folder: &str, changes: Vec<Change>) -> Result<Vec<u64>> {
+        let url = self.url(&["folders", folder, "announce"])?;
+        let request = AnnounceRequest { changes };
+        let response: AnnounceResponse = self
+            .send_for_json("announce", self.request(Method::POST, url).json(&request))
+            .await?;
+        Ok(response.seqs)
+    }
+
+    /// Streaming sync: the asked chunks stored so far (each hash checked);
+    /// when none is, the server waits up to `wait` for some. An empty answer
+    /// means none arrived in time.
+    pub async fn stream_chunks(
+        &self,
+        folder: &str,
+        hashes: &[Hash],
+        wait: Duration,
+    ) -> Result<Vec<(Hash, Bytes)>> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.url(&["folders", folder, "chunks", "stream"])?;
+        let request = StreamChunksRequest {
+            hashes: hashes.to_vec(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let body = self
+            .send_for_bytes(
+                self.request(Method::POST, url)
+                    .json(&request)
+                    .timeout(wait + LONG_POLL_MARGIN),
+            )
+            .await?;
+        frames::decode_some(body, hashes)
+    }
+
     /// Commits a batch of changes; one result per change, in order.
     pub async fn commit(&self, folder: &str, changes: Vec<Change>) -> Result<Vec<CommitResult>> {
         let n_changes = changes.len();
@@ -195,6 +254,8 @@ mod tests {
             records: vec![record("a", 6)],
             latest: 6,
             more: false,
+            announced: Vec::new(),
+            announce_seq: None,
         };
         let (base_url, server) = serve(vec![Canned::json(
             200,

@@ -38,24 +38,8 @@ pub(crate) fn verify(expected: &Hash, bytes: &[u8]) -> Result<()> {
 /// memory), verifying every hash and that every asked chunk came. Chunks come
 /// back in the order the server sent them.
 pub(crate) fn decode_fetched(body: Bytes, asked: &[Hash]) -> Result<Vec<(Hash, Bytes)>> {
-    let frames = frame::split_frames(&body).map_err(|err| Error::Decode {
-        route: "fetch chunks",
-        reason: err.to_string(),
-    })?;
-    let asked_set: HashSet<&Hash> = asked.iter().collect();
-    let mut received = HashSet::with_capacity(frames.len());
-    let mut chunks = Vec::with_capacity(frames.len());
-    for (hash, bytes) in frames {
-        if !asked_set.contains(&hash) {
-            return Err(Error::Decode {
-                route: "fetch chunks",
-                reason: format!("the server sent chunk {hash}, which was not asked for"),
-            });
-        }
-        verify(&hash, bytes)?;
-        received.insert(hash);
-        chunks.push((hash, body.slice_ref(bytes)));
-    }
+    let chunks = decode_some(body, asked)?;
+    let received: HashSet<&Hash> = chunks.iter().map(|(hash, _)| hash).collect();
     let mut missing: Vec<Hash> = Vec::new();
     for hash in asked {
         if !received.contains(hash) && !missing.contains(hash) {
@@ -67,6 +51,28 @@ pub(crate) fn decode_fetched(body: Bytes, asked: &[Hash]) -> Result<Vec<(Hash, B
     } else {
         Err(Error::MissingChunks { missing })
     }
+}
+
+/// Like [`decode_fetched`], but some of the asked chunks may be absent (a
+/// streamed answer carries those stored so far).
+pub(crate) fn decode_some(body: Bytes, asked: &[Hash]) -> Result<Vec<(Hash, Bytes)>> {
+    let frames = frame::split_frames(&body).map_err(|err| Error::Decode {
+        route: "fetch chunks",
+        reason: err.to_string(),
+    })?;
+    let asked_set: HashSet<&Hash> = asked.iter().collect();
+    let mut chunks = Vec::with_capacity(frames.len());
+    for (hash, bytes) in frames {
+        if !asked_set.contains(&hash) {
+            return Err(Error::Decode {
+                route: "fetch chunks",
+                reason: format!("the server sent chunk {hash}, which was not asked for"),
+            });
+        }
+        verify(&hash, bytes)?;
+        chunks.push((hash, body.slice_ref(bytes)));
+    }
+    Ok(chunks)
 }
 
 #[cfg(test)]

@@ -168,6 +168,54 @@ pub struct ChangesResponse {
     pub latest: u64,
     /// True when more records are waiting (the `limit` cut the answer).
     pub more: bool,
+    /// With `announced_since` in the query: the files being uploaded right
+    /// now whose announcement is newer than it (see [`Announcement`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub announced: Vec<Announcement>,
+    /// With `announced_since` in the query: the folder's latest announcement
+    /// number, to continue from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce_seq: Option<u64>,
+}
+
+/// Streaming sync: a file version whose chunks a sender is uploading right
+/// now. Receivers may fetch its chunks at once (`chunks/stream` waits for
+/// each until it is stored); the version becomes current only through a
+/// commit, like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Folder-wide, increasing.
+    pub seq: u64,
+    pub agent_id: String,
+    pub path: String,
+    /// The version the sender will commit on top of.
+    pub parent_version: u64,
+    pub content: Content,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// `POST /v1/folders/{folder}/announce`: files about to be uploaded; each
+/// change carries a file's content and chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceRequest {
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceResponse {
+    /// The announcement number of each change, in request order.
+    pub seqs: Vec<u64>,
+}
+
+/// `POST /v1/folders/{folder}/chunks/stream`: the asked chunks that are
+/// stored now, framed; when none is, the server waits up to `wait_ms` for
+/// one to be stored. Only chunks the folder can read or that an open
+/// announcement of the folder names may be asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamChunksRequest {
+    pub hashes: Vec<Hash>,
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

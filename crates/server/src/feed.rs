@@ -36,6 +36,17 @@ impl Feed {
         }
     }
 
+    /// Wakes the folder's waiters without a new sequence (an announcement).
+    pub fn wake(&self, folder_id: i64) {
+        let senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(sender) = senders.get(&folder_id) {
+            sender.send_modify(|_| {});
+        }
+    }
+
     /// Forgets a deleted folder; its waiters wake and find it gone.
     pub fn remove(&self, folder_id: i64) {
         let mut senders = self

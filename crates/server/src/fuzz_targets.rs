@@ -14,8 +14,9 @@ use syncfolder_core::hash::content_hash;
 use syncfolder_core::ignore::IgnoreRules;
 use syncfolder_core::path;
 use syncfolder_core::protocol::{
-    CommitRequest, Content, CreateFolderRequest, CreateTokenRequest, FetchChunksRequest,
-    FolderSettings, FolderSettingsPatch, MissingChunksRequest, RestoreRequest,
+    AnnounceRequest, CommitRequest, Content, CreateFolderRequest, CreateTokenRequest,
+    FetchChunksRequest, FolderSettings, FolderSettingsPatch, MissingChunksRequest, RestoreRequest,
+    StreamChunksRequest,
 };
 
 use crate::config::Limits;
@@ -35,7 +36,7 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
 }
 
 /// `json_request_bodies`: the input is read as the body of every route that
-/// takes JSON (commit, chunks/missing, chunks/fetch, restore, admin create
+/// takes JSON (commit, announce, chunks/missing, chunks/fetch, chunks/stream, restore, admin create
 /// folder, patch folder, create token). Parsing and the server's checks
 /// never panic; a body the server accepts re-serialises and parses back to
 /// the same request, and holds what the checks promise (valid paths, chunk
@@ -51,6 +52,17 @@ pub fn json_request_bodies(data: &[u8]) {
             }
         }
     }
+    if let Some(request) =
+        accepted::<AnnounceRequest>(data, |request| validate::announce_request(request, &limits))
+    {
+        for change in &request.changes {
+            assert!(matches!(change.content, Some(Content::File { .. })));
+            check_valid_change(change);
+        }
+    }
+    accepted::<StreamChunksRequest>(data, |request| {
+        validate::stream_chunks_request(request, &limits)
+    });
     accepted::<MissingChunksRequest>(data, |request| {
         validate::missing_chunks_request(request, &limits)
     });

@@ -17,6 +17,8 @@
 //!   folder chunks, events — and the commit logic;
 //! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
 //! - [`feed`]: per-folder wake-ups for long-polls;
+//! - [`announcements`]: streaming sync — files being uploaded right now,
+//!   whose chunks receivers may fetch as they arrive;
 //! - [`presence`]: which agents are connected, per folder;
 //! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
 //! - [`outbox`]: prunes events that are shipped (or will never be);
@@ -27,6 +29,7 @@
 
 mod accept;
 pub mod admin_token;
+pub mod announcements;
 pub mod auth;
 pub mod chunk_store;
 pub mod config;

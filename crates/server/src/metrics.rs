@@ -24,6 +24,8 @@ pub struct Metrics {
     pub chunk_dedup_hits: IntCounter,
     pub chunk_bytes_sent: IntCounter,
     pub chunks_sent: IntCounter,
+    pub announcements: IntCounter,
+    pub chunk_stream_waiting: IntGauge,
     pub commits: IntCounterVec,
     pub file_changes: IntCounterVec,
     pub changefeed_waiting: IntGauge,
@@ -93,6 +95,14 @@ impl Metrics {
         )?;
         let chunks_sent =
             IntCounter::new("syncfolder_chunks_sent_total", "Chunks sent to clients")?;
+        let announcements = IntCounter::new(
+            "syncfolder_announcements_total",
+            "Files announced for streaming sync (their chunks fetchable while they upload)",
+        )?;
+        let chunk_stream_waiting = IntGauge::new(
+            "syncfolder_chunk_stream_waiting_requests",
+            "Chunk reads parked until an announced chunk is stored",
+        )?;
         let commits = IntCounterVec::new(
             Opts::new(
                 "syncfolder_commits_total",
@@ -176,6 +186,8 @@ impl Metrics {
         registry.register(Box::new(chunk_dedup_hits.clone()))?;
         registry.register(Box::new(chunk_bytes_sent.clone()))?;
         registry.register(Box::new(chunks_sent.clone()))?;
+        registry.register(Box::new(announcements.clone()))?;
+        registry.register(Box::new(chunk_stream_waiting.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(changefeed_waiting.clone()))?;
         registry.register(Box::new(file_changes.clone()))?;
@@ -205,6 +217,8 @@ impl Metrics {
             chunk_dedup_hits,
             chunk_bytes_sent,
             chunks_sent,
+            announcements,
+            chunk_stream_waiting,
             commits,
             file_changes,
             changefeed_waiting,
@@ -300,6 +314,8 @@ mod tests {
             "syncfolder_chunk_dedup_hits_total",
             "syncfolder_chunk_bytes_sent_total",
             "syncfolder_commits_total",
+            "syncfolder_announcements_total",
+            "syncfolder_chunk_stream_waiting_requests",
             "syncfolder_changefeed_waiting_requests",
             "syncfolder_outbox_backlog_events",
             "syncfolder_outbox_ship_errors_total",

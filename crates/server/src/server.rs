@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept;
 use crate::admin_token;
+use crate::announcements::Announcements;
 use crate::auth::sha256;
 use crate::chunk_store::LooseChunkStore;
 use crate::config::ServerConfig;
@@ -97,6 +98,7 @@ impl Server {
             db,
             chunk_store: Arc::new(chunk_store),
             feed: Arc::new(Feed::default()),
+            announcements: Arc::new(Announcements::default()),
             metrics,
             presence: Arc::new(Presence::default()),
             outbox_wake,

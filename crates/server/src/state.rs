@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::announcements::Announcements;
 use crate::chunk_store::ChunkStore;
 use crate::config::Limits;
 use crate::feed::Feed;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub db: Db,
     pub chunk_store: Arc<dyn ChunkStore>,
     pub feed: Arc<Feed>,
+    /// Streaming sync: files being uploaded right now, per folder.
+    pub announcements: Arc<Announcements>,
     pub metrics: Arc<Metrics>,
     /// Which agents talked to the server lately, per folder.
     pub presence: Arc<Presence>,

@@ -10,8 +10,8 @@ use syncfolder_core::Hash;
 use syncfolder_core::ignore::IgnoreRules;
 use syncfolder_core::path;
 use syncfolder_core::protocol::{
-    CommitRequest, CreateFolderRequest, FetchChunksRequest, FolderSettings, FolderSettingsPatch,
-    MissingChunksRequest, RestoreRequest,
+    AnnounceRequest, CommitRequest, Content, CreateFolderRequest, FetchChunksRequest,
+    FolderSettings, FolderSettingsPatch, MissingChunksRequest, RestoreRequest, StreamChunksRequest,
 };
 
 pub use crate::metadata::{validate_change, validate_folder_name};
@@ -37,6 +37,36 @@ pub fn commit_request(request: &CommitRequest, limits: &Limits) -> Result<()> {
         "changes in one commit",
         request.changes.len(),
         limits.max_changes_per_commit,
+    )
+}
+
+/// `POST announce`: as many changes as a commit may hold, each a valid
+/// file (an announcement is about chunks to come; anything else has none).
+pub fn announce_request(request: &AnnounceRequest, limits: &Limits) -> Result<()> {
+    count(
+        "changes in one announcement",
+        request.changes.len(),
+        limits.max_changes_per_commit,
+    )?;
+    for change in &request.changes {
+        if !matches!(change.content, Some(Content::File { .. })) {
+            return Err(Error::InvalidRequest(format!(
+                "{}: only files are announced",
+                change.path
+            )));
+        }
+        validate_change(change)
+            .map_err(|err| Error::InvalidRequest(format!("{}: {err}", change.path)))?;
+    }
+    Ok(())
+}
+
+/// `POST chunks/stream`, before the sizes of the chunks are looked up.
+pub fn stream_chunks_request(request: &StreamChunksRequest, limits: &Limits) -> Result<()> {
+    count(
+        "hashes in one request",
+        request.hashes.len(),
+        limits.max_hashes_per_request,
     )
 }
 

@@ -166,6 +166,8 @@ impl Db {
             records,
             latest: from_db(latest),
             more,
+            announced: Vec::new(),
+            announce_seq: None,
         })
     }
 

@@ -115,6 +115,7 @@ pub async fn delete_folder(
     let info = info_of(&state, &folder).await?;
     state.db.delete_folder(folder.id).await?;
     state.feed.remove(folder.id);
+    state.announcements.remove_folder(folder.id);
     tracing::info!(folder = %folder.name, "folder deleted");
     Ok(axum::Json(info))
 }

@@ -21,6 +21,9 @@ pub struct ChangesQuery {
     /// Seconds to wait for a change when there is none yet.
     #[serde(default)]
     wait: u64,
+    /// Streaming sync: also answer with the open announcements newer than
+    /// this (and wake for new ones).
+    announced_since: Option<u64>,
 }
 
 /// `GET /v1/folders/{folder}/changes?since=&limit=&wait=`: current records
@@ -52,8 +55,8 @@ pub async fn changes(
     let wait = Duration::from_secs(query.wait.min(limits.max_long_poll_secs));
     // subscribe before reading, so a commit between the read and the wait still wakes us
     let mut receiver = state.feed.subscribe(folder.id);
-    let page = state.db.changes(folder.id, query.since, limit).await?;
-    if !page.records.is_empty() || wait.is_zero() {
+    let page = read_page(&state, folder.id, &query, limit, &agent_id).await?;
+    if !page.records.is_empty() || !page.announced.is_empty() || wait.is_zero() {
         return Ok(axum::Json(page));
     }
     let waiting = &state.metrics.changefeed_waiting;
@@ -74,9 +77,29 @@ pub async fn changes(
             () = &mut deadline => return Ok(axum::Json(page)),
             () = state.shutdown.cancelled() => return Ok(axum::Json(page)),
         }
-        let page = state.db.changes(folder.id, query.since, limit).await?;
-        if !page.records.is_empty() {
+        let page = read_page(&state, folder.id, &query, limit, &agent_id).await?;
+        if !page.records.is_empty() || !page.announced.is_empty() {
             return Ok(axum::Json(page));
         }
     }
+}
+
+/// The records after `since` and, when asked for, the announcements after
+/// `announced_since` that other agents made.
+async fn read_page(
+    state: &AppState,
+    folder_id: i64,
+    query: &ChangesQuery,
+    limit: u64,
+    agent_id: &str,
+) -> Result<ChangesResponse> {
+    let mut page = state.db.changes(folder_id, query.since, limit).await?;
+    if let Some(announced_since) = query.announced_since {
+        let (announced, latest) = state
+            .announcements
+            .since(folder_id, announced_since, agent_id);
+        page.announced = announced;
+        page.announce_seq = Some(latest);
+    }
+    Ok(page)
 }

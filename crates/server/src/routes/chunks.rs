@@ -8,13 +8,15 @@ use bytes::Bytes;
 use syncfolder_core::Hash;
 use syncfolder_core::frame;
 use syncfolder_core::protocol::{
-    FetchChunksRequest, MissingChunksRequest, MissingChunksResponse, UploadResponse,
+    FetchChunksRequest, MissingChunksRequest, MissingChunksResponse, StreamChunksRequest,
+    UploadResponse,
 };
 
 use crate::auth::{ReadAccess, WriteAccess};
 use crate::error::{Error, Result};
 use crate::extract::{Body, Json, Path};
 use crate::metadata::Folder;
+use crate::metrics::WaitingGuard;
 use crate::state::AppState;
 use crate::validate;
 
@@ -52,6 +54,7 @@ async fn store_for_folder(
     }
     state.metrics.chunk_bytes_stored.inc_by(bytes_written);
     state.db.add_folder_chunks(folder.id, &sizes).await?;
+    state.announcements.chunks_stored();
     tracing::debug!(folder = %folder.name, n_chunks = sizes.len(), bytes_written, "chunks stored");
     Ok(UploadResponse {
         stored: sizes.len() as u64,
@@ -164,4 +167,70 @@ pub async fn fetch(
         frame::append_chunk(&mut body, &hash, &bytes);
     }
     Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], body))
+}
+
+/// `POST /v1/folders/{folder}/chunks/stream` (streaming sync): the asked
+/// chunks stored now, framed, in the order asked; when none is, waits up to
+/// `wait_ms` (capped like a long-poll) for chunks to be stored, then answers
+/// with what there is, possibly nothing. A chunk that is neither readable by
+/// the folder nor named by one of its open announcements fails the request
+/// (404), so nobody waits for a chunk that is not coming.
+pub async fn stream(
+    State(state): State<AppState>,
+    ReadAccess(folder): ReadAccess,
+    Json(request): Json<StreamChunksRequest>,
+) -> Result<impl IntoResponse> {
+    let limits = &state.limits;
+    validate::stream_chunks_request(&request, limits)?;
+    let wait = std::time::Duration::from_millis(request.wait_ms)
+        .min(std::time::Duration::from_secs(limits.max_long_poll_secs));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut waiting = None;
+    loop {
+        // subscribe before looking, so a store in between still wakes us
+        let mut stored = state.announcements.subscribe_stored();
+        let mut readable = Vec::new();
+        let mut total: u64 = 0;
+        for hash in &request.hashes {
+            match state.db.chunk_size(folder.id, hash).await? {
+                Some(size) => {
+                    total = total.saturating_add(size);
+                    if total > limits.max_fetch_bytes && !readable.is_empty() {
+                        // the rest next time
+                        break;
+                    }
+                    readable.push(*hash);
+                }
+                None if state
+                    .announcements
+                    .announced_chunk_size(folder.id, hash)
+                    .is_some() => {}
+                None => return Err(Error::ChunkNotFound(*hash)),
+            }
+        }
+        let parked =
+            usize::try_from(state.metrics.chunk_stream_waiting.get()).unwrap_or(usize::MAX);
+        if !readable.is_empty()
+            || tokio::time::Instant::now() >= deadline
+            || (waiting.is_none() && parked >= limits.max_waiting_requests)
+        {
+            let mut body = Vec::with_capacity(
+                usize::try_from(total.min(limits.max_fetch_bytes)).unwrap_or(0)
+                    + readable.len() * frame::HEADER_LEN,
+            );
+            for hash in readable {
+                let bytes = read_for_folder(&state, &folder, hash).await?;
+                frame::append_chunk(&mut body, &hash, &bytes);
+            }
+            return Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], body));
+        }
+        waiting.get_or_insert_with(|| WaitingGuard::new(&state.metrics.chunk_stream_waiting));
+        tokio::select! {
+            _ = stored.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = state.shutdown.cancelled() => {
+                return Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], Vec::new()));
+            }
+        }
+    }
 }

@@ -28,10 +28,19 @@ pub async fn commit(
 ) -> Result<axum::Json<CommitResponse>> {
     validate::commit_request(&request, &state.limits)?;
     let n_changes = request.changes.len();
+    let paths: Vec<String> = request
+        .changes
+        .iter()
+        .map(|change| change.path.clone())
+        .collect();
     let outcome = state
         .db
         .commit(folder.id, request.changes, &agent_id)
         .await?;
+    // whatever the result, the sender is done with these uploads
+    state
+        .announcements
+        .withdraw(folder.id, paths.iter().map(String::as_str));
     let mut n_committed = 0;
     for result in &outcome.results {
         let label = result_label(result);

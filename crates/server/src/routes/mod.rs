@@ -1,6 +1,7 @@
 //! The HTTP API: every route in [`router`], one file per area.
 
 mod admin;
+mod announce;
 mod changes;
 mod chunks;
 mod commit;
@@ -39,6 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/folders/{folder}/restore",
             post(folders::restore).layer(json_limit()),
+        )
+        .route(
+            "/v1/folders/{folder}/announce",
+            post(announce::announce).layer(json_limit()),
         )
         .route(
             "/v1/folders/{folder}/commit",
@@ -87,6 +92,11 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/v1/folders/{folder}/changes", get(changes::changes))
+        // parks like a long-poll, bounded by the waiting limit, not the request limit
+        .route(
+            "/v1/folders/{folder}/chunks/stream",
+            post(chunks::stream).layer(DefaultBodyLimit::max(limits.json_body_bytes)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -13,8 +13,9 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{
-    CommitRequest, CreateFolderRequest, CreateTokenRequest, ErrorBody, FetchChunksRequest,
-    FolderSettingsPatch, MissingChunksRequest, RestoreRequest, TokenScope, UploadResponse,
+    AnnounceRequest, CommitRequest, CreateFolderRequest, CreateTokenRequest, ErrorBody,
+    FetchChunksRequest, FolderSettingsPatch, MissingChunksRequest, RestoreRequest,
+    StreamChunksRequest, TokenScope, UploadResponse,
 };
 
 use crate::harness::{TestServer, file_change, ok_json};
@@ -86,6 +87,8 @@ const MATRIX: &[Row] = &[
     row("GET",    "/v1/folders/{folder}/history",                     [401,  401,  403,  200,  200,  200]),
     row("POST",   "/v1/folders/{folder}/restore",                     [401,  401,  403,  403,  200,  200]),
     row("POST",   "/v1/folders/{folder}/commit",                      [401,  401,  403,  403,  200,  200]),
+    row("POST",   "/v1/folders/{folder}/announce",                    [401,  401,  403,  403,  200,  200]),
+    row("POST",   "/v1/folders/{folder}/chunks/stream",               [401,  401,  403,  200,  200,  200]),
     row("POST",   "/v1/folders/{folder}/chunks/missing",              [401,  401,  403,  403,  200,  200]),
     row("POST",   "/v1/folders/{folder}/chunks/upload",               [401,  401,  403,  403,  200,  200]),
     row("POST",   "/v1/folders/{folder}/chunks/fetch",                [401,  401,  403,  200,  200,  200]),
@@ -201,6 +204,18 @@ impl Fixture {
                 let change = file_change(&format!("by-{}", caller.name()), 0, &[DATA]);
                 http.request(method, url(&path)).json(&CommitRequest {
                     changes: vec![change],
+                })
+            }
+            ("POST", "/v1/folders/{folder}/announce") => {
+                let change = file_change(&format!("by-{}", caller.name()), 0, &[&own_bytes]);
+                http.request(method, url(&path)).json(&AnnounceRequest {
+                    changes: vec![change],
+                })
+            }
+            ("POST", "/v1/folders/{folder}/chunks/stream") => {
+                http.request(method, url(&path)).json(&StreamChunksRequest {
+                    hashes: vec![data_hash],
+                    wait_ms: 0,
                 })
             }
             ("POST", "/v1/folders/{folder}/chunks/missing") => http

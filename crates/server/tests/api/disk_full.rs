@@ -93,6 +93,7 @@ impl FillableServer {
             http: http.clone(),
             base: format!("{base}/v1/folders/docs"),
             token: created.token,
+            agent_id: "test-agent".to_owned(),
         };
         FillableServer {
             base,

@@ -147,6 +147,7 @@ impl TestServer {
             http: self.http.clone(),
             base: format!("{}/v1/folders/{folder}", self.base),
             token: token.to_owned(),
+            agent_id: "test-agent".to_owned(),
         }
     }
 
@@ -174,6 +175,7 @@ pub struct FolderClient {
     pub http: reqwest::Client,
     pub base: String,
     pub token: String,
+    pub agent_id: String,
 }
 
 impl FolderClient {
@@ -182,6 +184,15 @@ impl FolderClient {
             http: self.http.clone(),
             base: self.base.clone(),
             token: token.to_owned(),
+            agent_id: self.agent_id.clone(),
+        }
+    }
+
+    /// The same client naming itself `agent_id`.
+    pub fn as_agent(&self, agent_id: &str) -> FolderClient {
+        FolderClient {
+            agent_id: agent_id.to_owned(),
+            ..self.with_token(&self.token)
         }
     }
 
@@ -189,7 +200,7 @@ impl FolderClient {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .header(AGENT_ID_HEADER, "test-agent")
+            .header(AGENT_ID_HEADER, &self.agent_id)
     }
 
     pub async fn put_chunk(&self, bytes: &[u8]) -> Response {

@@ -14,3 +14,4 @@ mod harness;
 mod history;
 mod limits;
 mod restart;
+mod streaming;

@@ -1,0 +1,230 @@
+//! Streaming sync's announcements: files whose chunks a sender is uploading
+//! right now, per folder. Receivers learn of them through the change feed
+//! and fetch the chunks while they arrive, so end to end costs about one
+//! transfer instead of two. Nothing here changes what is current: a version
+//! becomes current only through a commit, which also withdraws its
+//! announcement.
+//!
+//! Announcements live in memory only. A restart forgets them, and then
+//! receivers simply fetch after the commit, as without streaming.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use syncfolder_core::Hash;
+use syncfolder_core::protocol::{Announcement, Change, Content};
+use tokio::sync::watch;
+
+/// How long an announcement stays open without a commit (a sender that
+/// went away).
+pub const ANNOUNCEMENT_TTL: Duration = Duration::from_secs(600);
+/// Open announcements per folder; the oldest give way.
+pub const MAX_OPEN_PER_FOLDER: usize = 4096;
+
+#[derive(Debug)]
+pub struct Announcements {
+    folders: Mutex<HashMap<i64, FolderAnnouncements>>,
+    /// Bumped whenever chunks were stored: readers waiting for an announced
+    /// chunk look again.
+    chunks_stored: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FolderAnnouncements {
+    last_seq: u64,
+    by_path: HashMap<String, (Announcement, Instant)>,
+}
+
+impl Default for Announcements {
+    fn default() -> Self {
+        Announcements {
+            folders: Mutex::new(HashMap::new()),
+            chunks_stored: watch::channel(0).0,
+        }
+    }
+}
+
+impl FolderAnnouncements {
+    fn prune(&mut self, now: Instant) {
+        self.by_path
+            .retain(|_, (_, announced_at)| now.duration_since(*announced_at) < ANNOUNCEMENT_TTL);
+    }
+}
+
+impl Announcements {
+    fn folders(&self) -> std::sync::MutexGuard<'_, HashMap<i64, FolderAnnouncements>> {
+        self.folders
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Opens an announcement for each change (files only, validated by the
+    /// caller), replacing an earlier one of the same path; returns their
+    /// numbers in order.
+    pub fn announce(&self, folder_id: i64, agent_id: &str, changes: Vec<Change>) -> Vec<u64> {
+        let now = Instant::now();
+        let mut folders = self.folders();
+        let folder = folders.entry(folder_id).or_default();
+        folder.prune(now);
+        let mut seqs = Vec::with_capacity(changes.len());
+        for change in changes {
+            let Some(content @ Content::File { .. }) = change.content else {
+                continue;
+            };
+            folder.last_seq += 1;
+            seqs.push(folder.last_seq);
+            let announcement = Announcement {
+                seq: folder.last_seq,
+                agent_id: agent_id.to_owned(),
+                path: change.path.clone(),
+                parent_version: change.parent_version,
+                content,
+                chunks: change.chunks,
+            };
+            folder.by_path.insert(change.path, (announcement, now));
+        }
+        while folder.by_path.len() > MAX_OPEN_PER_FOLDER {
+            let oldest = folder
+                .by_path
+                .iter()
+                .min_by_key(|(_, (announcement, _))| announcement.seq)
+                .map(|(path, _)| path.clone());
+            if let Some(path) = oldest {
+                folder.by_path.remove(&path);
+            }
+        }
+        seqs
+    }
+
+    /// The open announcements newer than `since` that `agent_id` did not
+    /// make, in order, and the folder's latest number. A `since` beyond the
+    /// latest (the server restarted) counts as 0.
+    pub fn since(&self, folder_id: i64, since: u64, agent_id: &str) -> (Vec<Announcement>, u64) {
+        let mut folders = self.folders();
+        let Some(folder) = folders.get_mut(&folder_id) else {
+            return (Vec::new(), 0);
+        };
+        folder.prune(Instant::now());
+        let since = if since > folder.last_seq { 0 } else { since };
+        let mut newer: Vec<Announcement> = folder
+            .by_path
+            .values()
+            .map(|(announcement, _)| announcement)
+            .filter(|announcement| announcement.seq > since && announcement.agent_id != agent_id)
+            .cloned()
+            .collect();
+        newer.sort_by_key(|announcement| announcement.seq);
+        (newer, folder.last_seq)
+    }
+
+    /// Closes the announcements of `paths` (a commit touched them).
+    pub fn withdraw<'a>(&self, folder_id: i64, paths: impl IntoIterator<Item = &'a str>) {
+        let mut folders = self.folders();
+        if let Some(folder) = folders.get_mut(&folder_id) {
+            for path in paths {
+                folder.by_path.remove(path);
+            }
+        }
+    }
+
+    /// The size of `hash` if an open announcement of the folder names it.
+    pub fn announced_chunk_size(&self, folder_id: i64, hash: &Hash) -> Option<u64> {
+        let folders = self.folders();
+        let folder = folders.get(&folder_id)?;
+        let now = Instant::now();
+        folder
+            .by_path
+            .values()
+            .filter(|(_, announced_at)| now.duration_since(*announced_at) < ANNOUNCEMENT_TTL)
+            .flat_map(|(announcement, _)| &announcement.chunks)
+            .find(|chunk| chunk.hash == *hash)
+            .map(|chunk| chunk.size)
+    }
+
+    /// Forgets a deleted folder's announcements.
+    pub fn remove_folder(&self, folder_id: i64) {
+        self.folders().remove(&folder_id);
+    }
+
+    /// Tells waiting readers that chunks were stored.
+    pub fn chunks_stored(&self) {
+        self.chunks_stored.send_modify(|count| *count += 1);
+    }
+
+    /// A receiver that wakes after the next [`Self::chunks_stored`].
+    pub fn subscribe_stored(&self) -> watch::Receiver<u64> {
+        self.chunks_stored.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncfolder_core::hash::content_hash;
+    use syncfolder_core::protocol::ChunkRef;
+
+    use super::*;
+
+    fn file_change(path: &str, bytes: &[u8]) -> Change {
+        let chunks = vec![ChunkRef {
+            hash: Hash::of(bytes),
+            size: bytes.len() as u64,
+        }];
+        Change {
+            path: path.to_owned(),
+            parent_version: 0,
+            content: Some(Content::File {
+                content_hash: content_hash(&chunks),
+                size: bytes.len() as u64,
+                executable: false,
+            }),
+            chunks,
+            mtime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn receivers_see_other_agents_announcements_until_a_commit_withdraws_them() {
+        let announcements = Announcements::default();
+        let seqs = announcements.announce(
+            1,
+            "sender",
+            vec![file_change("a", b"a"), file_change("b", b"b")],
+        );
+        assert_eq!(seqs, vec![1, 2]);
+        let (seen, latest) = announcements.since(1, 0, "receiver");
+        assert_eq!(latest, 2);
+        assert_eq!(
+            seen.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(announcements.since(1, 0, "sender").0.is_empty());
+        assert_eq!(announcements.since(1, 1, "receiver").0.len(), 1);
+        assert_eq!(announcements.since(2, 0, "receiver"), (Vec::new(), 0));
+        assert_eq!(
+            announcements.announced_chunk_size(1, &Hash::of(b"a")),
+            Some(1)
+        );
+
+        announcements.withdraw(1, ["a"]);
+        assert_eq!(announcements.since(1, 0, "receiver").0.len(), 1);
+        assert_eq!(announcements.announced_chunk_size(1, &Hash::of(b"a")), None);
+        // a cursor from before a restart starts over
+        assert_eq!(announcements.since(1, 99, "receiver").0.len(), 1);
+    }
+
+    #[test]
+    fn only_files_are_announced_and_the_oldest_give_way() {
+        let announcements = Announcements::default();
+        let mut tombstone = file_change("gone", b"");
+        tombstone.content = None;
+        assert!(announcements.announce(1, "s", vec![tombstone]).is_empty());
+        let changes: Vec<Change> = (0..=MAX_OPEN_PER_FOLDER)
+            .map(|n| file_change(&format!("f{n}"), format!("{n}").as_bytes()))
+            .collect();
+        announcements.announce(1, "s", changes);
+        let (open, _) = announcements.since(1, 0, "r");
+        assert_eq!(open.len(), MAX_OPEN_PER_FOLDER);
+        assert!(!open.iter().any(|a| a.path == "f0"));
+    }
+}

@@ -1,0 +1,29 @@
+//! Streaming sync's announcement: "these files' chunks are on their way".
+
+use axum::extract::State;
+use syncfolder_core::protocol::{AnnounceRequest, AnnounceResponse};
+
+use crate::auth::WriteAccess;
+use crate::error::Result;
+use crate::extract::{AgentId, Json};
+use crate::state::AppState;
+use crate::validate;
+
+/// `POST /v1/folders/{folder}/announce`: opens an announcement per file and
+/// wakes the folder's long-polls. Changes nothing that is current.
+pub async fn announce(
+    State(state): State<AppState>,
+    WriteAccess(folder): WriteAccess,
+    AgentId(agent_id): AgentId,
+    Json(request): Json<AnnounceRequest>,
+) -> Result<axum::Json<AnnounceResponse>> {
+    validate::announce_request(&request, &state.limits)?;
+    let n_files = request.changes.len();
+    let seqs = state
+        .announcements
+        .announce(folder.id, &agent_id, request.changes);
+    state.feed.wake(folder.id);
+    state.metrics.announcements.inc_by(n_files as u64);
+    tracing::debug!(folder = %folder.name, %agent_id, n_files, "announced");
+    Ok(axum::Json(AnnounceResponse { seqs }))
+}
