@@ -329,6 +329,15 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             caught_up = self.catch_up() => caught_up?,
             () = &mut shutdown => return Ok(()),
         }
+        let (prefetches, prefetch_jobs) = self.engine.enable_streaming();
+        let prefetch_task = tokio::spawn(crate::prefetch::run_prefetcher(
+            Arc::clone(&self.engine.fs),
+            Arc::clone(&self.engine.remote),
+            Arc::clone(&self.engine.clock),
+            prefetches,
+            Arc::clone(&self.stats),
+            prefetch_jobs,
+        ));
         let (feed_sender, mut feed) = mpsc::channel(4);
         let feed_task = tokio::spawn(follow_feed(
             Arc::clone(&self.engine.remote),
@@ -460,6 +469,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             }
         };
         feed_task.abort();
+        prefetch_task.abort();
         tracing::info!("agent stopped");
         result
     }
@@ -590,8 +600,12 @@ async fn follow_feed<R: Remote>(
     pages: mpsc::Sender<ChangesResponse>,
 ) {
     let mut backoff = Backoff::new();
+    let mut announced_since = 0;
     loop {
-        match remote.changes(since, 1000, long_poll).await {
+        match remote
+            .changes_and_announcements(since, 1000, long_poll, announced_since)
+            .await
+        {
             Ok(page) => {
                 backoff.reset();
                 stats.server_reachable.store(true, Ordering::Release);
@@ -602,8 +616,10 @@ async fn follow_feed<R: Remote>(
                     .max()
                     .unwrap_or(since)
                     .max(if page.more { since } else { page.latest });
-                let is_news = !page.records.is_empty() || next != since;
+                let is_news =
+                    !page.records.is_empty() || !page.announced.is_empty() || next != since;
                 since = next;
+                announced_since = page.announce_seq.unwrap_or(announced_since);
                 if is_news && pages.send(page).await.is_err() {
                     return;
                 }

@@ -15,6 +15,7 @@ use crate::Result;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+use crate::prefetch;
 use crate::remote::{Remote, RemoteError};
 use crate::state::StateBatch;
 use crate::stats::ErrorKind;
@@ -301,6 +302,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
 
         let mut batch = StateBatch::default();
         let mut n_renamed = 0;
+        let streamed = pending
+            .iter()
+            .any(|file| path::is_within(&file.temp_path, prefetch::STREAM_DIR));
         for file in pending {
             self.pending.remove(&file.synced_path);
             batch.pending_delete.push(file.synced_path.clone());
@@ -328,11 +332,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 self.stats.error(ErrorKind::LocalFs);
             }
         }
+        if streamed {
+            // gone when no other prefetch is under way
+            let _ = self.fs.remove_dir(prefetch::STREAM_DIR).await;
+        }
         self.state_db.apply(&batch).await
     }
 
     /// Where each chunk of each synced file can be read locally, by hash.
-    fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
+    pub(crate) fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
         let mut reusable = HashMap::new();
         for (synced_path, entry) in &self.base {
             // whether the file still holds these chunks is checked by hash on reading
@@ -360,6 +368,16 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         needed: &mut NeededChunks,
     ) -> std::io::Result<String> {
         self.prepare_parent(synced_path).await?;
+        // streamed while the sender uploaded it: complete and durable already
+        if let Some(Content::File { content_hash, .. }) = &record.content
+            && self.prefetches.has(synced_path, *content_hash)
+            && let Some(temp_path) = self
+                .prefetches
+                .take(synced_path, *content_hash, prefetch::TAKE_WAIT)
+                .await
+        {
+            return Ok(temp_path);
+        }
         let temp_path = self
             .fs
             .create_temp(path::parent(synced_path).unwrap_or(""))

@@ -15,11 +15,15 @@ use syncfolder_core::decision::{self, Action, Observed, Versioned};
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::ignore::{IGNORE_FILE_NAME, IgnoreRules};
 use syncfolder_core::path;
-use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord, FolderMode};
+use syncfolder_core::protocol::{
+    Announcement, ChangesResponse, ChunkRef, Content, FileRecord, FolderMode,
+};
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
+use crate::prefetch::{self, PrefetchJob, Prefetches};
 use crate::remote::Remote;
 use crate::scan;
 use crate::state::{BaseEntry, StateBatch, StateDb};
@@ -93,6 +97,10 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) blocking_dirs: BTreeSet<String>,
     deletion_guard: DeletionGuard,
     pub(crate) stats: Arc<SyncStats>,
+    /// Streaming sync: files being fetched while their sender uploads them.
+    pub(crate) prefetches: Arc<Prefetches>,
+    /// Where announcements go to be prefetched; `None` without streaming.
+    prefetch_jobs: Option<mpsc::Sender<PrefetchJob>>,
 }
 
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
@@ -124,6 +132,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             refused: BTreeMap::new(),
             blocking_dirs: BTreeSet::new(),
             stats,
+            prefetches: Arc::new(Prefetches::default()),
+            prefetch_jobs: None,
         })
     }
 
@@ -163,8 +173,49 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .count()
     }
 
+    /// Turns on streaming sync: announcements in feed pages become jobs on
+    /// the returned channel, for [`crate::prefetch::run_prefetcher`] to fill
+    /// the returned prefetches with.
+    pub fn enable_streaming(&mut self) -> (Arc<Prefetches>, mpsc::Receiver<PrefetchJob>) {
+        let (sender, receiver) = mpsc::channel(64);
+        self.prefetch_jobs = Some(sender);
+        (Arc::clone(&self.prefetches), receiver)
+    }
+
+    /// Hands other agents' announcements to the prefetcher, except those of
+    /// ignored paths and of contents already here or already current.
+    fn queue_prefetches(&self, announced: Vec<Announcement>) {
+        let Some(jobs) = &self.prefetch_jobs else {
+            return;
+        };
+        if announced.is_empty() || self.config.mode == FolderMode::SendOnly {
+            return;
+        }
+        let reusable = self.reusable_chunks();
+        for announcement in announced {
+            let known = |record: Option<&FileRecord>| {
+                record.is_some_and(|record| record.content.as_ref() == Some(&announcement.content))
+            };
+            if self.ignore.is_ignored(&announcement.path, false)
+                || known(self.remote_records.get(&announcement.path))
+                || known(self.base.get(&announcement.path).map(|entry| &entry.record))
+            {
+                continue;
+            }
+            if let Some(job) = prefetch::job_for(announcement, &reusable)
+                && jobs.try_send(job).is_err()
+            {
+                tracing::debug!("prefetch queue full; that file is fetched after its commit");
+            }
+        }
+    }
+
     /// Takes in a page of the change feed; returns the paths it touched.
-    pub async fn apply_changes(&mut self, changes: ChangesResponse) -> Result<BTreeSet<String>> {
+    pub async fn apply_changes(
+        &mut self,
+        mut changes: ChangesResponse,
+    ) -> Result<BTreeSet<String>> {
+        self.queue_prefetches(std::mem::take(&mut changes.announced));
         let mut batch = StateBatch::default();
         let mut touched = BTreeSet::new();
         let mut next_since = self.since;

@@ -9,6 +9,7 @@
 //! - [`deletion_guard`]: holds back a mass deletion;
 //! - [`aside`]: where an entry waits during a delete or replace, and its
 //!   recovery after a crash;
+//! - [`prefetch`]: streaming sync's receiving side;
 //! - [`state`]: the local state DB;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
 //! - [`stats`]: counters and readiness; [`metrics`]: them in Prometheus form.
@@ -20,6 +21,7 @@ pub mod deletion_guard;
 pub mod engine;
 pub mod local_fs;
 pub mod metrics;
+pub mod prefetch;
 pub mod remote;
 pub mod scan;
 pub mod state;

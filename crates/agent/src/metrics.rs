@@ -116,6 +116,11 @@ fn gather(stats: &SyncStats, now_ms: i64) -> Result<String, prometheus::Error> {
         stats.bytes_reused.get(),
     )?;
     counter(
+        "syncfolder_agent_streamed_bytes_total",
+        "Downloaded bytes fetched while their sender was still uploading them (streaming sync)",
+        stats.bytes_streamed.get(),
+    )?;
+    counter(
         "syncfolder_agent_chunks_uploaded_total",
         "Chunks uploaded to the server",
         stats.chunks_uploaded.get(),

@@ -58,6 +58,41 @@ pub trait Remote: Send + Sync + 'static {
         &self,
         changes: Vec<Change>,
     ) -> impl Future<Output = RemoteResult<Vec<CommitResult>>> + Send;
+
+    /// Streaming sync: [`Remote::changes`] plus other agents' announcements
+    /// newer than `announced_since`. Without streaming: just the changes.
+    fn changes_and_announcements(
+        &self,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+        announced_since: u64,
+    ) -> impl Future<Output = RemoteResult<ChangesResponse>> + Send {
+        let _ = announced_since;
+        self.changes(since, limit, wait)
+    }
+
+    /// Streaming sync: tells other agents which files' chunks are on their
+    /// way. Without streaming: nothing.
+    fn announce(&self, changes: Vec<Change>) -> impl Future<Output = RemoteResult<()>> + Send {
+        let _ = changes;
+        async { Ok(()) }
+    }
+
+    /// Streaming sync: the asked chunks stored so far, waiting up to `wait`
+    /// for some. Without streaming: refused.
+    fn stream_chunks(
+        &self,
+        hashes: Vec<Hash>,
+        wait: Duration,
+    ) -> impl Future<Output = RemoteResult<Vec<(Hash, Bytes)>>> + Send {
+        let _ = (hashes, wait);
+        async {
+            Err(RemoteError::Refused(
+                "streaming is not supported here".to_owned(),
+            ))
+        }
+    }
 }
 
 /// The real server, over HTTP.
@@ -147,6 +182,38 @@ impl Remote for HttpRemote {
     async fn commit(&self, changes: Vec<Change>) -> RemoteResult<Vec<CommitResult>> {
         self.client
             .commit(&self.folder, changes)
+            .await
+            .map_err(classify)
+    }
+
+    async fn changes_and_announcements(
+        &self,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+        announced_since: u64,
+    ) -> RemoteResult<ChangesResponse> {
+        self.client
+            .changes_and_announcements(&self.folder, since, limit, wait, Some(announced_since))
+            .await
+            .map_err(classify)
+    }
+
+    async fn announce(&self, changes: Vec<Change>) -> RemoteResult<()> {
+        self.client
+            .announce(&self.folder, changes)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn stream_chunks(
+        &self,
+        hashes: Vec<Hash>,
+        wait: Duration,
+    ) -> RemoteResult<Vec<(Hash, Bytes)>> {
+        self.client
+            .stream_chunks(&self.folder, &hashes, wait)
             .await
             .map_err(classify)
     }

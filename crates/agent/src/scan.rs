@@ -88,7 +88,7 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
 
 /// Exactly the names [`crate::local_fs::LocalFs::create_temp`] makes: the
 /// prefix and 16 hex digits. Anything else is a user's file, however named.
-fn is_our_temp_name(name: &str) -> bool {
+pub(crate) fn is_our_temp_name(name: &str) -> bool {
     name.strip_prefix(TEMP_FILE_PREFIX).is_some_and(|suffix| {
         suffix.len() == 16 && suffix.bytes().all(|byte| byte.is_ascii_hexdigit())
     })

@@ -118,6 +118,9 @@ pub struct SyncStats {
     pub bytes_downloaded: Counter,
     /// Bytes of downloaded files filled from chunks already on disk.
     pub bytes_reused: Counter,
+    /// Downloaded bytes fetched while their sender was still uploading
+    /// (streaming sync); also counted in `bytes_downloaded`.
+    pub bytes_streamed: Counter,
     pub files_uploaded: Counter,
     pub files_downloaded: Counter,
     pub deletes_sent: Counter,
@@ -163,6 +166,7 @@ impl Default for SyncStats {
             chunks_uploaded: Counter::default(),
             bytes_downloaded: Counter::default(),
             bytes_reused: Counter::default(),
+            bytes_streamed: Counter::default(),
             files_uploaded: Counter::default(),
             files_downloaded: Counter::default(),
             deletes_sent: Counter::default(),

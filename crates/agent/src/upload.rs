@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use futures::StreamExt;
 use syncfolder_core::Hash;
-use syncfolder_core::protocol::{Change, CommitResult, FileRecord, FolderMode};
+use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord, FolderMode};
 
 use crate::Result;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::LocalFs;
+use crate::prefetch::STREAM_MIN_BYTES;
 use crate::remote::{Remote, RemoteError};
 use crate::state::StateBatch;
 use crate::stats::ErrorKind;
@@ -78,6 +79,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }
         }
 
+        self.announce_large_files(&uploads).await;
         let uploaded = match self.upload_missing_chunks(&sources).await {
             Ok(uploaded) => uploaded,
             Err(err) => {
@@ -190,6 +192,31 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             self.pending.remove(&change.path);
         }
         self.state_db.apply(&batch).await
+    }
+
+    /// Streaming sync: tells other agents which large files are on their
+    /// way, so they fetch the chunks while this agent uploads them.
+    async fn announce_large_files(&self, uploads: &[(String, LocalObservation, u64)]) {
+        let large: Vec<Change> = uploads
+            .iter()
+            .filter(|(_, local, _)| {
+                matches!(&local.content, Some(Content::File { size, .. }) if *size >= STREAM_MIN_BYTES)
+            })
+            .map(|(synced_path, local, parent_version)| Change {
+                path: synced_path.clone(),
+                parent_version: *parent_version,
+                content: local.content.clone(),
+                chunks: local.chunks.clone(),
+                mtime_ns: local.meta.map_or(0, |meta| meta.fingerprint.mtime_ns),
+            })
+            .collect();
+        if large.is_empty() {
+            return;
+        }
+        if let Err(err) = self.remote.announce(large).await {
+            // receivers fetch after the commit instead
+            tracing::debug!(%err, "could not announce large files");
+        }
     }
 
     fn handle_commit_result(

@@ -8,7 +8,9 @@
 //! | method | path | body → answer |
 //! |---|---|---|
 //! | GET  | `/folders/{folder}` | → [`FolderInfo`] |
-//! | GET  | `/folders/{folder}/changes?since=&limit=&wait=` | → [`ChangesResponse`] (long-polls up to `wait` seconds) |
+//! | GET  | `/folders/{folder}/changes?since=&limit=&wait=[&announced_since=]` | → [`ChangesResponse`] (long-polls up to `wait` seconds; with `announced_since`, also other agents' [`Announcement`]s) |
+//! | POST | `/folders/{folder}/announce` | [`AnnounceRequest`] → [`AnnounceResponse`] (streaming sync) |
+//! | POST | `/folders/{folder}/chunks/stream` | [`StreamChunksRequest`] → framed chunks stored so far (waits for announced ones) |
 //! | POST | `/folders/{folder}/chunks/missing` | [`MissingChunksRequest`] → [`MissingChunksResponse`] |
 //! | PUT  | `/folders/{folder}/chunks/{hash}` | raw bytes → [`UploadResponse`] |
 //! | POST | `/folders/{folder}/chunks/upload` | framed chunks → [`UploadResponse`] |

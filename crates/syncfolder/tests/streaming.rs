@@ -1,0 +1,105 @@
+//! Streaming sync with real processes: a large file reaches the other agent
+//! while it is still being uploaded, and is fetched only once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn agent_metric(port: u16, name: &str) -> f64 {
+    let Some((_, body)) = http_get(port, "/metrics") else {
+        return 0.0;
+    };
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter(|line| !line.contains("direction=") || line.contains("direction=\"download\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once() {
+    let server = TestServer::start();
+    let token = server.create_folder("streamed", &[]);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (dir_a, dir_b) = (temp.path().join("a"), temp.path().join("b"));
+    std::fs::create_dir_all(&dir_a).expect("dir a");
+    std::fs::create_dir_all(&dir_b).expect("dir b");
+    let _a = TestAgent::start(&server, "streamed", &token, &dir_a, "agent-a");
+    let port_b = free_port();
+    let listen_b = format!("127.0.0.1:{port_b}");
+    let _b = TestAgent::start_with(
+        &server,
+        "streamed",
+        &token,
+        &dir_b,
+        "agent-b",
+        &["--metrics-listen", &listen_b],
+    );
+    // both agents are up and idle
+    write_file(&dir_a.join("ready.txt"), b"ready");
+    wait_for("ready.txt on b", || dir_b.join("ready.txt").exists());
+
+    let size = 96 << 20;
+    let data = random_bytes(size, 17);
+    let expected_hash = sha256_hex(&data);
+    let commits_before = server.metric("syncfolder_commits_total");
+    write_file(&dir_a.join("large.bin"), &data);
+    drop(data);
+
+    // watch the server: bytes leave for b before the version is committed
+    let mut sent_before_commit = 0.0_f64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let sent = server.metric("syncfolder_chunk_bytes_sent_total");
+        let committed = server.metric("syncfolder_commits_total") > commits_before;
+        if committed {
+            break;
+        }
+        sent_before_commit = sent_before_commit.max(sent);
+        assert!(Instant::now() < deadline, "large.bin was never committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_for("large.bin complete on b", || {
+        std::fs::read(dir_b.join("large.bin"))
+            .is_ok_and(|bytes| sha256_hex(&bytes) == expected_hash)
+    });
+    eprintln!(
+        "sent to b before the commit: {:.1} MiB of {} MiB",
+        sent_before_commit / 1048576.0,
+        size >> 20
+    );
+    assert!(
+        sent_before_commit > 0.0,
+        "nothing reached b before the commit: no streaming"
+    );
+    let streamed = agent_metric(port_b, "syncfolder_agent_streamed_bytes_total");
+    let downloaded = agent_metric(port_b, "syncfolder_agent_transferred_bytes_total");
+    eprintln!(
+        "b streamed {:.1} MiB, downloaded {:.1} MiB in all",
+        streamed / 1048576.0,
+        downloaded / 1048576.0
+    );
+    assert_eq!(
+        streamed, size as f64,
+        "every byte of the file came streamed"
+    );
+    assert!(
+        downloaded < size as f64 * 1.01,
+        "b fetched the file twice: {downloaded} bytes for a {size}-byte file"
+    );
+    // nothing of the streaming is left behind
+    assert!(
+        std::fs::read_dir(dir_b.join(".syncfolder-tmp-stream"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+            == 0
+    );
+    assert!(
+        !snapshot(&dir_b)
+            .keys()
+            .any(|path| path.contains(".syncfolder-tmp"))
+    );
+}
