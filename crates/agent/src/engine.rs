@@ -552,7 +552,26 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         self.execute(plan, &mut outcome).await?;
         self.deletion_guard.record(n_deletes, now_ms);
+        self.sweep_prefetches().await;
         Ok(outcome)
+    }
+
+    /// Removes prefetched files nobody will take: their content is in place
+    /// already (applied another way), or they waited too long.
+    async fn sweep_prefetches(&self) {
+        let unwanted = self.prefetches.sweep(|synced_path, content_hash| {
+            self.base.get(synced_path).is_some_and(|entry| {
+                matches!(&entry.record.content, Some(Content::File { content_hash: applied, .. }) if *applied == content_hash)
+            })
+        });
+        if unwanted.is_empty() {
+            return;
+        }
+        for temp_path in unwanted {
+            let _ = self.fs.remove_file(&temp_path).await;
+        }
+        // gone when no other prefetch is under way
+        let _ = self.fs.remove_dir(prefetch::STREAM_DIR).await;
     }
 
     /// After a crash between a download's rename and its base update, the

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Announcement, Content};
@@ -30,13 +30,17 @@ pub const STREAM_DIR: &str = ".syncfolder-tmp-stream";
 pub const STREAM_MIN_BYTES: u64 = 8 << 20;
 /// How long one streamed read waits on the server for chunks to arrive.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
-/// Chunks asked for in one streamed read.
-const STREAM_BATCH_CHUNKS: usize = 64;
+/// Bytes asked for in one streamed read (at least one chunk): what one
+/// answer holds in memory.
+const STREAM_BATCH_BYTES: u64 = 8 << 20;
 /// A prefetch that gets nothing for this long is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// How long a download waits for a prefetch of the same content that is
 /// still running before fetching on its own.
 pub const TAKE_WAIT: Duration = Duration::from_secs(60);
+/// How long a prefetched file waits to be taken (the sender may have
+/// committed something else, or nothing).
+const READY_TTL: Duration = Duration::from_secs(600);
 
 /// What the engine hands the prefetcher: an announcement and where the
 /// chunks it already holds can be read locally.
@@ -49,7 +53,7 @@ pub struct PrefetchJob {
 #[derive(Debug)]
 enum State {
     Running,
-    Ready(String),
+    Ready(String, Instant),
     Failed,
 }
 
@@ -100,7 +104,7 @@ impl Prefetches {
             },
         );
         let stale = match replaced.map(|entry| entry.state) {
-            Some(State::Ready(temp_path)) => Some(temp_path),
+            Some(State::Ready(temp_path, _)) => Some(temp_path),
             _ => None,
         };
         (true, stale)
@@ -113,7 +117,7 @@ impl Prefetches {
         let orphan = match entries.get_mut(path) {
             Some(entry) if entry.content_hash == content_hash => {
                 entry.state = match temp_path {
-                    Some(temp_path) => State::Ready(temp_path),
+                    Some(temp_path) => State::Ready(temp_path, Instant::now()),
                     None => State::Failed,
                 };
                 None
@@ -144,9 +148,9 @@ impl Prefetches {
                         entries.remove(path);
                         return None;
                     }
-                    State::Ready(_) => {
+                    State::Ready(..) => {
                         return match entries.remove(path).map(|entry| entry.state) {
-                            Some(State::Ready(temp_path)) => Some(temp_path),
+                            Some(State::Ready(temp_path, _)) => Some(temp_path),
                             _ => None,
                         };
                     }
@@ -157,6 +161,24 @@ impl Prefetches {
                 () = tokio::time::sleep_until(deadline) => return None,
             }
         }
+    }
+
+    /// Forgets the ready prefetches that `wanted` turns down or that waited
+    /// longer than [`READY_TTL`], and failed ones; returns their temp files.
+    pub fn sweep(&self, is_applied: impl Fn(&str, Hash) -> bool) -> Vec<String> {
+        let mut unwanted = Vec::new();
+        self.entries().retain(|path, entry| match &entry.state {
+            State::Running => true,
+            State::Failed => false,
+            State::Ready(temp_path, ready_at) => {
+                let keep = ready_at.elapsed() < READY_TTL && !is_applied(path, entry.content_hash);
+                if !keep {
+                    unwanted.push(temp_path.clone());
+                }
+                keep
+            }
+        });
+        unwanted
     }
 
     /// True when a prefetch of `content_hash` at `path` runs or is ready.
@@ -236,8 +258,13 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
                 None
             }
         };
+        let failed = temp_path.is_none();
         if let Some(orphan) = prefetches.finish(&announcement.path, content_hash, temp_path) {
             let _ = fs.remove_file(&orphan).await;
+        }
+        if failed {
+            // gone when no other prefetched file waits there
+            let _ = fs.remove_dir(STREAM_DIR).await;
         }
     }
 }
@@ -303,15 +330,19 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
                     }
                     self.stats.bytes_reused.add(size);
                 }
-                None => remaining.push(hash),
+                None => remaining.push((hash, size)),
             }
         }
         let mut last_progress = self.clock.now_ms();
         while !remaining.is_empty() {
+            let mut asked_bytes = 0;
             let asked: Vec<Hash> = remaining
                 .iter()
-                .take(STREAM_BATCH_CHUNKS)
-                .copied()
+                .take_while(|(_, size)| {
+                    asked_bytes += size;
+                    asked_bytes <= STREAM_BATCH_BYTES || asked_bytes == *size
+                })
+                .map(|(hash, _)| *hash)
                 .collect();
             let arrived = self.remote.stream_chunks(asked, STREAM_WAIT).await?;
             if arrived.is_empty() {
@@ -330,7 +361,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
                 }
                 self.stats.bytes_downloaded.add(bytes.len() as u64);
                 self.stats.bytes_streamed.add(bytes.len() as u64);
-                remaining.retain(|remaining_hash| *remaining_hash != hash);
+                remaining.retain(|(remaining_hash, _)| *remaining_hash != hash);
             }
         }
         self.fs.sync_file(temp_path).await?;
@@ -383,6 +414,20 @@ mod tests {
                 .await,
             None
         );
+    }
+
+    #[test]
+    fn prefetches_whose_content_is_in_place_already_are_swept() {
+        let prefetches = Prefetches::default();
+        for (path, content) in [("applied", b"a"), ("waiting", b"w")] {
+            prefetches.start(path, Hash::of(content));
+            prefetches.finish(path, Hash::of(content), Some(format!("t-{path}")));
+        }
+        prefetches.start("running", Hash::of(b"r"));
+        let unwanted = prefetches.sweep(|path, _| path == "applied");
+        assert_eq!(unwanted, vec!["t-applied".to_owned()]);
+        assert!(prefetches.has("waiting", Hash::of(b"w")));
+        assert!(prefetches.has("running", Hash::of(b"r")));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Announcements {
     chunks_stored: watch::Sender<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FolderAnnouncements {
     last_seq: u64,
     by_path: HashMap<String, (Announcement, Instant)>,
@@ -65,7 +65,19 @@ impl Announcements {
     pub fn announce(&self, folder_id: i64, agent_id: &str, changes: Vec<Change>) -> Vec<u64> {
         let now = Instant::now();
         let mut folders = self.folders();
-        let folder = folders.entry(folder_id).or_default();
+        // numbered from the clock, so that a restarted server's numbers stay
+        // above those its agents saw before
+        let folder = folders
+            .entry(folder_id)
+            .or_insert_with(|| FolderAnnouncements {
+                last_seq: u64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_millis()),
+                )
+                .unwrap_or(0),
+                by_path: HashMap::new(),
+            });
         folder.prune(now);
         let mut seqs = Vec::with_capacity(changes.len());
         for change in changes {
@@ -191,15 +203,15 @@ mod tests {
             "sender",
             vec![file_change("a", b"a"), file_change("b", b"b")],
         );
-        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(seqs[1], seqs[0] + 1);
         let (seen, latest) = announcements.since(1, 0, "receiver");
-        assert_eq!(latest, 2);
+        assert_eq!(latest, seqs[1]);
         assert_eq!(
             seen.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
         assert!(announcements.since(1, 0, "sender").0.is_empty());
-        assert_eq!(announcements.since(1, 1, "receiver").0.len(), 1);
+        assert_eq!(announcements.since(1, seqs[0], "receiver").0.len(), 1);
         assert_eq!(announcements.since(2, 0, "receiver"), (Vec::new(), 0));
         assert_eq!(
             announcements.announced_chunk_size(1, &Hash::of(b"a")),
@@ -209,8 +221,8 @@ mod tests {
         announcements.withdraw(1, ["a"]);
         assert_eq!(announcements.since(1, 0, "receiver").0.len(), 1);
         assert_eq!(announcements.announced_chunk_size(1, &Hash::of(b"a")), None);
-        // a cursor from before a restart starts over
-        assert_eq!(announcements.since(1, 99, "receiver").0.len(), 1);
+        // a cursor beyond the latest (the clock went back) starts over
+        assert_eq!(announcements.since(1, seqs[1] + 99, "receiver").0.len(), 1);
     }
 
     #[test]

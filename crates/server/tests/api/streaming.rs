@@ -65,11 +65,11 @@ async fn an_announcement_wakes_other_agents_long_polls_until_the_commit_withdraw
     let parked = tokio::spawn(async move { changes_announced(&receiver, 0, 30).await });
     wait_for_metric(&server, "syncfolder_changefeed_waiting_requests", 1.0).await;
     let seqs = announce(&sender, "big.bin", &[b"part one", b"part two"]).await;
-    assert_eq!(seqs.seqs, vec![1]);
+    assert_eq!(seqs.seqs.len(), 1);
     let page = parked.await.expect("poll");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(page.records.is_empty());
-    assert_eq!(page.announce_seq, Some(1));
+    assert_eq!(page.announce_seq, Some(seqs.seqs[0]));
     assert_eq!(page.announced.len(), 1);
     assert_eq!(page.announced[0].path, "big.bin");
     assert_eq!(page.announced[0].agent_id, "sender");
@@ -82,7 +82,7 @@ async fn an_announcement_wakes_other_agents_long_polls_until_the_commit_withdraw
     assert!(plain.announced.is_empty() && plain.announce_seq.is_none());
     let receiver = sender.as_agent("receiver");
     assert!(
-        changes_announced(&receiver, 1, 0)
+        changes_announced(&receiver, seqs.seqs[0], 0)
             .await
             .announced
             .is_empty()
