@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// A live watch; dropping it stops watching.
@@ -32,6 +33,11 @@ impl LocalWatcher {
                 Ok(event) => {
                     if event.need_rescan() {
                         rescan.store(true, Ordering::Release);
+                    }
+                    if is_read_only_access(&event.kind) {
+                        // opening or reading changes nothing, and the agent's
+                        // own reads (a directory listing) would wake it again
+                        return;
                     }
                     for event_path in &event.paths {
                         if event_path.starts_with(&state_dir) {
@@ -70,6 +76,11 @@ impl LocalWatcher {
     }
 }
 
+/// An open, a read or the close of a file opened for reading: nothing changed.
+fn is_read_only_access(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
+}
+
 fn synced_path_of(root: &Path, event_path: &Path) -> Option<String> {
     let relative = event_path.strip_prefix(root).ok()?;
     let text = relative.to_str()?;
@@ -77,4 +88,28 @@ fn synced_path_of(root: &Path, event_path: &Path) -> Option<String> {
         return None;
     }
     Some(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+
+    use super::is_read_only_access;
+
+    #[test]
+    fn reads_are_not_changes_but_the_close_of_a_write_is() {
+        assert!(is_read_only_access(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(is_read_only_access(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_read_only_access(&EventKind::Access(AccessKind::Read)));
+        assert!(!is_read_only_access(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!is_read_only_access(&EventKind::Modify(ModifyKind::Any)));
+        assert!(!is_read_only_access(&EventKind::Create(CreateKind::File)));
+    }
 }

@@ -581,3 +581,74 @@ fn a_directory_replaced_by_a_file_keeps_unsynced_local_entries_in_a_conflict_cop
     assert_eq!(std::fs::read(b.join(&copies[0])).expect("kept"), b"b's own");
     assert!(!b.join("d/synced.txt").exists());
 }
+
+fn agent_metric(port: u16, name: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics").expect("agent metrics");
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_idle_agent_does_no_work_while_files_and_directories_are_only_read() {
+    let server = TestServer::start();
+    let token = server.create_folder("idle", &[]);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("a");
+    for dir_idx in 0..5 {
+        for file_idx in 0..20 {
+            write_file(
+                &dir.join(format!("d{dir_idx}/f{file_idx}.txt")),
+                format!("{dir_idx}/{file_idx}").as_bytes(),
+            );
+        }
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _agent = TestAgent::start_with(
+        &server,
+        "idle",
+        &token,
+        &dir,
+        "agent-a",
+        &["--metrics-listen", &listen],
+    );
+    wait_for("the initial sync", || {
+        http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+            && server.metric("syncfolder_folder_files") >= 100.0
+    });
+    // past the debounce of the last event the initial sync caused
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let cycles_before = agent_metric(port, "syncfolder_agent_sync_cycles_total");
+    // what a user's `ls -R` and `cat` do: open, read, close
+    for _ in 0..3 {
+        for entry in walk_files(&dir) {
+            std::fs::read(&entry).expect("read");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let cycles_after = agent_metric(port, "syncfolder_agent_sync_cycles_total");
+    assert_eq!(
+        cycles_after, cycles_before,
+        "reading files made the agent run sync cycles"
+    );
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list").flatten() {
+        let path = entry.path();
+        if entry.file_name() == ".syncfolder" {
+            continue;
+        }
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
