@@ -46,7 +46,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("no test ran");
     }
     if !skip_bench {
-        crate::bench::run(&["--quick".to_owned()])?;
+        // the binary `cargo test` just built: building it again with
+        // `cargo build -p syncfolder` resolves features differently and
+        // would rebuild much of the workspace
+        crate::bench::run(&["--quick".to_owned(), "--no-build".to_owned()])?;
     }
     if !skip_fuzz {
         run_fuzz_pass()?;

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--rounds N]`: syncfolder against rsync,
+//! `cargo xtask bench [--quick] [--rounds N] [--no-build]`: syncfolder against rsync,
 //! Syncthing and rclone on this machine, in one run, alternating tools
 //! round by round (BENCHMARKING.md explains why), with a table on stdout
 //! and `target/bench/results.json`.
@@ -8,7 +8,8 @@
 //! and only proves that the harness works (`cargo xtask test` runs it):
 //! its numbers mean nothing, but it fails like the full run when a tool did
 //! not deliver the data set, checked by hash on the receiving side every
-//! round. The peers come from Debian's packages (`deps::ensure_bench_peers`).
+//! round; `--no-build` takes the `syncfolder` binary as it is (the test
+//! run's, which `cargo test` has just built). The peers come from Debian's packages (`deps::ensure_bench_peers`).
 //! Every server, agent and peer listens on 127.0.0.1 only and dies with the
 //! bench (process groups killed by drop guards and on Ctrl-C).
 //!
@@ -121,23 +122,24 @@ pub fn is_root() -> bool {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|arg| arg == "--quick");
-    let rounds = match args.iter().position(|arg| arg == "--rounds") {
-        Some(idx) => args
-            .get(idx + 1)
-            .and_then(|value| value.parse().ok())
-            .context("--rounds takes a number")?,
-        None => 3,
-    };
-    if let Some(unknown) = args
-        .iter()
-        .enumerate()
-        .find(|(idx, arg)| {
-            *arg != "--quick" && *arg != "--rounds" && !(*idx > 0 && args[idx - 1] == "--rounds")
-        })
-        .map(|(_, arg)| arg)
-    {
-        bail!("unknown bench option {unknown:?} (usage: cargo xtask bench [--quick] [--rounds N])");
+    let mut quick = false;
+    let mut no_build = false;
+    let mut rounds = 3;
+    let mut args_iter = args.iter();
+    while let Some(arg) = args_iter.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--no-build" => no_build = true,
+            "--rounds" => {
+                rounds = args_iter
+                    .next()
+                    .and_then(|value| value.parse().ok())
+                    .context("--rounds takes a number")?;
+            }
+            unknown => bail!(
+                "unknown bench option {unknown:?} (usage: cargo xtask bench [--quick] [--rounds N] [--no-build])"
+            ),
+        }
     }
     if rounds < 3 {
         bail!("--rounds must be at least 3 (median, min and max need them)");
@@ -145,7 +147,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let config = Config::new(quick, rounds);
     process::install_interrupt_handler()?;
     crate::deps::ensure_bench_peers()?;
-    if quick {
+    if no_build {
+        if !config.binary.is_file() {
+            bail!("--no-build, but there is no {}", config.binary.display());
+        }
+    } else if quick {
         run_command(cargo().args(["build", "--package", "syncfolder"]))?;
     } else {
         run_command(cargo().args(["build", "--release", "--package", "syncfolder"]))?;

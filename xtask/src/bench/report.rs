@@ -111,6 +111,14 @@ impl Results {
         });
     }
 
+    /// The rows ordered by case (their names start with the case number),
+    /// in the order they were measured within a case.
+    pub fn sorted_rows(&self) -> Vec<&Row> {
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by(|a, b| a.case.cmp(&b.case));
+        rows
+    }
+
     pub fn row(&self, case: &str, measurement: &str, tool: &str) -> Option<&Row> {
         self.rows
             .iter()
@@ -331,7 +339,7 @@ pub fn table(info: &RunInfo, results: &Results, targets: &[Target]) -> String {
     );
     out.push_str("| case | measurement | tool | median | min | max | sent | peak RSS | syncfolder ÷ peer |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
-    for row in &results.rows {
+    for row in results.sorted_rows() {
         let Some(summary) = Summary::of(&row.values) else {
             continue;
         };
@@ -357,7 +365,9 @@ pub fn table(info: &RunInfo, results: &Results, targets: &[Target]) -> String {
             ratios
         ));
     }
-    for figure in &results.figures {
+    let mut figures: Vec<&Figure> = results.figures.iter().collect();
+    figures.sort_by(|a, b| a.case.cmp(&b.case));
+    for figure in figures {
         out.push_str(&format!(
             "| {} | {} | syncfolder | {} | | | | | |\n",
             figure.case,
@@ -393,8 +403,8 @@ pub fn json(info: &RunInfo, results: &Results, targets: &[Target]) -> Value {
         None => Value::Null,
     };
     let rows: Vec<Value> = results
-        .rows
-        .iter()
+        .sorted_rows()
+        .into_iter()
         .map(|row| {
             let bytes: Vec<f64> = row.bytes_sent.iter().map(|&b| b as f64).collect();
             let rss: Vec<f64> = row.peak_rss_bytes.iter().map(|&b| b as f64).collect();
