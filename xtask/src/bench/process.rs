@@ -43,6 +43,8 @@ pub fn install_interrupt_handler() -> anyhow::Result<()> {
         }
         for (mount_point, loop_device) in std::mem::take(&mut leftovers.mounts).into_iter().rev() {
             unmount(&mount_point, loop_device.as_deref());
+            let _ = std::fs::remove_file(mount_point.with_extension("img"));
+            let _ = std::fs::remove_dir(&mount_point);
         }
         std::process::exit(130);
     })
@@ -63,12 +65,38 @@ pub fn unregister_mount(mount_point: &Path) {
         .retain(|(registered, _)| registered != mount_point);
 }
 
-/// `umount` and `losetup -d`, ignoring failures (used on the way out).
+/// `umount` (retried while something still holds a file open, then lazy)
+/// and `losetup -d`, ignoring failures (used on the way out).
 pub fn unmount(mount_point: &Path, loop_device: Option<&str>) {
-    let _ = Command::new("umount")
-        .arg(mount_point)
-        .stderr(Stdio::null())
-        .status();
+    let umount = |lazy: bool| {
+        let mut command = Command::new("umount");
+        if lazy {
+            command.arg("-l");
+        }
+        command
+            .arg(mount_point)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let is_mounted = || {
+        Command::new("mountpoint")
+            .arg("-q")
+            .arg(mount_point)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let mut unmounted = false;
+    for _ in 0..50 {
+        if !is_mounted() || umount(false) {
+            unmounted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !unmounted {
+        umount(true);
+    }
     if let Some(loop_device) = loop_device {
         let _ = Command::new("losetup")
             .args(["-d", loop_device])
@@ -77,11 +105,23 @@ pub fn unmount(mount_point: &Path, loop_device: Option<&str>) {
     }
 }
 
+/// SIGKILL to every process of the group, then waits (up to 10 s) until
+/// none is left, so that their open files no longer hold a file system.
 fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
+    let signal = |signal: &str| {
+        Command::new("kill")
+            .args([signal, "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    signal("-KILL");
+    for _ in 0..200 {
+        if !signal("-0") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A started process (and everything it forks) that dies with this value.
@@ -145,8 +185,10 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let pgid = self.child.id();
-        kill_group(pgid);
+        let _ = self.child.kill();
+        // the leader must be reaped before `kill -0` can see its group empty
         let _ = self.child.wait();
+        kill_group(pgid);
         leftovers().process_groups.remove(&pgid);
     }
 }

@@ -106,7 +106,6 @@ fn stat_number(stats: &str, label: &str) -> Option<u64> {
         .lines()
         .find_map(|line| line.trim().strip_prefix(label))?;
     let digits: String = line
-        .trim()
         .split_whitespace()
         .next()?
         .chars()

@@ -48,6 +48,7 @@ impl ScratchFactory {
     /// Tries a loop-mounted image once; falls back to plain directories.
     pub fn new(base: &Path) -> anyhow::Result<ScratchFactory> {
         std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+        remove_leftovers(&base.join("fs"));
         let mut factory = ScratchFactory {
             base: base.to_path_buf(),
             kind: FsKind::LoopExt4,
@@ -122,6 +123,33 @@ impl ScratchFactory {
         };
         quiet(Command::new("mount").arg(&loop_device).arg(&root))?;
         Ok(scratch)
+    }
+}
+
+/// Unmounts, detaches and deletes what a killed bench left in `images`.
+fn remove_leftovers(images: &Path) {
+    let Ok(entries) = std::fs::read_dir(images) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let image = path.with_extension("img");
+            let loop_device = Command::new("losetup")
+                .arg("-j")
+                .arg(&image)
+                .output()
+                .ok()
+                .and_then(|output| {
+                    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+                    text.split(':').next().map(str::to_owned)
+                })
+                .filter(|device| device.starts_with("/dev/"));
+            process::unmount(&path, loop_device.as_deref());
+            let _ = std::fs::remove_dir(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
