@@ -639,12 +639,21 @@ impl<'a> Bench<'a> {
             })?;
             let (n_before, seconds_before) = agent.scans()?;
             let cpu_before = measure::cpu_seconds(agent.pid())?;
+            let window_started = Instant::now();
             wait_until("a rescan", PATIENCE, RESCAN_POLL, || {
                 Ok(agent.scans()?.0 > n_before)
             })?;
             let (n_after, seconds_after) = agent.scans()?;
             let cpu_after = measure::cpu_seconds(agent.pid())?;
+            let window = window_started.elapsed().as_secs_f64();
             let n_measured = (n_after - n_before) as f64;
+            self.results.add(
+                IDLE,
+                "idle agent CPU (cores, over the same window)",
+                SYNCFOLDER,
+                Unit::Cores,
+                Observation::seconds((cpu_after - cpu_before) / window),
+            );
             for (measurement, value) in [
                 (RESCAN_WALL, (seconds_after - seconds_before) / n_measured),
                 (RESCAN_CPU, (cpu_after - cpu_before) / n_measured),

@@ -12,6 +12,8 @@ use super::measure::Summary;
 pub enum Unit {
     Seconds,
     Bytes,
+    /// CPU seconds per wall second.
+    Cores,
 }
 
 impl Unit {
@@ -19,6 +21,7 @@ impl Unit {
         match self {
             Unit::Seconds => "seconds",
             Unit::Bytes => "bytes",
+            Unit::Cores => "cores",
         }
     }
 }
@@ -313,6 +316,7 @@ fn format_value(unit: Unit, value: f64) -> String {
     match unit {
         Unit::Seconds => format!("{value:.3} s"),
         Unit::Bytes => format!("{:.1} MiB", value / MIB),
+        Unit::Cores => format!("{value:.2} cores"),
     }
 }
 
