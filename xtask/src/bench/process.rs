@@ -117,11 +117,38 @@ fn kill_group(pgid: u32) {
     };
     signal("-KILL");
     for _ in 0..200 {
-        if !signal("-0") {
+        if !group_has_live_process(pgid) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// True while a process of the group is alive (zombies, which hold no
+/// files, do not count).
+fn group_has_live_process(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|byte| byte.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = stat.get(stat.rfind(')')? + 2..)?.to_owned();
+                    Some(after_name)
+                })
+                .is_some_and(|after_name| {
+                    let fields: Vec<&str> = after_name.split_whitespace().collect();
+                    // state, ppid, pgrp
+                    fields.first() != Some(&"Z")
+                        && fields.get(2) == Some(&pgid.to_string().as_str())
+                })
+    })
 }
 
 /// A started process (and everything it forks) that dies with this value.

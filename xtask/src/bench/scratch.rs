@@ -68,8 +68,20 @@ impl ScratchFactory {
         self.kind
     }
 
-    /// A new empty file system (or directory) with room for `size_bytes`.
+    /// A new empty file system (or directory) with room for `size_bytes`
+    /// and ext4's default number of inodes.
     pub fn fresh(&mut self, label: &str, size_bytes: u64) -> anyhow::Result<Scratch> {
+        self.fresh_with_inodes(label, size_bytes, None)
+    }
+
+    /// Like [`ScratchFactory::fresh`], with room for `n_inodes` files and
+    /// directories (ext4's default is one per 16 KiB).
+    pub fn fresh_with_inodes(
+        &mut self,
+        label: &str,
+        size_bytes: u64,
+        n_inodes: Option<u64>,
+    ) -> anyhow::Result<Scratch> {
         self.n_made += 1;
         let name = format!("{:03}-{label}", self.n_made);
         match self.kind {
@@ -83,11 +95,16 @@ impl ScratchFactory {
                     loop_device: None,
                 })
             }
-            FsKind::LoopExt4 => self.mount_image(&name, size_bytes),
+            FsKind::LoopExt4 => self.mount_image(&name, size_bytes, n_inodes),
         }
     }
 
-    fn mount_image(&self, name: &str, size_bytes: u64) -> anyhow::Result<Scratch> {
+    fn mount_image(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        n_inodes: Option<u64>,
+    ) -> anyhow::Result<Scratch> {
         let images = self.base.join("fs");
         std::fs::create_dir_all(&images)?;
         let image = images.join(format!("{name}.img"));
@@ -96,12 +113,13 @@ impl ScratchFactory {
         let size = size_bytes.max(64 << 20).to_string();
         quiet(Command::new("truncate").args(["-s", &size]).arg(&image))?;
         // no lazy initialisation: no kernel thread zeroing inode tables while we measure
-        quiet(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-O", "^has_journal"])
-                .args(["-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"])
-                .arg(&image),
-        )?;
+        let mut mkfs = Command::new("mkfs.ext4");
+        mkfs.args(["-q", "-F", "-O", "^has_journal"])
+            .args(["-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"]);
+        if let Some(n_inodes) = n_inodes {
+            mkfs.args(["-N", &n_inodes.to_string()]);
+        }
+        quiet(mkfs.arg(&image))?;
         let output = Command::new("losetup")
             .args(["--direct-io=on", "--find", "--show"])
             .arg(&image)
