@@ -1,6 +1,7 @@
 //! `cargo xtask deps`: installs the programs the tests run for real —
 //! PostgreSQL's server binaries and Prometheus (with promtool) from Debian's
-//! packages, and helm, kubectl and kubernetes-validate into the project's
+//! packages, the bench's peers rsync, Syncthing and rclone (also Debian's;
+//! [`ensure_bench_peers`], which `cargo xtask bench` runs itself), and helm, kubectl and kubernetes-validate into the project's
 //! tools directory (`kube_tools`) — when they are missing, and `cargo-fuzz`
 //! ([`CARGO_FUZZ_VERSION`], from crates.io) for `cargo xtask fuzz`.
 //! `cargo xtask test` runs it first, so a fresh machine needs nothing by
@@ -54,6 +55,8 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
 /// only with `CI=true`).
 pub fn ensure() -> anyhow::Result<()> {
     ensure_debian_packages()?;
+    // the test run ends with `cargo xtask bench --quick`
+    ensure_bench_peers()?;
     crate::kube_tools::ensure()?;
     if let Err(err) = ensure_cargo_fuzz() {
         if is_ci() {
@@ -153,6 +156,41 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
             still_missing.join(", "),
             packages.join(" "),
             packages.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The programs `cargo xtask bench` measures syncfolder against, each the
+/// Debian package of its name.
+const BENCH_PEERS: [&str; 3] = ["rsync", "syncthing", "rclone"];
+
+/// Installs whichever bench peer is missing from Debian's packages; fails
+/// naming those that still are.
+pub fn ensure_bench_peers() -> anyhow::Result<()> {
+    let missing: Vec<&str> = BENCH_PEERS
+        .into_iter()
+        .filter(|peer| !on_path(peer))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "missing for the bench: {}; installing their Debian packages",
+        missing.join(", ")
+    );
+    if let Err(err) = apt_install(&missing) {
+        eprintln!("{err:#}");
+    }
+    let still_missing: Vec<&str> = BENCH_PEERS
+        .into_iter()
+        .filter(|peer| !on_path(peer))
+        .collect();
+    if !still_missing.is_empty() {
+        bail!(
+            "the bench needs {}: install the Debian packages (as root: apt-get install {})",
+            still_missing.join(", "),
+            still_missing.join(" ")
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: developer tasks, one module per task.
 //!
 //! - `test`: everything CI checks (formatting, lints, the whole test suite,
-//!   a short fuzz pass);
+//!   a quick bench run and a short fuzz pass);
 //! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus,
 //!   helm, kubectl, kubernetes-validate, cargo-fuzz);
 //! - `demo`: a server and two agents on `./synced` and `./synced-2`, with
@@ -11,8 +11,11 @@
 //!   `manifests/syncfolder.yaml`, the injected examples);
 //! - `kind-test`: the whole thing on a kind cluster (needs docker and kind);
 //! - `sim`: the deterministic simulation over many seeds;
-//! - `fuzz`: runs the libFuzzer targets of `fuzz/` on the stable toolchain.
+//! - `fuzz`: runs the libFuzzer targets of `fuzz/` on the stable toolchain;
+//! - `bench`: syncfolder against rsync, Syncthing and rclone, alternating,
+//!   with a table and `target/bench/results.json` (`--quick`: tiny data).
 
+mod bench;
 mod crdgen;
 mod demo;
 mod deps;
@@ -41,11 +44,12 @@ fn main() -> anyhow::Result<()> {
         "kind-test" => kind_test::run(&rest),
         "sim" => sim::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "bench" => bench::run(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 test   formatting, clippy, every test and a short fuzz pass (what CI runs)\n  \
+                 test   formatting, clippy, every test, a quick bench and a short fuzz pass (what CI runs)\n  \
                  deps   install what the tests need (PostgreSQL, Prometheus from Debian packages;\n         \
                  helm, kubectl, kubernetes-validate, cargo-fuzz into target/tools)\n  \
                  demo   a local server and two agents syncing ./synced and ./synced-2\n         \
@@ -54,7 +58,8 @@ fn main() -> anyhow::Result<()> {
                  manifests   regenerate the chart's dashboards, manifests/syncfolder.yaml and the injected examples\n  \
                  kind-test   build the image, install the chart on a kind cluster and sync a file between two pods\n  \
                  sim         the deterministic simulation: --runs N (default 1000) [--seed S] [--steps K] [--jobs J] [--trace]\n  \
-                 fuzz        run every fuzz target [--seconds N] [--target NAME] [--update-corpus] [--reproduce FILE]"
+                 fuzz        run every fuzz target [--seconds N] [--target NAME] [--update-corpus] [--reproduce FILE]\n  \
+                 bench       syncfolder vs rsync, Syncthing, rclone: table + target/bench/results.json [--quick] [--rounds N]"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

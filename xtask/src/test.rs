@@ -1,8 +1,10 @@
 //! `cargo xtask test`: what CI runs, and what a newcomer runs first.
 //! Installs what the tests need when it is missing (`deps`), then
 //! formatting, clippy with warnings denied, then every test of the
-//! workspace with one line that totals the tests run, then a short fuzz
-//! pass of every fuzz target (`fuzz`; `--no-fuzz` skips it).
+//! workspace with one line that totals the tests run, then a quick bench
+//! run that proves the harness and every peer deliver their data
+//! (`bench --quick`; `--no-bench` skips it), then a short fuzz pass of
+//! every fuzz target (`fuzz`; `--no-fuzz` skips it).
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -17,6 +19,7 @@ const FUZZ_SECONDS_PER_TARGET: u64 = 10;
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let skip_lints = args.iter().any(|arg| arg == "--no-lint");
     let skip_fuzz = args.iter().any(|arg| arg == "--no-fuzz");
+    let skip_bench = args.iter().any(|arg| arg == "--no-bench");
     crate::deps::ensure()?;
     if !skip_lints {
         run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -41,6 +44,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if totals.n_passed == 0 {
         bail!("no test ran");
+    }
+    if !skip_bench {
+        // the binary `cargo test` just built: building it again with
+        // `cargo build -p syncfolder` resolves features differently and
+        // would rebuild much of the workspace
+        crate::bench::run(&["--quick".to_owned(), "--no-build".to_owned()])?;
     }
     if !skip_fuzz {
         run_fuzz_pass()?;
