@@ -370,13 +370,22 @@ fn every_dashboard_query_returns_data_from_a_real_sync_run() {
             );
         }
         let expanded = expand_promql(expr);
-        let result = prometheus
-            .query(&expanded)
-            .unwrap_or_else(|err| panic!("panel {title:?}: {err}"));
-        assert!(
-            !result.is_empty(),
-            "panel {title:?} returns no series for {expanded}"
-        );
+        // a rate needs two scrapes in its window; on a loaded machine a
+        // scrape of a debug build can miss its 1 s deadline, so give it time
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let result = prometheus
+                .query(&expanded)
+                .unwrap_or_else(|err| panic!("panel {title:?}: {err}"));
+            if !result.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "panel {title:?} returns no series for {expanded}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         n_prometheus_queries += 1;
     }
     let folder_var = expand_promql("group by (folder) (syncfolder_folder_files)");
