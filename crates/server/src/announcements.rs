@@ -21,6 +21,10 @@ use tokio::sync::watch;
 pub const ANNOUNCEMENT_TTL: Duration = Duration::from_secs(600);
 /// Open announcements per folder; the oldest give way.
 pub const MAX_OPEN_PER_FOLDER: usize = 4096;
+/// Chunk references held by a folder's open announcements (about 20 MB of
+/// memory, a quarter of a terabyte of files at the default chunk size); the
+/// oldest give way, so a client cannot make the server hold more.
+pub const MAX_OPEN_CHUNKS_PER_FOLDER: usize = 262_144;
 
 #[derive(Debug)]
 pub struct Announcements {
@@ -96,14 +100,20 @@ impl Announcements {
             };
             folder.by_path.insert(change.path, (announcement, now));
         }
-        while folder.by_path.len() > MAX_OPEN_PER_FOLDER {
+        let mut n_chunks: usize = folder
+            .by_path
+            .values()
+            .map(|(announcement, _)| announcement.chunks.len())
+            .sum();
+        while folder.by_path.len() > MAX_OPEN_PER_FOLDER || n_chunks > MAX_OPEN_CHUNKS_PER_FOLDER {
             let oldest = folder
                 .by_path
                 .iter()
                 .min_by_key(|(_, (announcement, _))| announcement.seq)
                 .map(|(path, _)| path.clone());
-            if let Some(path) = oldest {
-                folder.by_path.remove(&path);
+            match oldest.and_then(|path| folder.by_path.remove(&path)) {
+                Some((announcement, _)) => n_chunks -= announcement.chunks.len(),
+                None => break,
             }
         }
         seqs
@@ -238,5 +248,37 @@ mod tests {
         let (open, _) = announcements.since(1, 0, "r");
         assert_eq!(open.len(), MAX_OPEN_PER_FOLDER);
         assert!(!open.iter().any(|a| a.path == "f0"));
+    }
+
+    #[test]
+    fn the_chunks_a_folder_holds_in_announcements_are_bounded() {
+        let announcements = Announcements::default();
+        let big = |path: &str| {
+            let chunks: Vec<ChunkRef> = (0..MAX_OPEN_CHUNKS_PER_FOLDER / 2)
+                .map(|n| ChunkRef {
+                    hash: Hash::of(&n.to_le_bytes()),
+                    size: 1,
+                })
+                .collect();
+            Change {
+                path: path.to_owned(),
+                parent_version: 0,
+                content: Some(Content::File {
+                    content_hash: content_hash(&chunks),
+                    size: chunks.len() as u64,
+                    executable: false,
+                }),
+                chunks,
+                mtime_ns: 0,
+            }
+        };
+        announcements.announce(1, "s", vec![big("a"), big("b")]);
+        assert_eq!(announcements.since(1, 0, "r").0.len(), 2);
+        announcements.announce(1, "s", vec![big("c")]);
+        let (open, _) = announcements.since(1, 0, "r");
+        assert_eq!(
+            open.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
     }
 }
