@@ -525,20 +525,18 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             self.close_aside(aside).await;
             return Err(err);
         }
-        match self.fs.exchange(&aside.path, synced_path).await {
-            Ok(()) => {}
-            Err(err) => {
-                let unsupported = err.kind() == ErrorKind::Unsupported;
-                // back to the temp name: the caller removes it
-                self.fs.rename(&aside.path, temp_path).await?;
-                self.close_aside(aside).await;
-                return match err.kind() {
-                    _ if unsupported => self.fs.rename(temp_path, synced_path).await.map(|()| true),
-                    // deleted meanwhile: decided again
-                    ErrorKind::NotFound => Ok(false),
-                    _ => Err(err),
-                };
-            }
+        if let Err(err) = self.fs.exchange(&aside.path, synced_path).await {
+            // back to the temp name: the caller removes it
+            self.fs.rename(&aside.path, temp_path).await?;
+            self.close_aside(aside).await;
+            return match err.kind() {
+                ErrorKind::Unsupported => {
+                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
+                }
+                // deleted meanwhile: decided again
+                ErrorKind::NotFound => Ok(false),
+                _ => Err(err),
+            };
         }
         let displaced = self.fs.stat(&aside.path).await?;
         if displaced.is_some_and(|meta| meta.is_same_entry(observed)) {

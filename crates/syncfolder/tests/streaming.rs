@@ -7,18 +7,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn agent_metric(port: u16, name: &str) -> f64 {
-    let Some((_, body)) = http_get(port, "/metrics") else {
-        return 0.0;
-    };
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter(|line| !line.contains("direction=") || line.contains("direction=\"download\""))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once() {
     let server = TestServer::start();
@@ -75,8 +63,12 @@ fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once(
         sent_before_commit > 0.0,
         "nothing reached b before the commit: no streaming"
     );
-    let streamed = agent_metric(port_b, "syncfolder_agent_streamed_bytes_total");
-    let downloaded = agent_metric(port_b, "syncfolder_agent_transferred_bytes_total");
+    let streamed = metric_at(port_b, "syncfolder_agent_streamed_bytes_total", "");
+    let downloaded = metric_at(
+        port_b,
+        "syncfolder_agent_transferred_bytes_total",
+        "direction=\"download\"",
+    );
     eprintln!(
         "b streamed {:.1} MiB, downloaded {:.1} MiB in all",
         streamed / 1048576.0,

@@ -582,15 +582,6 @@ fn a_directory_replaced_by_a_file_keeps_unsynced_local_entries_in_a_conflict_cop
     assert!(!b.join("d/synced.txt").exists());
 }
 
-fn agent_metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics").expect("agent metrics");
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn an_idle_agent_does_no_work_while_files_and_directories_are_only_read() {
     let server = TestServer::start();
@@ -621,7 +612,7 @@ fn an_idle_agent_does_no_work_while_files_and_directories_are_only_read() {
     });
     // past the debounce of the last event the initial sync caused
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let cycles_before = agent_metric(port, "syncfolder_agent_sync_cycles_total");
+    let cycles_before = metric_at(port, "syncfolder_agent_sync_cycles_total", "");
     // what a user's `ls -R` and `cat` do: open, read, close
     for _ in 0..3 {
         for entry in walk_files(&dir) {
@@ -630,7 +621,7 @@ fn an_idle_agent_does_no_work_while_files_and_directories_are_only_read() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let cycles_after = agent_metric(port, "syncfolder_agent_sync_cycles_total");
+    let cycles_after = metric_at(port, "syncfolder_agent_sync_cycles_total", "");
     assert_eq!(
         cycles_after, cycles_before,
         "reading files made the agent run sync cycles"

@@ -168,12 +168,7 @@ impl TestServer {
 
     /// The value of a metric with no labels (or the sum over its label sets).
     pub fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http_get(self.port, "/metrics").expect("metrics");
-        body.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter(|line| line.split([' ', '{']).next() == Some(name))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_at(self.port, name, "")
     }
 
     /// Runs the CLI against this server and returns its output.
@@ -219,6 +214,18 @@ impl TestServer {
         );
         last_line(&output)
     }
+}
+
+/// The sum of the series of metric `name` served on `port` (a server's or an
+/// agent's `/metrics`) whose labels contain `labels` (`""`: all of them).
+pub fn metric_at(port: u16, name: &str, labels: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics").expect("metrics");
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter(|line| line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn last_line(output: &Output) -> String {
