@@ -3,18 +3,21 @@
 //!
 //! [`LooseChunkStore`] keeps each chunk as `<data>/chunks/ab/cd/<hex>`.
 //! Architecture invariant: a file under a final chunk name is always complete
-//! and durable. A batch is written to temp files under `<data>/tmp/`, made
-//! durable with one `syncfs`, renamed into place, and synced again; only
-//! then does the caller record the chunks in the metadata.
+//! and durable. A batch is written to temp files under `<data>/tmp/` (around
+//! the page cache, see [`crate::direct_write`]), made durable with one
+//! `syncfs`, renamed into place, and synced again; only then does the
+//! caller record the chunks in the metadata.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use syncfolder_core::Hash;
+
+use crate::direct_write;
 
 /// A place to keep chunks by their SHA-256. Callers verify hashes before
 /// [`ChunkStore::put_batch`]; implementations trust them.
@@ -86,9 +89,8 @@ impl LooseChunkStore {
                     continue;
                 }
                 let temp_path = self.inner.tmp.join(temp_name(hash));
-                let mut file = File::create_new(&temp_path)?;
-                pending.push((temp_path, final_path));
-                file.write_all(bytes)?;
+                pending.push((temp_path.clone(), final_path));
+                direct_write::create_new_with(&temp_path, bytes)?;
                 written[chunk_idx] = true;
             }
             if pending.is_empty() {

@@ -15,7 +15,8 @@
 //! - [`validate`]: the checks of request bodies before the database;
 //! - [`metadata`]: the database — folders, tokens, records, history,
 //!   folder chunks, events — and the commit logic;
-//! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage;
+//! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage, written
+//!   around the page cache by [`direct_write`];
 //! - [`feed`]: per-folder wake-ups for long-polls;
 //! - [`announcements`]: streaming sync — files being uploaded right now,
 //!   whose chunks receivers may fetch as they arrive;
@@ -33,6 +34,7 @@ pub mod announcements;
 pub mod auth;
 pub mod chunk_store;
 pub mod config;
+mod direct_write;
 pub mod error;
 pub mod extract;
 pub mod feed;
