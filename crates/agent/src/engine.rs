@@ -406,7 +406,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                         hashed: false,
                     });
                 }
-                let chunked = match self.fs.chunk_file(synced_path, self.config.chunker).await {
+                let chunking = if self.uploads_while_hashing(meta.fingerprint.size) {
+                    self.chunk_file_uploading(synced_path).await
+                } else {
+                    self.fs.chunk_file(synced_path, self.config.chunker).await
+                };
+                let chunked = match chunking {
                     Ok(chunked) => chunked,
                     Err(err) => {
                         tracing::debug!(%err, path = synced_path, "cannot read file");

@@ -29,6 +29,7 @@ pub mod stats;
 pub mod watcher;
 
 mod download;
+mod early_upload;
 mod error;
 mod plan;
 mod upload;

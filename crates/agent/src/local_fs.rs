@@ -14,8 +14,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use syncfolder_core::chunking::{self, ChunkerConfig};
+use bytes::Bytes;
+use syncfolder_core::Hash;
+use syncfolder_core::chunking::{self, ChunkSpan, ChunkerConfig};
 use syncfolder_core::protocol::ChunkRef;
+use tokio::sync::mpsc;
 
 /// What kind of thing a local path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +96,19 @@ pub trait LocalFs: Send + Sync + 'static {
         path: &str,
         config: ChunkerConfig,
     ) -> impl Future<Output = io::Result<ChunkedFile>> + Send;
+    /// [`LocalFs::chunk_file`], also handing each chunk with its bytes to
+    /// `chunks_out` as it is read (a full queue makes reading wait; a closed
+    /// one is ignored). Implementations without a cheap way to do that hand
+    /// over nothing.
+    fn chunk_file_sending(
+        &self,
+        path: &str,
+        config: ChunkerConfig,
+        chunks_out: mpsc::Sender<(Hash, Bytes)>,
+    ) -> impl Future<Output = io::Result<ChunkedFile>> + Send {
+        drop(chunks_out);
+        self.chunk_file(path, config)
+    }
     /// Reads `len` bytes at `offset` (short read: the file shrank).
     fn read_range(
         &self,
@@ -247,6 +263,37 @@ fn rename_with_flags(from: &Path, to: &Path, flags: rustix::fs::RenameFlags) -> 
     })
 }
 
+/// Reads and chunks a whole file, checking that it did not change meanwhile.
+fn chunk_file_blocking(
+    root: &Path,
+    path: &str,
+    config: ChunkerConfig,
+    on_chunk: impl FnMut(ChunkSpan, Vec<u8>),
+) -> io::Result<ChunkedFile> {
+    let full = resolve(root, path)?;
+    let file = std::fs::File::open(&full)?;
+    let before = meta_of(&file.metadata()?);
+    let reader = io::BufReader::with_capacity(1 << 20, &file);
+    let chunks = chunking::chunk_reader(reader, config, on_chunk)?;
+    // fstat catches writes through the open file; lstat catches a replace by rename
+    let after_open = meta_of(&file.metadata()?);
+    let after = match lstat(&full)? {
+        Some(now) if now == after_open => after_open,
+        Some(now) => now,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "file vanished while it was read",
+            ));
+        }
+    };
+    Ok(ChunkedFile {
+        chunks,
+        before,
+        after,
+    })
+}
+
 fn join(root: &Path, path: &str) -> PathBuf {
     if path.is_empty() {
         root.to_path_buf()
@@ -301,28 +348,21 @@ impl LocalFs for RealFs {
 
     async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
         let path = path.to_owned();
+        self.blocking(move |root| chunk_file_blocking(root, &path, config, |_, _| {}))
+            .await
+    }
+
+    async fn chunk_file_sending(
+        &self,
+        path: &str,
+        config: ChunkerConfig,
+        chunks_out: mpsc::Sender<(Hash, Bytes)>,
+    ) -> io::Result<ChunkedFile> {
+        let path = path.to_owned();
         self.blocking(move |root| {
-            let full = resolve(root, &path)?;
-            let file = std::fs::File::open(&full)?;
-            let before = meta_of(&file.metadata()?);
-            let reader = io::BufReader::with_capacity(1 << 20, &file);
-            let chunks = chunking::chunk_reader(reader, config, |_, _| {})?;
-            // fstat catches writes through the open file; lstat catches a replace by rename
-            let after_open = meta_of(&file.metadata()?);
-            let after = match lstat(&full)? {
-                Some(now) if now == after_open => after_open,
-                Some(now) => now,
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "file vanished while it was read",
-                    ));
-                }
-            };
-            Ok(ChunkedFile {
-                chunks,
-                before,
-                after,
+            chunk_file_blocking(root, &path, config, |span, bytes| {
+                // a closed queue: the receiver gave up, the hashing goes on
+                let _ = chunks_out.blocking_send((span.chunk.hash, Bytes::from(bytes)));
             })
         })
         .await

@@ -1,115 +1,15 @@
 //! Engine-level tests against the real server in-process: states that only a
 //! crash at an exact instant produces, built directly.
 
-use std::sync::Arc;
+mod support;
 
-use syncfolder_agent::clock::SystemClock;
-use syncfolder_agent::engine::{Engine, EngineConfig};
-use syncfolder_agent::local_fs::RealFs;
-use syncfolder_agent::remote::{HttpRemote, Remote};
 use syncfolder_agent::state::{StateBatch, StateDb};
-use syncfolder_agent::stats::SyncStats;
 use syncfolder_client::Client;
 use syncfolder_core::Hash;
-use syncfolder_core::chunking::ChunkerConfig;
 use syncfolder_core::hash::content_hash;
-use syncfolder_core::protocol::{
-    Change, ChunkRef, CommitResult, Content, FileRecord, FolderMode, FolderSettings,
-};
-use syncfolder_server::{Limits, Server, ServerConfig};
+use syncfolder_core::protocol::{Change, ChunkRef, CommitResult, Content, FileRecord};
 
-type TestEngine = Engine<RealFs, HttpRemote, SystemClock>;
-
-async fn engine(
-    server_url: &str,
-    token: &str,
-    root: &std::path::Path,
-    state: StateDb,
-) -> TestEngine {
-    let client = Client::new(server_url, token)
-        .expect("client")
-        .with_agent_id("agent-a");
-    Engine::load(
-        Arc::new(RealFs::new(root)),
-        Arc::new(HttpRemote::new(client, "docs")),
-        Arc::new(SystemClock),
-        state,
-        EngineConfig {
-            agent_id: "agent-a".to_owned(),
-            mode: FolderMode::TwoWay,
-            chunker: ChunkerConfig::DEFAULT,
-            parallelism: 2,
-            folder_ignore_patterns: Vec::new(),
-            max_delete_percent: 50,
-        },
-        Arc::new(SyncStats::default()),
-    )
-    .await
-    .expect("engine")
-}
-
-/// Pulls the feed and runs one full pass.
-async fn sync_once(engine: &mut TestEngine) {
-    let changes = engine
-        .remote_for_tests()
-        .changes(engine.since(), 1000, std::time::Duration::ZERO)
-        .await
-        .expect("changes");
-    engine.apply_changes(changes).await.expect("apply");
-    let (paths, local) = engine.all_paths().await.expect("walk");
-    engine
-        .reconcile(paths, &local, true)
-        .await
-        .expect("reconcile");
-}
-
-/// The real server in-process, with folder `docs`.
-struct TestServer {
-    url: String,
-    token: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), syncfolder_server::Error>>,
-    _data: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let data = tempfile::tempdir().expect("temp");
-        let server = Server::bind(ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: data.path().to_path_buf(),
-            admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
-            limits: Limits::default(),
-            shipper: None,
-            tls: None,
-        })
-        .await
-        .expect("server");
-        let url = format!("http://{}", server.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        let admin = Client::new(&url, "admin-token-for-tests-0123456789").expect("admin");
-        let token = admin
-            .create_folder("docs", FolderSettings::default())
-            .await
-            .expect("folder")
-            .token;
-        TestServer {
-            url,
-            token,
-            stop,
-            serving,
-            _data: data,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.serving.await;
-    }
-}
+use support::{TestServer, engine, sync_once};
 
 fn file_content(bytes: &[u8]) -> (Content, Vec<ChunkRef>) {
     let chunks = vec![ChunkRef {

@@ -57,11 +57,11 @@ pub fn chunk_bytes(data: &[u8], config: ChunkerConfig) -> Vec<ChunkSpan> {
 }
 
 /// Chunks a stream without holding more than one chunk (at most `max_size`
-/// bytes) in memory; `on_chunk` sees each chunk's span and bytes in order.
+/// bytes) in memory; `on_chunk` gets each chunk's span and bytes in order.
 pub fn chunk_reader<R: Read>(
     reader: R,
     config: ChunkerConfig,
-    mut on_chunk: impl FnMut(ChunkSpan, &[u8]),
+    mut on_chunk: impl FnMut(ChunkSpan, Vec<u8>),
 ) -> std::io::Result<Vec<ChunkRef>> {
     let mut chunks = Vec::new();
     for cut in StreamCDC::new(reader, config.min_size, config.avg_size, config.max_size) {
@@ -78,7 +78,7 @@ pub fn chunk_reader<R: Read>(
                 offset: cut.offset,
                 chunk,
             },
-            &cut.data,
+            cut.data,
         );
         chunks.push(chunk);
     }
@@ -233,7 +233,7 @@ mod tests {
             let mut seen = Vec::new();
             let reader = Trickle { data: &data, read_sizes, n_reads: 0 };
             let streamed = chunk_reader(reader, SMALL, |span, bytes| {
-                seen.push((span, Hash::of(bytes), bytes.len()));
+                seen.push((span, Hash::of(&bytes), bytes.len()));
             })
             .expect("in-memory read");
             let expected: Vec<ChunkRef> = in_memory.iter().map(|span| span.chunk).collect();

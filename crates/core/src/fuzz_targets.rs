@@ -232,7 +232,7 @@ pub fn chunking(data: &[u8]) {
             .collect(),
     };
     let streamed = chunking::chunk_reader(reader, config, |span, bytes| {
-        assert_eq!(Hash::of(bytes), span.chunk.hash);
+        assert_eq!(Hash::of(&bytes), span.chunk.hash);
         assert_eq!(bytes.len() as u64, span.chunk.size);
         streamed_spans.push(span);
     })

@@ -1,0 +1,80 @@
+//! A large file goes to the server while it is hashed: each byte is read,
+//! hashed and sent once, and what arrives is what the file holds.
+
+mod support;
+
+use std::sync::Arc;
+
+use syncfolder_agent::remote::Remote;
+use syncfolder_agent::state::StateDb;
+use syncfolder_agent::stats::SyncStats;
+
+use support::{TestServer, engine_with_stats, sync_once};
+
+/// Bytes that do not repeat, so that every chunk is new.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_file_is_sent_once_and_arrives_whole() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let big = pseudo_random(24 << 20, 7);
+    std::fs::write(root.path().join("big.bin"), &big).expect("write");
+
+    let stats = Arc::new(SyncStats::default());
+    let state = StateDb::open(&state_dir.path().join("state.db"))
+        .await
+        .expect("state");
+    let mut engine = engine_with_stats(
+        &server.url,
+        &server.token,
+        root.path(),
+        state,
+        stats.clone(),
+    )
+    .await;
+    sync_once(&mut engine).await;
+
+    assert_eq!(
+        stats.bytes_uploaded.get(),
+        big.len() as u64,
+        "every byte sent exactly once"
+    );
+    let changes = engine
+        .remote_for_tests()
+        .changes(0, 10, std::time::Duration::ZERO)
+        .await
+        .expect("changes");
+    let record = changes
+        .records
+        .iter()
+        .find(|record| record.path == "big.bin")
+        .expect("committed");
+    let hashes: Vec<_> = record.chunks.iter().map(|chunk| chunk.hash).collect();
+    let fetched = engine
+        .remote_for_tests()
+        .fetch_chunks(hashes)
+        .await
+        .expect("fetch");
+    let stored: Vec<u8> = fetched
+        .into_iter()
+        .flat_map(|(_, bytes)| bytes.to_vec())
+        .collect();
+    assert_eq!(stored, big, "the server holds the file's bytes");
+
+    // nothing left to send on the next pass
+    sync_once(&mut engine).await;
+    assert_eq!(stats.bytes_uploaded.get(), big.len() as u64);
+    server.stop().await;
+}
