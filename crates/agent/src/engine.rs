@@ -75,6 +75,8 @@ pub(crate) enum Observation {
     Unstable,
     /// Something that is never synced (a FIFO, socket or device) holds the path: leave it be.
     Occupied,
+    /// An ignore rule covers the path (our own temp files among them): not read at all.
+    Ignored,
 }
 
 pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
@@ -381,6 +383,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 hashed: false,
             });
         };
+        // before reading anything: a watcher event for an ignored file (a
+        // download's own temp file, a build output) must not cost a hash
+        if self.is_ignored(
+            synced_path,
+            Some(&meta),
+            self.remote_records.get(synced_path),
+        ) {
+            return Observation::Ignored;
+        }
         let base = self.base.get(synced_path);
         let content = match meta.kind {
             LocalKind::Directory => Content::Directory,
@@ -492,7 +503,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     outcome.retry.insert(synced_path);
                     continue;
                 }
-                Observation::Occupied => continue,
+                Observation::Occupied | Observation::Ignored => continue,
             };
             if self.is_ignored(
                 &synced_path,

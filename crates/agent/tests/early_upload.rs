@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use syncfolder_agent::remote::Remote;
@@ -76,5 +77,56 @@ async fn a_large_file_is_sent_once_and_arrives_whole() {
     // nothing left to send on the next pass
     sync_once(&mut engine).await;
     assert_eq!(stats.bytes_uploaded.get(), big.len() as u64);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_ignored_file_that_changes_is_neither_read_nor_sent() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let state_dir = tempfile::tempdir().expect("state dir");
+    std::fs::write(root.path().join(".syncignore"), "*.iso\n").expect("ignore file");
+
+    let stats = Arc::new(SyncStats::default());
+    let state = StateDb::open(&state_dir.path().join("state.db"))
+        .await
+        .expect("state");
+    let mut engine = engine_with_stats(
+        &server.url,
+        &server.token,
+        root.path(),
+        state,
+        stats.clone(),
+    )
+    .await;
+    sync_once(&mut engine).await;
+    let sent_before = stats.bytes_uploaded.get();
+
+    // what the watcher reports when an ignored file is written
+    std::fs::write(root.path().join("disk.iso"), pseudo_random(16 << 20, 3)).expect("write");
+    let changed = engine
+        .expand_paths(BTreeSet::from(["disk.iso".to_owned()]))
+        .await;
+    engine
+        .reconcile(changed, &BTreeMap::new(), false)
+        .await
+        .expect("reconcile");
+
+    assert_eq!(
+        stats.bytes_uploaded.get(),
+        sent_before,
+        "no byte of an ignored file goes to the server"
+    );
+    let changes = engine
+        .remote_for_tests()
+        .changes(0, 10, std::time::Duration::ZERO)
+        .await
+        .expect("changes");
+    assert!(
+        changes
+            .records
+            .iter()
+            .all(|record| record.path != "disk.iso")
+    );
     server.stop().await;
 }
