@@ -10,9 +10,11 @@
 //! any download.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Announcement, Content};
 use tokio::sync::{Notify, mpsc};
@@ -33,6 +35,8 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// Bytes asked for in one streamed read (at least one chunk): what one
 /// answer holds in memory.
 const STREAM_BATCH_BYTES: u64 = 8 << 20;
+/// Streamed reads one prefetch keeps in flight.
+const STREAM_READS_IN_FLIGHT: usize = 3;
 /// A prefetch that gets nothing for this long is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// How long a download waits for a prefetch of the same content that is
@@ -333,45 +337,102 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
                 None => remaining.push((hash, size)),
             }
         }
-        let mut last_progress = self.clock.now_ms();
+        // several reads in flight, so that the server's reading, the wire and
+        // this side's checking and writing overlap; any arrival is progress
+        let last_progress = AtomicI64::new(self.clock.now_ms());
+        let offsets = &offsets;
+        let last_progress = &last_progress;
+        futures::stream::iter(stream_batches(remaining))
+            .map(|batch| self.stream_batch(batch, offsets, temp_path, last_progress))
+            .buffer_unordered(STREAM_READS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        self.fs.sync_file(temp_path).await?;
+        Ok(())
+    }
+
+    /// Streams one batch of chunks into place, asking again for what has
+    /// not arrived yet.
+    async fn stream_batch(
+        &self,
+        mut remaining: Vec<Hash>,
+        offsets: &HashMap<Hash, Vec<u64>>,
+        temp_path: &str,
+        last_progress: &AtomicI64,
+    ) -> Result<(), PrefetchError> {
         while !remaining.is_empty() {
-            let mut asked_bytes = 0;
-            let asked: Vec<Hash> = remaining
-                .iter()
-                .take_while(|(_, size)| {
-                    asked_bytes += size;
-                    asked_bytes <= STREAM_BATCH_BYTES || asked_bytes == *size
-                })
-                .map(|(hash, _)| *hash)
-                .collect();
-            let arrived = self.remote.stream_chunks(asked, STREAM_WAIT).await?;
+            let arrived = self
+                .remote
+                .stream_chunks(remaining.clone(), STREAM_WAIT)
+                .await?;
             if arrived.is_empty() {
-                let idle = Duration::from_millis(
-                    u64::try_from(self.clock.now_ms() - last_progress).unwrap_or(0),
-                );
+                let idle_ms = self.clock.now_ms() - last_progress.load(Ordering::Relaxed);
+                let idle = Duration::from_millis(u64::try_from(idle_ms).unwrap_or(0));
                 if idle > GIVE_UP_AFTER {
                     return Err(PrefetchError::Stalled(idle));
                 }
                 continue;
             }
-            last_progress = self.clock.now_ms();
+            last_progress.store(self.clock.now_ms(), Ordering::Relaxed);
             for (hash, bytes) in arrived {
                 for place in offsets.get(&hash).map(Vec::as_slice).unwrap_or_default() {
                     self.fs.write_at(temp_path, *place, bytes.to_vec()).await?;
                 }
                 self.stats.bytes_downloaded.add(bytes.len() as u64);
                 self.stats.bytes_streamed.add(bytes.len() as u64);
-                remaining.retain(|(remaining_hash, _)| *remaining_hash != hash);
+                remaining.retain(|remaining_hash| *remaining_hash != hash);
             }
         }
-        self.fs.sync_file(temp_path).await?;
         Ok(())
     }
+}
+
+/// Splits the chunks still to stream into reads of at most
+/// [`STREAM_BATCH_BYTES`] (at least one chunk each), in file order.
+fn stream_batches(chunks: Vec<(Hash, u64)>) -> Vec<Vec<Hash>> {
+    let mut batches: Vec<Vec<Hash>> = Vec::new();
+    let mut batch_bytes = 0;
+    for (hash, size) in chunks {
+        match batches.last_mut() {
+            Some(batch) if batch_bytes + size <= STREAM_BATCH_BYTES => {
+                batch.push(hash);
+                batch_bytes += size;
+            }
+            _ => {
+                batches.push(vec![hash]);
+                batch_bytes = size;
+            }
+        }
+    }
+    batches
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_reads_hold_at_most_a_batch_and_at_least_one_chunk() {
+        let hash = |idx: u8| Hash::of(&[idx]);
+        let mib = 1 << 20;
+        let batches = stream_batches(vec![
+            (hash(0), 3 * mib),
+            (hash(1), 5 * mib),
+            (hash(2), mib),
+            (hash(3), 12 * mib),
+            (hash(4), mib),
+        ]);
+        assert_eq!(
+            batches,
+            vec![
+                vec![hash(0), hash(1)],
+                vec![hash(2)],
+                vec![hash(3)],
+                vec![hash(4)]
+            ]
+        );
+        assert!(stream_batches(Vec::new()).is_empty());
+    }
 
     #[tokio::test]
     async fn a_download_takes_a_ready_prefetch_of_the_same_content_only() {
