@@ -156,8 +156,11 @@ pub trait LocalFs: Send + Sync + 'static {
     fn symlink(&self, target: &str, path: &str) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// The real filesystem under one root directory. Blocking calls run on
-/// tokio's blocking pool.
+/// Reads and writes up to this size are done in place, like metadata calls.
+const QUICK_BYTES: usize = 64 * 1024;
+
+/// The real filesystem under one root directory. Calls that move data or
+/// sync run on tokio's blocking pool; cheap metadata calls run in place.
 #[derive(Debug, Clone)]
 pub struct RealFs {
     root: Arc<PathBuf>,
@@ -174,6 +177,15 @@ impl RealFs {
         &self.root
     }
 
+    /// Runs a cheap metadata call (stat, rename, mkdir, open) right here:
+    /// handing each to the blocking pool cost more than the call itself
+    /// when thousands of small files sync (a dozen thread hand-offs each).
+    fn quick<T>(&self, work: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+        work(&self.root)
+    }
+
+    /// Runs work that may take a while (reading, hashing, syncing) on
+    /// tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
@@ -274,7 +286,7 @@ fn chunk_file_blocking(
     let file = std::fs::File::open(&full)?;
     let before = meta_of(&file.metadata()?);
     let reader = io::BufReader::with_capacity(1 << 20, &file);
-    let chunks = chunking::chunk_reader(reader, config, on_chunk)?;
+    let chunks = chunking::chunk_reader_of_len(reader, before.fingerprint.size, config, on_chunk)?;
     // fstat catches writes through the open file; lstat catches a replace by rename
     let after_open = meta_of(&file.metadata()?);
     let after = match lstat(&full)? {
@@ -305,11 +317,10 @@ fn join(root: &Path, path: &str) -> PathBuf {
 impl LocalFs for RealFs {
     async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
         let path = path.to_owned();
-        self.blocking(move |root| match beneath(root, &path)? {
+        self.quick(move |root| match beneath(root, &path)? {
             Some(full) => lstat(&full),
             None => Ok(None),
         })
-        .await
     }
 
     async fn list_dir(&self, path: &str) -> io::Result<Vec<(Vec<u8>, LocalMeta)>> {
@@ -333,7 +344,7 @@ impl LocalFs for RealFs {
 
     async fn read_link(&self, path: &str) -> io::Result<String> {
         let path = path.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full = resolve(root, &path)?;
             let target = std::fs::read_link(&full)?;
             target.into_os_string().into_string().map_err(|_| {
@@ -343,13 +354,20 @@ impl LocalFs for RealFs {
                 )
             })
         })
-        .await
     }
 
     async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
         let path = path.to_owned();
-        self.blocking(move |root| chunk_file_blocking(root, &path, config, |_, _| {}))
-            .await
+        let small = self
+            .quick(|root| lstat(&resolve(root, &path)?))?
+            .is_some_and(|meta| meta.fingerprint.size <= QUICK_BYTES as u64);
+        // a file that grew since is still read whole; it is only read in place
+        let work = move |root: &Path| chunk_file_blocking(root, &path, config, |_, _| {});
+        if small {
+            self.quick(work)
+        } else {
+            self.blocking(work).await
+        }
     }
 
     async fn chunk_file_sending(
@@ -371,7 +389,7 @@ impl LocalFs for RealFs {
     async fn read_range(&self, path: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let path = path.to_owned();
-        self.blocking(move |root| {
+        let work = move |root: &Path| {
             let full = resolve(root, &path)?;
             let file = std::fs::File::open(&full)?;
             let mut buffer = vec![0u8; len as usize];
@@ -385,13 +403,17 @@ impl LocalFs for RealFs {
             }
             buffer.truncate(filled);
             Ok(buffer)
-        })
-        .await
+        };
+        if len <= QUICK_BYTES as u64 {
+            self.quick(work)
+        } else {
+            self.blocking(work).await
+        }
     }
 
     async fn create_temp(&self, dir: &str) -> io::Result<String> {
         let dir = dir.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full_dir = join(root, &dir);
             std::fs::create_dir_all(&full_dir)?;
             loop {
@@ -416,12 +438,11 @@ impl LocalFs for RealFs {
                 }
             }
         })
-        .await
     }
 
     async fn create_aside_dir(&self, dir: &str) -> io::Result<String> {
         let dir = dir.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             loop {
                 let name = format!(
                     "{}{:016x}",
@@ -441,23 +462,27 @@ impl LocalFs for RealFs {
                 }
             }
         })
-        .await
     }
 
     async fn write_at(&self, path: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let path = path.to_owned();
-        self.blocking(move |root| {
+        let small = bytes.len() <= QUICK_BYTES;
+        let work = move |root: &Path| {
             let full = resolve(root, &path)?;
             let file = std::fs::OpenOptions::new().write(true).open(&full)?;
             file.write_all_at(&bytes, offset)
-        })
-        .await
+        };
+        if small {
+            self.quick(work)
+        } else {
+            self.blocking(work).await
+        }
     }
 
     async fn set_executable(&self, path: &str, executable: bool) -> io::Result<()> {
         let path = path.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full = resolve(root, &path)?;
             let mode = std::fs::symlink_metadata(&full)?.mode() & 0o7777;
             let new_mode = if executable {
@@ -468,7 +493,6 @@ impl LocalFs for RealFs {
             };
             std::fs::set_permissions(&full, std::fs::Permissions::from_mode(new_mode))
         })
-        .await
     }
 
     async fn sync_file(&self, path: &str) -> io::Result<()> {
@@ -487,64 +511,57 @@ impl LocalFs for RealFs {
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let (from, to) = (from.to_owned(), to.to_owned());
-        self.blocking(move |root| std::fs::rename(resolve(root, &from)?, resolve(root, &to)?))
-            .await
+        self.quick(move |root| std::fs::rename(resolve(root, &from)?, resolve(root, &to)?))
     }
 
     async fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
         let (from, to) = (from.to_owned(), to.to_owned());
-        self.blocking(move |root| {
+        self.quick(move |root| {
             rename_with_flags(
                 &resolve(root, &from)?,
                 &resolve(root, &to)?,
                 rustix::fs::RenameFlags::NOREPLACE,
             )
         })
-        .await
     }
 
     async fn exchange(&self, left: &str, right: &str) -> io::Result<()> {
         let (left, right) = (left.to_owned(), right.to_owned());
-        self.blocking(move |root| {
+        self.quick(move |root| {
             rename_with_flags(
                 &resolve(root, &left)?,
                 &resolve(root, &right)?,
                 rustix::fs::RenameFlags::EXCHANGE,
             )
         })
-        .await
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {
         let path = path.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full = resolve(root, &path)?;
             std::fs::remove_file(&full)
         })
-        .await
     }
 
     async fn remove_dir(&self, path: &str) -> io::Result<()> {
         let path = path.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full = resolve(root, &path)?;
             std::fs::remove_dir(&full)
         })
-        .await
     }
 
     async fn create_dir_all(&self, path: &str) -> io::Result<()> {
         let path = path.to_owned();
-        self.blocking(move |root| {
+        self.quick(move |root| {
             let full = resolve(root, &path)?;
             std::fs::create_dir_all(&full)
         })
-        .await
     }
 
     async fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
         let (target, path) = (target.to_owned(), path.to_owned());
-        self.blocking(move |root| std::os::unix::fs::symlink(&target, resolve(root, &path)?))
-            .await
+        self.quick(move |root| std::os::unix::fs::symlink(&target, resolve(root, &path)?))
     }
 }

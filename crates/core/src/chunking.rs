@@ -85,6 +85,42 @@ pub fn chunk_reader<R: Read>(
     Ok(chunks)
 }
 
+/// [`chunk_reader`] for a reader expected to hold `expected_len` bytes. One
+/// that fits in a single largest chunk is read whole and chunked in memory:
+/// the streaming chunker allocates and zeroes a `max_size` buffer per
+/// reader, which for many small files cost more than reading them. A
+/// reader that turns out longer is chunked streaming after all.
+pub fn chunk_reader_of_len<R: Read>(
+    mut reader: R,
+    expected_len: u64,
+    config: ChunkerConfig,
+    mut on_chunk: impl FnMut(ChunkSpan, Vec<u8>),
+) -> std::io::Result<Vec<ChunkRef>> {
+    let max_size = config.max_size as u64;
+    if expected_len > max_size {
+        return chunk_reader(reader, config, on_chunk);
+    }
+    let mut data = Vec::with_capacity(expected_len as usize);
+    (&mut reader).take(max_size + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max_size {
+        return chunk_reader(std::io::Cursor::new(data).chain(reader), config, on_chunk);
+    }
+    let spans = chunk_bytes(&data, config);
+    if let [span] = spans.as_slice() {
+        let span = *span;
+        on_chunk(span, data);
+        return Ok(vec![span.chunk]);
+    }
+    for span in &spans {
+        let start = span.offset as usize;
+        on_chunk(
+            *span,
+            data[start..start + span.chunk.size as usize].to_vec(),
+        );
+    }
+    Ok(spans.into_iter().map(|span| span.chunk).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -244,6 +280,27 @@ mod tests {
                 prop_assert_eq!(*n_bytes as u64, span.chunk.size);
             }
             prop_assert_eq!(seen.len(), in_memory.len());
+        }
+
+        #[test]
+        fn a_reader_of_announced_length_finds_the_same_chunks_whatever_the_length_said(
+            data in data(40 * 1024),
+            said_len in 0u64..40 * 1024,
+        ) {
+            let in_memory = chunk_bytes(&data, SMALL);
+            let mut seen = Vec::new();
+            let chunks = chunk_reader_of_len(&data[..], said_len, SMALL, |span, bytes| {
+                seen.push((span, Hash::of(&bytes), bytes.len()));
+            })
+            .expect("in-memory read");
+            let expected: Vec<ChunkRef> = in_memory.iter().map(|span| span.chunk).collect();
+            prop_assert_eq!(&chunks, &expected);
+            prop_assert_eq!(seen.len(), in_memory.len());
+            for ((span, bytes_hash, n_bytes), expected_span) in seen.iter().zip(&in_memory) {
+                prop_assert_eq!(span, expected_span);
+                prop_assert_eq!(*bytes_hash, span.chunk.hash);
+                prop_assert_eq!(*n_bytes as u64, span.chunk.size);
+            }
         }
     }
 
