@@ -4,11 +4,15 @@
 
 use std::collections::HashSet;
 
-use sqlx::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use syncfolder_core::Hash;
 
 use super::{Db, from_db, to_db};
 use crate::error::Result;
+
+/// Rows one statement reads or writes (three bound values each at most,
+/// well inside SQLite's limit on bound values).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// The size of `hash` when `folder_id` may read it.
 pub(super) async fn chunk_size_in(
@@ -26,19 +30,38 @@ pub(super) async fn chunk_size_in(
 }
 
 /// The hashes (each once, in first-seen order) that `folder_id` may not read.
+/// Asks in batches: one query per hash cost a round trip to the database
+/// thread each, which for thousands of small files was most of a request.
 pub(super) async fn missing_in(
     connection: &mut SqliteConnection,
     folder_id: i64,
     hashes: impl IntoIterator<Item = Hash>,
 ) -> Result<Vec<Hash>> {
     let mut seen = HashSet::new();
-    let mut missing = Vec::new();
-    for hash in hashes {
-        if seen.insert(hash) && chunk_size_in(connection, folder_id, &hash).await?.is_none() {
-            missing.push(hash);
+    let unique: Vec<Hash> = hashes
+        .into_iter()
+        .filter(|hash| seen.insert(*hash))
+        .collect();
+    let mut present = HashSet::new();
+    for batch in unique.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("SELECT hash FROM folder_chunks WHERE folder_id = ");
+        query.push_bind(folder_id).push(" AND hash IN (");
+        let mut list = query.separated(", ");
+        for hash in batch {
+            list.push_bind(hash.to_hex());
         }
+        list.push_unseparated(")");
+        let found: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(&mut *connection)
+            .await?;
+        present.extend(found);
     }
-    Ok(missing)
+    Ok(unique
+        .into_iter()
+        .filter(|hash| !present.contains(&hash.to_hex()))
+        .collect())
 }
 
 impl Db {
@@ -55,18 +78,68 @@ impl Db {
     /// Lets `folder_id` read these chunks. Call only once they are durable.
     pub async fn add_folder_chunks(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for (hash, size) in chunks {
-            sqlx::query(
-                "INSERT INTO folder_chunks (folder_id, hash, size) VALUES ($1, $2, $3) \
-                 ON CONFLICT (folder_id, hash) DO NOTHING",
-            )
-            .bind(folder_id)
-            .bind(hash.to_hex())
-            .bind(to_db(*size, "chunk size")?)
-            .execute(&mut *tx)
-            .await?;
+        for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+            let rows = batch
+                .iter()
+                .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
+                .collect::<Result<Vec<(String, i64)>>>()?;
+            let mut query =
+                QueryBuilder::<Sqlite>::new("INSERT INTO folder_chunks (folder_id, hash, size) ");
+            query.push_values(rows, |mut row, (hash, size)| {
+                row.push_bind(folder_id).push_bind(hash).push_bind(size);
+            });
+            query.push(" ON CONFLICT (folder_id, hash) DO NOTHING");
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncfolder_core::protocol::FolderSettings;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_chunks_are_each_listed_once_in_first_seen_order_across_batches() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(data.path()).await.expect("db");
+        let folder = db
+            .create_folder("docs", &FolderSettings::default())
+            .await
+            .expect("folder");
+        let other = db
+            .create_folder("other", &FolderSettings::default())
+            .await
+            .expect("folder");
+        let hashes: Vec<Hash> = (0u32..1_234)
+            .map(|idx| Hash::of(&idx.to_le_bytes()))
+            .collect();
+        // every third one is the folder's; another folder's chunks do not count
+        let held: Vec<(Hash, u64)> = hashes.iter().step_by(3).map(|hash| (*hash, 7)).collect();
+        db.add_folder_chunks(folder.id, &held).await.expect("add");
+        db.add_folder_chunks(folder.id, &held)
+            .await
+            .expect("adding again changes nothing");
+        db.add_folder_chunks(other.id, &[(hashes[1], 7)])
+            .await
+            .expect("add");
+
+        let mut asked = hashes.clone();
+        asked.extend(hashes.iter().rev().take(600).copied());
+        let missing = db.missing_chunks(folder.id, &asked).await.expect("missing");
+        let expected: Vec<Hash> = hashes
+            .iter()
+            .enumerate()
+            .filter(|(idx, _)| idx % 3 != 0)
+            .map(|(_, hash)| *hash)
+            .collect();
+        assert_eq!(missing, expected);
+        assert_eq!(
+            db.chunk_size(folder.id, &hashes[0]).await.expect("size"),
+            Some(7)
+        );
     }
 }
