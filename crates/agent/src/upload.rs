@@ -24,8 +24,12 @@ const MISSING_BATCH: usize = 4096;
 /// Bytes and chunks sent in one upload request.
 const UPLOAD_BATCH_BYTES: u64 = 8 << 20;
 const UPLOAD_BATCH_CHUNKS: usize = 1024;
-/// Changes in one commit request.
-const COMMIT_BATCH: usize = 1000;
+/// Changes in one commit request, and in one group of the upload pipeline.
+const COMMIT_BATCH: usize = 500;
+/// Content bytes in one group of the upload pipeline.
+const GROUP_BYTES: u64 = 64 << 20;
+/// Groups being uploaded and committed at once.
+const GROUPS_IN_FLIGHT: usize = 2;
 
 /// Where the bytes of a chunk can be read.
 /// One upload group: the unstable paths it found, or the error and the chunks it carried.
@@ -39,6 +43,35 @@ struct UploadedChunks {
     /// Chunks the server did not take.
     failed: HashSet<Hash>,
     error: Option<RemoteError>,
+}
+
+/// What became of one group: the paths to retry, the changes sent to be
+/// committed and the server's answer (`None`: nothing was sent).
+struct SentGroup<'c> {
+    retry: Vec<String>,
+    committed: Vec<(Change, Option<&'c LocalObservation>)>,
+    results: Option<Result<Vec<CommitResult>, RemoteError>>,
+}
+
+/// Splits changes, in order, into groups of at most [`COMMIT_BATCH`]
+/// changes and (unless one file alone is larger) [`GROUP_BYTES`] of content.
+fn commit_groups<T>(changes: &[(Change, T)]) -> Vec<&[(Change, T)]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut group_bytes = 0;
+    for (idx, (change, _)) in changes.iter().enumerate() {
+        let size = change.content.as_ref().map_or(0, Content::size);
+        if idx > start && (idx - start >= COMMIT_BATCH || group_bytes + size > GROUP_BYTES) {
+            groups.push(&changes[start..idx]);
+            start = idx;
+            group_bytes = 0;
+        }
+        group_bytes += size;
+    }
+    if start < changes.len() {
+        groups.push(&changes[start..]);
+    }
+    groups
 }
 
 #[derive(Debug, Clone)]
@@ -59,85 +92,149 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         {
             return Ok(());
         }
-        let all_paths = || {
-            uploads
-                .iter()
-                .map(|(synced_path, _, _)| synced_path.clone())
-                .chain(deletes.iter().map(|(synced_path, _)| synced_path.clone()))
-        };
+        self.announce_large_files(&uploads).await;
 
-        let mut sources: HashMap<Hash, ChunkSource> = HashMap::new();
-        for (synced_path, local, _) in &uploads {
-            let mut offset = 0;
-            for chunk in &local.chunks {
-                sources.entry(chunk.hash).or_insert_with(|| ChunkSource {
+        let changes: Vec<(Change, Option<&LocalObservation>)> = uploads
+            .iter()
+            .map(|(synced_path, local, parent_version)| {
+                (
+                    Change {
+                        path: synced_path.clone(),
+                        parent_version: *parent_version,
+                        content: local.content.clone(),
+                        chunks: local.chunks.clone(),
+                        mtime_ns: local.meta.map_or(0, |meta| meta.fingerprint.mtime_ns),
+                    },
+                    Some(local),
+                )
+            })
+            .chain(deletes.iter().map(|(synced_path, parent_version)| {
+                let change = Change {
                     path: synced_path.clone(),
+                    parent_version: *parent_version,
+                    content: None,
+                    chunks: Vec::new(),
+                    mtime_ns: 0,
+                };
+                (change, None)
+            }))
+            .collect();
+
+        // groups go through upload and commit as a pipeline: other agents get
+        // the first files while the later ones are still on their way
+        let groups = commit_groups(&changes);
+        let sent: Vec<Result<SentGroup>> = futures::stream::iter(groups)
+            .map(|group| self.send_group(group))
+            .buffered(GROUPS_IN_FLIGHT)
+            .collect()
+            .await;
+
+        let mut batch = StateBatch::default();
+        let mut refused = false;
+        for sent_group in sent {
+            let sent_group = sent_group?;
+            outcome.retry.extend(sent_group.retry);
+            for (change, _) in &sent_group.committed {
+                // the intent is settled either way: committed, refused, or to retry
+                self.pending.remove(&change.path);
+                batch.pending_delete.push(change.path.clone());
+            }
+            let results = match sent_group.results {
+                Some(Ok(results)) => results,
+                None => continue,
+                Some(Err(RemoteError::Forbidden(message))) => {
+                    if !refused {
+                        self.stats.error(ErrorKind::Refused);
+                        tracing::error!(
+                            message,
+                            "the server refuses this agent's changes (read-only token?); continuing as receive-only"
+                        );
+                        self.config.mode = FolderMode::ReceiveOnly;
+                        refused = true;
+                    }
+                    continue;
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "commit failed; will retry");
+                    self.stats.error(ErrorKind::Commit);
+                    outcome.retry.extend(
+                        sent_group
+                            .committed
+                            .iter()
+                            .map(|(change, _)| change.path.clone()),
+                    );
+                    continue;
+                }
+            };
+            for ((change, local), result) in sent_group.committed.iter().zip(results) {
+                self.handle_commit_result(change, *local, result, &mut batch, outcome);
+            }
+        }
+        self.state_db.apply(&batch).await
+    }
+
+    /// Uploads the chunks a group's files need and commits the files whose
+    /// chunks all arrived, after recording them as pending (so that after a
+    /// crash between the server's answer and the base update, this agent's
+    /// own commit does not look like someone else's change).
+    async fn send_group<'c>(
+        &self,
+        group: &'c [(Change, Option<&'c LocalObservation>)],
+    ) -> Result<SentGroup<'c>> {
+        let mut sources: HashMap<Hash, ChunkSource> = HashMap::new();
+        for (change, _) in group {
+            let mut offset = 0;
+            for chunk in &change.chunks {
+                sources.entry(chunk.hash).or_insert_with(|| ChunkSource {
+                    path: change.path.clone(),
                     offset,
                     size: chunk.size,
                 });
                 offset += chunk.size;
             }
         }
-
-        self.announce_large_files(&uploads).await;
+        let all_paths = || {
+            group
+                .iter()
+                .map(|(change, _)| change.path.clone())
+                .collect()
+        };
         let uploaded = match self.upload_missing_chunks(&sources).await {
             Ok(uploaded) => uploaded,
             Err(err) => {
                 tracing::warn!(%err, "upload failed; will retry");
                 self.stats.error(ErrorKind::Upload);
-                outcome.retry.extend(all_paths());
-                return Ok(());
+                return Ok(SentGroup {
+                    retry: all_paths(),
+                    committed: Vec::new(),
+                    results: None,
+                });
             }
         };
         if let Some(err) = &uploaded.error {
             tracing::warn!(%err, n_chunks = uploaded.failed.len(), "upload failed; will retry");
             self.stats.error(ErrorKind::Upload);
         }
-
-        let mut changes: Vec<(Change, Option<&LocalObservation>)> = Vec::new();
-        for (synced_path, local, parent_version) in &uploads {
-            let chunk_failed = local
+        let (committed, retry): (Vec<_>, Vec<_>) = group.iter().partition(|(change, _)| {
+            let chunk_failed = change
                 .chunks
                 .iter()
                 .any(|chunk| uploaded.failed.contains(&chunk.hash));
-            if chunk_failed
-                || uploaded
-                    .unstable
-                    .iter()
-                    .any(|unstable_path| unstable_path == synced_path)
-            {
-                outcome.retry.insert(synced_path.clone());
-                continue;
-            }
-            changes.push((
-                Change {
-                    path: synced_path.clone(),
-                    parent_version: *parent_version,
-                    content: local.content.clone(),
-                    chunks: local.chunks.clone(),
-                    mtime_ns: local.meta.map_or(0, |meta| meta.fingerprint.mtime_ns),
-                },
-                Some(local),
-            ));
+            !chunk_failed && !uploaded.unstable.contains(&change.path)
+        });
+        let retry = retry
+            .into_iter()
+            .map(|(change, _)| change.path.clone())
+            .collect();
+        if committed.is_empty() {
+            return Ok(SentGroup {
+                retry,
+                committed: Vec::new(),
+                results: None,
+            });
         }
-        for (synced_path, parent_version) in &deletes {
-            changes.push((
-                Change {
-                    path: synced_path.clone(),
-                    parent_version: *parent_version,
-                    content: None,
-                    chunks: Vec::new(),
-                    mtime_ns: 0,
-                },
-                None,
-            ));
-        }
-
-        let mut batch = StateBatch::default();
-        // intents first: after a crash between the server's answer and the base
-        // update, this agent's own commit must not look like someone else's change
         let intents = StateBatch {
-            pending_put: changes
+            pending_put: committed
                 .iter()
                 .map(|(change, _)| FileRecord {
                     path: change.path.clone(),
@@ -152,46 +249,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             ..StateBatch::default()
         };
         self.state_db.apply(&intents).await?;
-        for record in intents.pending_put {
-            self.pending.insert(record.path.clone(), record);
-        }
-        for (change, _) in &changes {
-            batch.pending_delete.push(change.path.clone());
-        }
-
-        for commit_batch in changes.chunks(COMMIT_BATCH) {
-            let request: Vec<Change> = commit_batch
-                .iter()
-                .map(|(change, _)| change.clone())
-                .collect();
-            let results = match self.remote.commit(request).await {
-                Ok(results) => results,
-                Err(RemoteError::Forbidden(message)) => {
-                    self.stats.error(ErrorKind::Refused);
-                    tracing::error!(
-                        message,
-                        "the server refuses this agent's changes (read-only token?); continuing as receive-only"
-                    );
-                    self.config.mode = FolderMode::ReceiveOnly;
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "commit failed; will retry");
-                    self.stats.error(ErrorKind::Commit);
-                    outcome
-                        .retry
-                        .extend(commit_batch.iter().map(|(change, _)| change.path.clone()));
-                    continue;
-                }
-            };
-            for ((change, local), result) in commit_batch.iter().zip(results) {
-                self.handle_commit_result(change, *local, result, &mut batch, outcome);
-            }
-        }
-        for (change, _) in &changes {
-            self.pending.remove(&change.path);
-        }
-        self.state_db.apply(&batch).await
+        let request = committed.iter().map(|(change, _)| change.clone()).collect();
+        let results = self.remote.commit(request).await;
+        Ok(SentGroup {
+            retry,
+            committed: committed.into_iter().cloned().collect(),
+            results: Some(results),
+        })
     }
 
     /// Streaming sync: tells other agents which large files are on their
