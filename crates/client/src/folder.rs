@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use syncfolder_core::Hash;
 use syncfolder_core::frame;
 use syncfolder_core::protocol::{
@@ -121,10 +121,14 @@ impl Client {
             });
         }
         let url = self.url(&["folders", folder, "chunks", "upload"])?;
+        let pieces = frames::encode_pieces(chunks);
+        let body_len: usize = pieces.iter().map(Bytes::len).sum();
+        let body = futures::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
         let request = self
             .request(Method::POST, url)
             .header(CONTENT_TYPE, frame::CONTENT_TYPE)
-            .body(frames::encode(chunks));
+            .header(CONTENT_LENGTH, body_len)
+            .body(reqwest::Body::wrap_stream(body));
         self.send_for_json("upload chunks", request).await
     }
 

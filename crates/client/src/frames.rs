@@ -8,17 +8,17 @@ use syncfolder_core::{Hash, frame};
 
 use crate::{Error, Result};
 
-/// One body holding every chunk, framed as [`frame`] describes.
-pub(crate) fn encode(chunks: &[(Hash, Bytes)]) -> Bytes {
-    let body_len: usize = chunks
+/// One body holding every chunk, framed as [`frame`] describes, as pieces
+/// (each header, then the chunk's own bytes), so that sending it copies no
+/// chunk into one large buffer first.
+pub(crate) fn encode_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
+    chunks
         .iter()
-        .map(|(_, bytes)| frame::HEADER_LEN + bytes.len())
-        .sum();
-    let mut body = Vec::with_capacity(body_len);
-    for (hash, bytes) in chunks {
-        frame::append_chunk(&mut body, hash, bytes);
-    }
-    Bytes::from(body)
+        .flat_map(|(hash, bytes)| {
+            let header = frame::encode_header(hash, bytes.len() as u64);
+            [Bytes::copy_from_slice(&header), bytes.clone()]
+        })
+        .collect()
 }
 
 /// Checks that `bytes` hash to `expected`.
@@ -78,6 +78,10 @@ pub(crate) fn decode_some(body: Bytes, asked: &[Hash]) -> Result<Vec<(Hash, Byte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(chunks: &[(Hash, Bytes)]) -> Bytes {
+        encode_pieces(chunks).concat().into()
+    }
 
     fn chunk(text: &'static str) -> (Hash, Bytes) {
         (
