@@ -29,7 +29,7 @@ pub const EARLY_UPLOAD_MIN_BYTES: u64 = 8 << 20;
 /// Bytes sent in one upload request.
 const BATCH_BYTES: usize = 8 << 20;
 /// Chunks read ahead of the uploader (each at most the chunker's maximum).
-const QUEUE_CHUNKS: usize = 4;
+const QUEUE_CHUNKS: usize = 2;
 
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Whether a file of `size` bytes is uploaded while it is hashed.
@@ -49,18 +49,31 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     }
 
     async fn upload_as_read(&self, chunks: mpsc::Receiver<(Hash, Bytes)>) {
-        let batches = futures::stream::unfold(chunks, |mut chunks| async move {
-            let mut batch = Vec::new();
-            let mut n_bytes = 0;
-            while n_bytes < BATCH_BYTES {
-                let Some((hash, bytes)) = chunks.recv().await else {
-                    break;
-                };
-                n_bytes += bytes.len();
-                batch.push((hash, bytes));
-            }
-            (!batch.is_empty()).then_some((batch, chunks))
-        });
+        // a batch ends before the chunk that would take it past BATCH_BYTES;
+        // that chunk starts the next one
+        let batches = futures::stream::unfold(
+            (chunks, None::<(Hash, Bytes)>),
+            |(mut chunks, carried)| async move {
+                let mut batch = Vec::new();
+                let mut n_bytes = 0;
+                let mut next = carried;
+                loop {
+                    let Some((hash, bytes)) = (match next.take() {
+                        Some(chunk) => Some(chunk),
+                        None => chunks.recv().await,
+                    }) else {
+                        break;
+                    };
+                    if !batch.is_empty() && n_bytes + bytes.len() > BATCH_BYTES {
+                        next = Some((hash, bytes));
+                        break;
+                    }
+                    n_bytes += bytes.len();
+                    batch.push((hash, bytes));
+                }
+                (!batch.is_empty()).then_some((batch, (chunks, next)))
+            },
+        );
         batches
             .for_each_concurrent(self.config.parallelism.max(1), |batch| async move {
                 if let Err(err) = self.upload_batch_if_missing(batch).await {
