@@ -92,8 +92,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         {
             return Ok(());
         }
-        self.announce_large_files(&uploads).await;
-
         let changes: Vec<(Change, Option<&LocalObservation>)> = uploads
             .iter()
             .map(|(synced_path, local, parent_version)| {
@@ -119,6 +117,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 (change, None)
             }))
             .collect();
+        self.announce_large_files(&changes).await;
 
         // groups go through upload and commit as a pipeline: other agents get
         // the first files while the later ones are still on their way
@@ -260,19 +259,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
 
     /// Streaming sync: tells other agents which large files are on their
     /// way, so they fetch the chunks while this agent uploads them.
-    async fn announce_large_files(&self, uploads: &[(String, LocalObservation, u64)]) {
-        let large: Vec<Change> = uploads
+    async fn announce_large_files(&self, changes: &[(Change, Option<&LocalObservation>)]) {
+        let large: Vec<Change> = changes
             .iter()
-            .filter(|(_, local, _)| {
-                matches!(&local.content, Some(Content::File { size, .. }) if *size >= STREAM_MIN_BYTES)
+            .filter(|(change, _)| {
+                matches!(&change.content, Some(Content::File { size, .. }) if *size >= STREAM_MIN_BYTES)
             })
-            .map(|(synced_path, local, parent_version)| Change {
-                path: synced_path.clone(),
-                parent_version: *parent_version,
-                content: local.content.clone(),
-                chunks: local.chunks.clone(),
-                mtime_ns: local.meta.map_or(0, |meta| meta.fingerprint.mtime_ns),
-            })
+            .map(|(change, _)| change.clone())
             .collect();
         if large.is_empty() {
             return;
