@@ -275,16 +275,28 @@ fn rename_with_flags(from: &Path, to: &Path, flags: rustix::fs::RenameFlags) -> 
     })
 }
 
-/// Reads and chunks a whole file, checking that it did not change meanwhile.
-fn chunk_file_blocking(
-    root: &Path,
-    path: &str,
-    config: ChunkerConfig,
-    on_chunk: impl FnMut(ChunkSpan, Vec<u8>),
-) -> io::Result<ChunkedFile> {
+/// A file opened for chunking, with its metadata at open.
+struct OpenedFile {
+    full: PathBuf,
+    file: std::fs::File,
+    before: LocalMeta,
+}
+
+fn open_for_chunking(root: &Path, path: &str) -> io::Result<OpenedFile> {
     let full = resolve(root, path)?;
     let file = std::fs::File::open(&full)?;
     let before = meta_of(&file.metadata()?);
+    Ok(OpenedFile { full, file, before })
+}
+
+/// Reads and chunks a whole opened file, checking that it did not change
+/// meanwhile.
+fn chunk_opened(
+    opened: OpenedFile,
+    config: ChunkerConfig,
+    on_chunk: impl FnMut(ChunkSpan, Vec<u8>),
+) -> io::Result<ChunkedFile> {
+    let OpenedFile { full, file, before } = opened;
     let reader = io::BufReader::with_capacity(1 << 20, &file);
     let chunks = chunking::chunk_reader_of_len(reader, before.fingerprint.size, config, on_chunk)?;
     // fstat catches writes through the open file; lstat catches a replace by rename
@@ -357,17 +369,13 @@ impl LocalFs for RealFs {
     }
 
     async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
-        let path = path.to_owned();
-        let small = self
-            .quick(|root| lstat(&resolve(root, &path)?))?
-            .is_some_and(|meta| meta.fingerprint.size <= QUICK_BYTES as u64);
-        // a file that grew since is still read whole; it is only read in place
-        let work = move |root: &Path| chunk_file_blocking(root, &path, config, |_, _| {});
-        if small {
-            self.quick(work)
-        } else {
-            self.blocking(work).await
+        let opened = self.quick(|root| open_for_chunking(root, path))?;
+        // a file that grows meanwhile is still read whole; it is only read in place
+        if opened.before.fingerprint.size <= QUICK_BYTES as u64 {
+            return chunk_opened(opened, config, |_, _| {});
         }
+        self.blocking(move |_| chunk_opened(opened, config, |_, _| {}))
+            .await
     }
 
     async fn chunk_file_sending(
@@ -378,7 +386,7 @@ impl LocalFs for RealFs {
     ) -> io::Result<ChunkedFile> {
         let path = path.to_owned();
         self.blocking(move |root| {
-            chunk_file_blocking(root, &path, config, |span, bytes| {
+            chunk_opened(open_for_chunking(root, &path)?, config, |span, bytes| {
                 // a closed queue: the receiver gave up, the hashing goes on
                 let _ = chunks_out.blocking_send((span.chunk.hash, Bytes::from(bytes)));
             })
