@@ -4,13 +4,15 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use syncfolder_agent::remote::Remote;
 use syncfolder_agent::state::StateDb;
 use syncfolder_agent::stats::SyncStats;
+use syncfolder_core::protocol::FileRecord;
 
-use support::{TestServer, engine_with_stats, sync_once};
+use support::{TestEngine, TestServer, engine_with_stats, sync_once};
 
 /// Bytes that do not repeat, so that every chunk is new.
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -25,26 +27,39 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// An engine syncing `root` whose counters the test reads; the state
+/// directory lives as long as the returned guard.
+async fn counting_engine(
+    server: &TestServer,
+    root: &Path,
+) -> (TestEngine, Arc<SyncStats>, tempfile::TempDir) {
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let state = StateDb::open(&state_dir.path().join("state.db"))
+        .await
+        .expect("state");
+    let stats = Arc::new(SyncStats::default());
+    let engine = engine_with_stats(&server.url, &server.token, root, state, stats.clone()).await;
+    (engine, stats, state_dir)
+}
+
+/// Every record the server holds for the folder.
+async fn server_records(engine: &TestEngine) -> Vec<FileRecord> {
+    engine
+        .remote_for_tests()
+        .changes(0, 1000, std::time::Duration::ZERO)
+        .await
+        .expect("changes")
+        .records
+}
+
 #[tokio::test]
 async fn a_large_file_is_sent_once_and_arrives_whole() {
     let server = TestServer::start().await;
     let root = tempfile::tempdir().expect("root");
-    let state_dir = tempfile::tempdir().expect("state dir");
     let big = pseudo_random(24 << 20, 7);
     std::fs::write(root.path().join("big.bin"), &big).expect("write");
 
-    let stats = Arc::new(SyncStats::default());
-    let state = StateDb::open(&state_dir.path().join("state.db"))
-        .await
-        .expect("state");
-    let mut engine = engine_with_stats(
-        &server.url,
-        &server.token,
-        root.path(),
-        state,
-        stats.clone(),
-    )
-    .await;
+    let (mut engine, stats, _state_dir) = counting_engine(&server, root.path()).await;
     sync_once(&mut engine).await;
 
     assert_eq!(
@@ -52,13 +67,8 @@ async fn a_large_file_is_sent_once_and_arrives_whole() {
         big.len() as u64,
         "every byte sent exactly once"
     );
-    let changes = engine
-        .remote_for_tests()
-        .changes(0, 10, std::time::Duration::ZERO)
-        .await
-        .expect("changes");
-    let record = changes
-        .records
+    let records = server_records(&engine).await;
+    let record = records
         .iter()
         .find(|record| record.path == "big.bin")
         .expect("committed");
@@ -84,21 +94,9 @@ async fn a_large_file_is_sent_once_and_arrives_whole() {
 async fn a_large_ignored_file_that_changes_is_neither_read_nor_sent() {
     let server = TestServer::start().await;
     let root = tempfile::tempdir().expect("root");
-    let state_dir = tempfile::tempdir().expect("state dir");
     std::fs::write(root.path().join(".syncignore"), "*.iso\n").expect("ignore file");
 
-    let stats = Arc::new(SyncStats::default());
-    let state = StateDb::open(&state_dir.path().join("state.db"))
-        .await
-        .expect("state");
-    let mut engine = engine_with_stats(
-        &server.url,
-        &server.token,
-        root.path(),
-        state,
-        stats.clone(),
-    )
-    .await;
+    let (mut engine, stats, _state_dir) = counting_engine(&server, root.path()).await;
     sync_once(&mut engine).await;
     let sent_before = stats.bytes_uploaded.get();
 
@@ -117,16 +115,7 @@ async fn a_large_ignored_file_that_changes_is_neither_read_nor_sent() {
         sent_before,
         "no byte of an ignored file goes to the server"
     );
-    let changes = engine
-        .remote_for_tests()
-        .changes(0, 10, std::time::Duration::ZERO)
-        .await
-        .expect("changes");
-    assert!(
-        changes
-            .records
-            .iter()
-            .all(|record| record.path != "disk.iso")
-    );
+    let records = server_records(&engine).await;
+    assert!(records.iter().all(|record| record.path != "disk.iso"));
     server.stop().await;
 }

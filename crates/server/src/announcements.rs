@@ -188,16 +188,23 @@ mod tests {
     use super::*;
 
     fn file_change(path: &str, bytes: &[u8]) -> Change {
-        let chunks = vec![ChunkRef {
-            hash: Hash::of(bytes),
-            size: bytes.len() as u64,
-        }];
+        change_of_chunks(
+            path,
+            vec![ChunkRef {
+                hash: Hash::of(bytes),
+                size: bytes.len() as u64,
+            }],
+        )
+    }
+
+    /// A new file at `path` made of `chunks`.
+    fn change_of_chunks(path: &str, chunks: Vec<ChunkRef>) -> Change {
         Change {
             path: path.to_owned(),
             parent_version: 0,
             content: Some(Content::File {
                 content_hash: content_hash(&chunks),
-                size: bytes.len() as u64,
+                size: chunks.iter().map(|chunk| chunk.size).sum(),
                 executable: false,
             }),
             chunks,
@@ -254,23 +261,13 @@ mod tests {
     fn the_chunks_a_folder_holds_in_announcements_are_bounded() {
         let announcements = Announcements::default();
         let big = |path: &str| {
-            let chunks: Vec<ChunkRef> = (0..MAX_OPEN_CHUNKS_PER_FOLDER / 2)
+            let chunks = (0..MAX_OPEN_CHUNKS_PER_FOLDER / 2)
                 .map(|n| ChunkRef {
                     hash: Hash::of(&n.to_le_bytes()),
                     size: 1,
                 })
                 .collect();
-            Change {
-                path: path.to_owned(),
-                parent_version: 0,
-                content: Some(Content::File {
-                    content_hash: content_hash(&chunks),
-                    size: chunks.len() as u64,
-                    executable: false,
-                }),
-                chunks,
-                mtime_ns: 0,
-            }
+            change_of_chunks(path, chunks)
         };
         announcements.announce(1, "s", vec![big("a"), big("b")]);
         assert_eq!(announcements.since(1, 0, "r").0.len(), 2);
