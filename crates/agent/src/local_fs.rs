@@ -328,8 +328,7 @@ fn join(root: &Path, path: &str) -> PathBuf {
 
 impl LocalFs for RealFs {
     async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
-        let path = path.to_owned();
-        self.quick(move |root| match beneath(root, &path)? {
+        self.quick(move |root| match beneath(root, path)? {
             Some(full) => lstat(&full),
             None => Ok(None),
         })
@@ -355,9 +354,8 @@ impl LocalFs for RealFs {
     }
 
     async fn read_link(&self, path: &str) -> io::Result<String> {
-        let path = path.to_owned();
         self.quick(move |root| {
-            let full = resolve(root, &path)?;
+            let full = resolve(root, path)?;
             let target = std::fs::read_link(&full)?;
             target.into_os_string().into_string().map_err(|_| {
                 io::Error::new(
@@ -420,9 +418,8 @@ impl LocalFs for RealFs {
     }
 
     async fn create_temp(&self, dir: &str) -> io::Result<String> {
-        let dir = dir.to_owned();
         self.quick(move |root| {
-            let full_dir = join(root, &dir);
+            let full_dir = join(root, dir);
             std::fs::create_dir_all(&full_dir)?;
             loop {
                 let name = format!(
@@ -449,7 +446,6 @@ impl LocalFs for RealFs {
     }
 
     async fn create_aside_dir(&self, dir: &str) -> io::Result<String> {
-        let dir = dir.to_owned();
         self.quick(move |root| {
             loop {
                 let name = format!(
@@ -489,9 +485,8 @@ impl LocalFs for RealFs {
     }
 
     async fn set_executable(&self, path: &str, executable: bool) -> io::Result<()> {
-        let path = path.to_owned();
         self.quick(move |root| {
-            let full = resolve(root, &path)?;
+            let full = resolve(root, path)?;
             let mode = std::fs::symlink_metadata(&full)?.mode() & 0o7777;
             let new_mode = if executable {
                 // executable for whoever may read it, as `chmod +x` does
@@ -518,58 +513,51 @@ impl LocalFs for RealFs {
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (from.to_owned(), to.to_owned());
-        self.quick(move |root| std::fs::rename(resolve(root, &from)?, resolve(root, &to)?))
+        self.quick(move |root| std::fs::rename(resolve(root, from)?, resolve(root, to)?))
     }
 
     async fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (from.to_owned(), to.to_owned());
         self.quick(move |root| {
             rename_with_flags(
-                &resolve(root, &from)?,
-                &resolve(root, &to)?,
+                &resolve(root, from)?,
+                &resolve(root, to)?,
                 rustix::fs::RenameFlags::NOREPLACE,
             )
         })
     }
 
     async fn exchange(&self, left: &str, right: &str) -> io::Result<()> {
-        let (left, right) = (left.to_owned(), right.to_owned());
         self.quick(move |root| {
             rename_with_flags(
-                &resolve(root, &left)?,
-                &resolve(root, &right)?,
+                &resolve(root, left)?,
+                &resolve(root, right)?,
                 rustix::fs::RenameFlags::EXCHANGE,
             )
         })
     }
 
     async fn remove_file(&self, path: &str) -> io::Result<()> {
-        let path = path.to_owned();
         self.quick(move |root| {
-            let full = resolve(root, &path)?;
+            let full = resolve(root, path)?;
             std::fs::remove_file(&full)
         })
     }
 
     async fn remove_dir(&self, path: &str) -> io::Result<()> {
-        let path = path.to_owned();
         self.quick(move |root| {
-            let full = resolve(root, &path)?;
+            let full = resolve(root, path)?;
             std::fs::remove_dir(&full)
         })
     }
 
     async fn create_dir_all(&self, path: &str) -> io::Result<()> {
-        let path = path.to_owned();
         self.quick(move |root| {
-            let full = resolve(root, &path)?;
+            let full = resolve(root, path)?;
             std::fs::create_dir_all(&full)
         })
     }
 
     async fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
-        let (target, path) = (target.to_owned(), path.to_owned());
-        self.quick(move |root| std::os::unix::fs::symlink(&target, resolve(root, &path)?))
+        self.quick(move |root| std::os::unix::fs::symlink(target, resolve(root, path)?))
     }
 }
