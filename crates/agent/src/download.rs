@@ -369,6 +369,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     ) -> std::io::Result<String> {
         self.prepare_parent(synced_path).await?;
         // streamed while the sender uploaded it: complete and durable already
+        if let Some(Content::File { content_hash, .. }) = &record.content {
+            // a file streamed as it was read may never have been announced
+            // whole before its commit
+            self.prefetches
+                .complete(synced_path, *content_hash, &record.chunks, reusable);
+        }
         if let Some(Content::File { content_hash, .. }) = &record.content
             && self.prefetches.has(synced_path, *content_hash)
             && let Some(temp_path) = self

@@ -10,13 +10,23 @@
 //! follows finds the chunks already there. Chunks of a file that changed
 //! while it was read, or that is then not sent, stay unreferenced on the
 //! server, as after any interrupted upload.
+//!
+//! Once the server lacks some of a file's chunks (its content is new), the
+//! chunks cut so far are also announced as a growing announcement, again
+//! each time the list has grown by a quarter (at least
+//! [`ANNOUNCE_STEP_MIN_BYTES`]): other agents fetch the start of the file
+//! while the rest is still being read here (streaming sync, see
+//! [`crate::prefetch`]). The announcement of the whole file follows with
+//! the decision.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use syncfolder_core::Hash;
-use syncfolder_core::protocol::FolderMode;
+use syncfolder_core::hash::content_hash;
+use syncfolder_core::protocol::{Change, ChunkRef, Content, FolderMode};
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
@@ -30,6 +40,43 @@ pub const EARLY_UPLOAD_MIN_BYTES: u64 = 8 << 20;
 const BATCH_BYTES: usize = 8 << 20;
 /// Chunks read ahead of the uploader (each at most the chunker's maximum).
 const QUEUE_CHUNKS: usize = 2;
+/// The least a growing announcement grows by before it is sent again.
+pub const ANNOUNCE_STEP_MIN_BYTES: u64 = 16 << 20;
+
+/// The file being read, as its growing announcements name it.
+#[derive(Debug, Clone)]
+pub(crate) struct GrowingFile {
+    pub path: String,
+    /// The version the file replaces, as far as this agent knows.
+    pub parent_version: u64,
+    pub executable: bool,
+}
+
+/// The chunks cut so far and how many of their bytes other agents know of.
+#[derive(Debug, Default)]
+struct Announced {
+    cut: Vec<ChunkRef>,
+    cut_bytes: u64,
+    announced_bytes: u64,
+}
+
+impl Announced {
+    fn add(&mut self, batch: &[(Hash, Bytes)]) {
+        for (hash, bytes) in batch {
+            self.cut.push(ChunkRef {
+                hash: *hash,
+                size: bytes.len() as u64,
+            });
+            self.cut_bytes += bytes.len() as u64;
+        }
+    }
+
+    /// Whether the list has grown enough since it was last announced.
+    fn worth_announcing(&self) -> bool {
+        let step = ANNOUNCE_STEP_MIN_BYTES.max(self.announced_bytes / 4);
+        self.announced_bytes == 0 || self.cut_bytes >= self.announced_bytes + step
+    }
+}
 
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Whether a file of `size` bytes is uploaded while it is hashed.
@@ -38,22 +85,27 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     }
 
     /// Chunks a file and, at the same time, sends the chunks the server
-    /// lacks. Upload errors are left to the upload after the decision.
-    pub(crate) async fn chunk_file_uploading(&self, synced_path: &str) -> io::Result<ChunkedFile> {
+    /// lacks and announces them as they are cut. Upload errors are left to
+    /// the upload after the decision.
+    pub(crate) async fn chunk_file_uploading(&self, file: GrowingFile) -> io::Result<ChunkedFile> {
         let (chunks_in, chunks_out) = mpsc::channel(QUEUE_CHUNKS);
         let hashing = self
             .fs
-            .chunk_file_sending(synced_path, self.config.chunker, chunks_in);
-        let (chunked, ()) = futures::join!(hashing, self.upload_as_read(chunks_out));
+            .chunk_file_sending(&file.path, self.config.chunker, chunks_in);
+        let (chunked, ()) = futures::join!(hashing, self.upload_as_read(chunks_out, &file));
         chunked
     }
 
-    async fn upload_as_read(&self, chunks: mpsc::Receiver<(Hash, Bytes)>) {
+    async fn upload_as_read(&self, chunks: mpsc::Receiver<(Hash, Bytes)>, file: &GrowingFile) {
+        // set once the server lacked a chunk: the content is new, and worth
+        // announcing (a file that only got a new mtime is not)
+        let content_is_new = AtomicBool::new(false);
+        let content_is_new = &content_is_new;
         // a batch ends before the chunk that would take it past BATCH_BYTES;
         // that chunk starts the next one
         let batches = futures::stream::unfold(
-            (chunks, None::<(Hash, Bytes)>),
-            |(mut chunks, carried)| async move {
+            (chunks, None::<(Hash, Bytes)>, Announced::default()),
+            |(mut chunks, carried, mut announced)| async move {
                 let mut batch = Vec::new();
                 let mut n_bytes = 0;
                 let mut next = carried;
@@ -71,19 +123,57 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     n_bytes += bytes.len();
                     batch.push((hash, bytes));
                 }
-                (!batch.is_empty()).then_some((batch, (chunks, next)))
+                if batch.is_empty() {
+                    return None;
+                }
+                announced.add(&batch);
+                if content_is_new.load(Ordering::Acquire) && announced.worth_announcing() {
+                    self.announce_growing(file, &mut announced).await;
+                }
+                Some((batch, (chunks, next, announced)))
             },
         );
         batches
             .for_each_concurrent(self.config.parallelism.max(1), |batch| async move {
-                if let Err(err) = self.upload_batch_if_missing(batch).await {
-                    tracing::debug!(%err, "early upload failed; the upload after the decision retries");
+                match self.upload_batch_if_missing(batch).await {
+                    Ok(true) => content_is_new.store(true, Ordering::Release),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::debug!(%err, "early upload failed; the upload after the decision retries");
+                    }
                 }
             })
             .await;
     }
 
-    async fn upload_batch_if_missing(&self, batch: Vec<(Hash, Bytes)>) -> Result<(), RemoteError> {
+    /// Tells other agents of the chunks cut so far.
+    async fn announce_growing(&self, file: &GrowingFile, announced: &mut Announced) {
+        let change = Change {
+            path: file.path.clone(),
+            parent_version: file.parent_version,
+            content: Some(Content::File {
+                content_hash: content_hash(&announced.cut),
+                size: announced.cut_bytes,
+                executable: file.executable,
+            }),
+            chunks: announced.cut.clone(),
+            mtime_ns: 0,
+        };
+        match self.remote.announce(vec![change], true).await {
+            Ok(()) => announced.announced_bytes = announced.cut_bytes,
+            Err(err) => {
+                // receivers fetch after the announcement of the whole file
+                tracing::debug!(%err, path = file.path, "could not announce the file as it is read");
+            }
+        }
+    }
+
+    /// Sends the chunks of `batch` the server lacks; true when it lacked
+    /// some.
+    async fn upload_batch_if_missing(
+        &self,
+        batch: Vec<(Hash, Bytes)>,
+    ) -> Result<bool, RemoteError> {
         let hashes = batch.iter().map(|(hash, _)| *hash).collect();
         let missing = self.remote.missing_chunks(hashes).await?;
         let wanted: Vec<(Hash, Bytes)> = batch
@@ -91,13 +181,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .filter(|(hash, _)| missing.contains(hash))
             .collect();
         if wanted.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let n_bytes: u64 = wanted.iter().map(|(_, bytes)| bytes.len() as u64).sum();
         let n_chunks = wanted.len() as u64;
         self.remote.upload_chunks(wanted).await?;
         self.stats.bytes_uploaded.add(n_bytes);
         self.stats.chunks_uploaded.add(n_chunks);
-        Ok(())
+        Ok(true)
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
+use crate::early_upload::GrowingFile;
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::prefetch::{self, PrefetchJob, Prefetches};
 use crate::remote::Remote;
@@ -185,8 +186,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     }
 
     /// Hands other agents' announcements to the prefetcher, except those of
-    /// ignored paths and of contents already here or already current.
-    fn queue_prefetches(&self, announced: Vec<Announcement>) {
+    /// ignored paths and of contents already here or already current (a
+    /// prefetch of such a path that runs is given up).
+    async fn queue_prefetches(&self, announced: Vec<Announcement>) {
         let Some(jobs) = &self.prefetch_jobs else {
             return;
         };
@@ -202,12 +204,19 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 || known(self.remote_records.get(&announcement.path))
                 || known(self.base.get(&announcement.path).map(|entry| &entry.record))
             {
+                self.prefetches.withdraw(&announcement.path);
                 continue;
             }
-            if let Some(job) = prefetch::job_for(announcement, &reusable)
-                && jobs.try_send(job).is_err()
-            {
+            let Some(job) = self.prefetches.offer(announcement, &reusable) else {
+                continue;
+            };
+            if let Err(full) = jobs.try_send(job) {
                 tracing::debug!("prefetch queue full; that file is fetched after its commit");
+                let job = full.into_inner();
+                self.prefetches.abandon(&job);
+                if let Some(stale) = job.stale() {
+                    let _ = self.fs.remove_file(stale).await;
+                }
             }
         }
     }
@@ -217,7 +226,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         &mut self,
         mut changes: ChangesResponse,
     ) -> Result<BTreeSet<String>> {
-        self.queue_prefetches(std::mem::take(&mut changes.announced));
+        self.queue_prefetches(std::mem::take(&mut changes.announced))
+            .await;
         let mut batch = StateBatch::default();
         let mut touched = BTreeSet::new();
         let mut next_since = self.since;
@@ -418,7 +428,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     });
                 }
                 let chunking = if self.uploads_while_hashing(meta.fingerprint.size) {
-                    self.chunk_file_uploading(synced_path).await
+                    self.chunk_file_uploading(GrowingFile {
+                        path: synced_path.to_owned(),
+                        parent_version: base.map_or(0, |base| base.record.version),
+                        executable: meta.is_executable(),
+                    })
+                    .await
                 } else {
                     self.fs.chunk_file(synced_path, self.config.chunker).await
                 };

@@ -10,13 +10,13 @@
 //! any download.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use syncfolder_core::Hash;
-use syncfolder_core::protocol::{Announcement, Content};
+use syncfolder_core::protocol::{Announcement, ChunkRef, Content};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
@@ -47,12 +47,17 @@ pub const TAKE_WAIT: Duration = Duration::from_secs(60);
 /// committed something else, or nothing).
 const READY_TTL: Duration = Duration::from_secs(600);
 
-/// What the engine hands the prefetcher: an announcement and where the
-/// chunks it already holds can be read locally.
+/// Where chunks can be read locally: hash → (synced path, offset).
+pub type LocalSources = HashMap<Hash, (String, u64)>;
+
+/// What the engine hands the prefetcher: a prefetch it registered in
+/// [`Prefetches`], which holds what to fetch.
 #[derive(Debug)]
 pub struct PrefetchJob {
-    pub announcement: Announcement,
-    pub local_sources: HashMap<Hash, (String, u64)>,
+    path: String,
+    generation: u64,
+    /// The temp file of the prefetch this one replaced, to remove.
+    stale: Option<String>,
 }
 
 #[derive(Debug)]
@@ -64,16 +69,69 @@ enum State {
 
 #[derive(Debug)]
 struct Entry {
+    /// Tells a prefetch from the one that replaced it.
+    generation: u64,
+    /// The content of the newest announcement: what the prefetch holds
+    /// once it is ready.
     content_hash: Hash,
+    /// The newest announcement's chunks; they grow while `growing`.
+    chunks: Vec<ChunkRef>,
+    growing: bool,
+    local_sources: LocalSources,
     state: State,
 }
 
-/// Prefetches by path, shared by the prefetcher (which fills them) and the
-/// engine (which takes them).
+impl Entry {
+    /// Takes in a longer list of the same growing file.
+    fn grow(
+        &mut self,
+        announcement: Announcement,
+        content_hash: Hash,
+        local_sources: &LocalSources,
+    ) {
+        for chunk in &announcement.chunks[self.chunks.len()..] {
+            if let Some(source) = local_sources.get(&chunk.hash) {
+                self.local_sources.insert(chunk.hash, source.clone());
+            }
+        }
+        self.chunks = announcement.chunks;
+        self.content_hash = content_hash;
+        self.growing = announcement.growing;
+    }
+
+    fn is_running_and_growing(&self) -> bool {
+        matches!(self.state, State::Running) && self.growing
+    }
+}
+
+impl PrefetchJob {
+    /// The temp file of the prefetch this one replaced.
+    pub fn stale(&self) -> Option<&str> {
+        self.stale.as_deref()
+    }
+}
+
+/// What a running prefetch does next.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Fetch these chunks, which follow those fetched so far.
+    Fetch(Vec<ChunkRef>, LocalSources),
+    /// Everything announced is fetched and the list is final.
+    Complete,
+    /// Another prefetch replaced this one, or nobody wants it any more.
+    Superseded,
+    /// The growing list did not grow in time.
+    Stalled,
+}
+
+/// Prefetches by path, shared by the engine (which registers and takes
+/// them) and the prefetcher (which fills them).
 #[derive(Debug, Default)]
 pub struct Prefetches {
     entries: Mutex<HashMap<String, Entry>>,
-    done: Notify,
+    last_generation: AtomicU64,
+    /// Woken when a prefetch ends, grows or is replaced.
+    changed: Notify,
 }
 
 fn content_hash_of(content: &Content) -> Option<Hash> {
@@ -83,6 +141,11 @@ fn content_hash_of(content: &Content) -> Option<Hash> {
     }
 }
 
+/// True when `longer` starts with `shorter`.
+fn extends(longer: &[ChunkRef], shorter: &[ChunkRef]) -> bool {
+    longer.len() >= shorter.len() && longer[..shorter.len()] == *shorter
+}
+
 impl Prefetches {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries
@@ -90,37 +153,157 @@ impl Prefetches {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Registers a prefetch of `content_hash` at `path`; false when one of
-    /// that content is already running or ready. Returns the temp file of a
-    /// replaced one, to remove.
-    fn start(&self, path: &str, content_hash: Hash) -> (bool, Option<String>) {
+    /// Takes in an announcement of a file: a running prefetch of the same
+    /// growing file grows with it; otherwise a prefetch of the announced
+    /// content is registered and returned as a job for the prefetcher,
+    /// unless one of that content runs or is ready already.
+    pub fn offer(
+        &self,
+        announcement: Announcement,
+        local_sources: &LocalSources,
+    ) -> Option<PrefetchJob> {
+        let content_hash = content_hash_of(&announcement.content)?;
         let mut entries = self.entries();
-        if let Some(entry) = entries.get(path)
-            && entry.content_hash == content_hash
-            && !matches!(entry.state, State::Failed)
-        {
-            return (false, None);
+        if let Some(entry) = entries.get_mut(&announcement.path) {
+            if entry.content_hash == content_hash && !matches!(entry.state, State::Failed) {
+                if entry.growing && !announcement.growing {
+                    // the last growing list was the whole file
+                    entry.growing = false;
+                    drop(entries);
+                    self.changed.notify_waiters();
+                }
+                return None;
+            }
+            if entry.is_running_and_growing() {
+                if extends(&announcement.chunks, &entry.chunks) {
+                    entry.grow(announcement, content_hash, local_sources);
+                    drop(entries);
+                    self.changed.notify_waiters();
+                    return None;
+                }
+                if announcement.growing && extends(&entry.chunks, &announcement.chunks) {
+                    // an older, shorter list of the same file
+                    return None;
+                }
+            }
         }
+        let generation = self.last_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let local_sources = announcement
+            .chunks
+            .iter()
+            .filter_map(|chunk| Some((chunk.hash, local_sources.get(&chunk.hash)?.clone())))
+            .collect();
         let replaced = entries.insert(
-            path.to_owned(),
+            announcement.path.clone(),
             Entry {
+                generation,
                 content_hash,
+                chunks: announcement.chunks,
+                growing: announcement.growing,
+                local_sources,
                 state: State::Running,
             },
         );
+        drop(entries);
+        // a running prefetch of the replaced content stops
+        self.changed.notify_waiters();
         let stale = match replaced.map(|entry| entry.state) {
             Some(State::Ready(temp_path, _)) => Some(temp_path),
             _ => None,
         };
-        (true, stale)
+        Some(PrefetchJob {
+            path: announcement.path,
+            generation,
+            stale,
+        })
     }
 
-    /// Records how a prefetch ended; returns the temp file when nobody wants
-    /// it any more (a newer announcement replaced it meanwhile).
-    fn finish(&self, path: &str, content_hash: Hash, temp_path: Option<String>) -> Option<String> {
+    /// Gives up a running prefetch of `path` (its content is here already,
+    /// or the path is ignored now).
+    pub fn withdraw(&self, path: &str) {
+        let mut entries = self.entries();
+        if entries
+            .get(path)
+            .is_some_and(|entry| matches!(entry.state, State::Running))
+        {
+            entries.remove(path);
+            drop(entries);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A commit of `chunks` at `path` ends a growing prefetch whose list
+    /// they extend: the prefetch fetches the rest and becomes ready.
+    pub fn complete(
+        &self,
+        path: &str,
+        content_hash: Hash,
+        chunks: &[ChunkRef],
+        local_sources: &LocalSources,
+    ) {
+        let mut entries = self.entries();
+        let Some(entry) = entries.get_mut(path) else {
+            return;
+        };
+        if !entry.is_running_and_growing() || !extends(chunks, &entry.chunks) {
+            return;
+        }
+        for chunk in &chunks[entry.chunks.len()..] {
+            if let Some(source) = local_sources.get(&chunk.hash) {
+                entry.local_sources.insert(chunk.hash, source.clone());
+            }
+        }
+        entry.chunks = chunks.to_vec();
+        entry.content_hash = content_hash;
+        entry.growing = false;
+        drop(entries);
+        self.changed.notify_waiters();
+    }
+
+    /// What the prefetch `generation` of `path`, which has fetched the
+    /// first `have` chunks of its list, does next; waits up to `wait` for a
+    /// growing list to grow.
+    async fn next(&self, path: &str, generation: u64, have: usize, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            {
+                let entries = self.entries();
+                let Some(entry) = entries
+                    .get(path)
+                    .filter(|entry| entry.generation == generation)
+                    .filter(|entry| matches!(entry.state, State::Running))
+                else {
+                    return Next::Superseded;
+                };
+                if entry.chunks.len() > have {
+                    let chunks = entry.chunks[have..].to_vec();
+                    let local_sources = chunks
+                        .iter()
+                        .filter_map(|chunk| {
+                            Some((chunk.hash, entry.local_sources.get(&chunk.hash)?.clone()))
+                        })
+                        .collect();
+                    return Next::Fetch(chunks, local_sources);
+                }
+                if !entry.growing {
+                    return Next::Complete;
+                }
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => return Next::Stalled,
+            }
+        }
+    }
+
+    /// Records how the prefetch `generation` of `path` ended; returns the
+    /// temp file when nobody wants it any more (another prefetch replaced
+    /// it meanwhile).
+    fn finish(&self, path: &str, generation: u64, temp_path: Option<String>) -> Option<String> {
         let mut entries = self.entries();
         let orphan = match entries.get_mut(path) {
-            Some(entry) if entry.content_hash == content_hash => {
+            Some(entry) if entry.generation == generation => {
                 entry.state = match temp_path {
                     Some(temp_path) => State::Ready(temp_path, Instant::now()),
                     None => State::Failed,
@@ -130,8 +313,13 @@ impl Prefetches {
             _ => temp_path,
         };
         drop(entries);
-        self.done.notify_waiters();
+        self.changed.notify_waiters();
         orphan
+    }
+
+    /// Gives up a job that never reached the prefetcher.
+    pub fn abandon(&self, job: &PrefetchJob) {
+        self.finish(&job.path, job.generation, None);
     }
 
     /// The prefetched temp file of `content_hash` at `path`, if there is one
@@ -140,7 +328,7 @@ impl Prefetches {
     pub async fn take(&self, path: &str, content_hash: Hash, wait: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let done = self.done.notified();
+            let changed = self.changed.notified();
             {
                 let mut entries = self.entries();
                 let entry = entries.get(path)?;
@@ -162,7 +350,7 @@ impl Prefetches {
                 }
             }
             tokio::select! {
-                () = done => {}
+                () = changed => {}
                 () = tokio::time::sleep_until(deadline) => return None,
             }
         }
@@ -194,23 +382,6 @@ impl Prefetches {
     }
 }
 
-/// Builds the job for an announcement of a file, `None` for anything else.
-pub fn job_for(
-    announcement: Announcement,
-    local_sources: &HashMap<Hash, (String, u64)>,
-) -> Option<PrefetchJob> {
-    content_hash_of(&announcement.content)?;
-    let local_sources = announcement
-        .chunks
-        .iter()
-        .filter_map(|chunk| Some((chunk.hash, local_sources.get(&chunk.hash)?.clone())))
-        .collect();
-    Some(PrefetchJob {
-        announcement,
-        local_sources,
-    })
-}
-
 /// Runs prefetch jobs one after another until the sender goes away. Starts
 /// by clearing what an earlier run left in [`STREAM_DIR`].
 pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
@@ -233,38 +404,29 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
         let _ = fs.remove_dir(STREAM_DIR).await;
     }
     while let Some(job) = jobs.recv().await {
-        let announcement = &job.announcement;
-        let Some(content_hash) = content_hash_of(&announcement.content) else {
-            continue;
-        };
-        let (started, stale) = prefetches.start(&announcement.path, content_hash);
-        if let Some(stale) = stale {
-            let _ = fs.remove_file(&stale).await;
-        }
-        if !started {
-            continue;
+        if let Some(stale) = &job.stale {
+            let _ = fs.remove_file(stale).await;
         }
         tracing::debug!(
-            path = announcement.path,
-            size = announcement.content.size(),
-            agent = announcement.agent_id,
+            path = job.path,
             "streaming a file another agent is uploading"
         );
         let prefetcher = Prefetcher {
             fs: fs.as_ref(),
             remote: remote.as_ref(),
             clock: clock.as_ref(),
+            prefetches: &prefetches,
             stats: &stats,
         };
         let temp_path = match prefetcher.fill(&job).await {
             Ok(temp_path) => Some(temp_path),
             Err(err) => {
-                tracing::debug!(%err, path = announcement.path, "streaming stopped; the download after the commit fetches the file");
+                tracing::debug!(%err, path = job.path, "streaming stopped; the download after the commit fetches the file");
                 None
             }
         };
         let failed = temp_path.is_none();
-        if let Some(orphan) = prefetches.finish(&announcement.path, content_hash, temp_path) {
+        if let Some(orphan) = prefetches.finish(&job.path, job.generation, temp_path) {
             let _ = fs.remove_file(&orphan).await;
         }
         if failed {
@@ -282,12 +444,17 @@ enum PrefetchError {
     Io(#[from] std::io::Error),
     #[error("no chunk arrived for {0:?}")]
     Stalled(Duration),
+    #[error("the announced file did not grow for {0:?}")]
+    StoppedGrowing(Duration),
+    #[error("another announcement or the file's commit replaced it")]
+    Superseded,
 }
 
 struct Prefetcher<'a, F, R, C> {
     fs: &'a F,
     remote: &'a R,
     clock: &'a C,
+    prefetches: &'a Prefetches,
     stats: &'a SyncStats,
 }
 
@@ -305,21 +472,67 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
     }
 
     async fn fill_into(&self, job: &PrefetchJob, temp_path: &str) -> Result<(), PrefetchError> {
-        // every offset each chunk goes to, and the order to ask in
+        // the list may grow while the sender reads the file: fetch what is
+        // announced, then wait for more until the list is final
+        let mut filled = Filled::default();
+        let last_progress = AtomicI64::new(self.clock.now_ms());
+        loop {
+            let next = self
+                .prefetches
+                .next(&job.path, job.generation, filled.n_chunks, GIVE_UP_AFTER)
+                .await;
+            match next {
+                Next::Fetch(chunks, local_sources) => {
+                    self.fill_part(
+                        chunks,
+                        &local_sources,
+                        &mut filled,
+                        temp_path,
+                        &last_progress,
+                    )
+                    .await?;
+                }
+                Next::Complete => break,
+                Next::Superseded => return Err(PrefetchError::Superseded),
+                Next::Stalled => return Err(PrefetchError::StoppedGrowing(GIVE_UP_AFTER)),
+            }
+        }
+        self.fs.sync_file(temp_path).await?;
+        Ok(())
+    }
+
+    /// Writes `chunks`, which follow those in `filled`, into the temp file:
+    /// from local copies where there are some, from the temp file itself
+    /// for chunks it holds already, from the server for the rest.
+    async fn fill_part(
+        &self,
+        chunks: Vec<ChunkRef>,
+        local_sources: &LocalSources,
+        filled: &mut Filled,
+        temp_path: &str,
+        last_progress: &AtomicI64,
+    ) -> Result<(), PrefetchError> {
+        // every offset each new chunk goes to, and the order to ask in
         let mut offsets: HashMap<Hash, Vec<u64>> = HashMap::new();
         let mut order = Vec::new();
-        let mut offset = 0;
-        for chunk in &job.announcement.chunks {
+        let mut copies = Vec::new();
+        for chunk in &chunks {
+            let offset = filled.size;
+            filled.size += chunk.size;
+            if let Some(&earlier) = filled.written.get(&chunk.hash) {
+                copies.push((earlier, offset, chunk.size));
+                continue;
+            }
             let places = offsets.entry(chunk.hash).or_default();
             if places.is_empty() {
                 order.push((chunk.hash, chunk.size));
             }
             places.push(offset);
-            offset += chunk.size;
         }
+        filled.n_chunks += chunks.len();
         let mut remaining = Vec::new();
         for (hash, size) in order {
-            let local = match job.local_sources.get(&hash) {
+            let local = match local_sources.get(&hash) {
                 Some((source_path, source_offset)) => self
                     .fs
                     .read_range(source_path, *source_offset, size)
@@ -340,15 +553,20 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
         }
         // several reads in flight, so that the server's reading, the wire and
         // this side's checking and writing overlap; any arrival is progress
-        let last_progress = AtomicI64::new(self.clock.now_ms());
-        let offsets = &offsets;
-        let last_progress = &last_progress;
+        let offsets_ref = &offsets;
         futures::stream::iter(stream_batches(remaining))
-            .map(|batch| self.stream_batch(batch, offsets, temp_path, last_progress))
+            .map(|batch| self.stream_batch(batch, offsets_ref, temp_path, last_progress))
             .buffer_unordered(STREAM_READS_IN_FLIGHT)
             .try_collect::<()>()
             .await?;
-        self.fs.sync_file(temp_path).await?;
+        for (hash, places) in offsets {
+            filled.written.insert(hash, places[0]);
+        }
+        // chunks that repeat one fetched earlier in the file
+        for (from, to, size) in copies {
+            let bytes = self.fs.read_range(temp_path, from, size).await?;
+            self.fs.write_at(temp_path, to, bytes).await?;
+        }
         Ok(())
     }
 
@@ -386,6 +604,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
         }
         Ok(())
     }
+}
+
+/// How far a prefetch has come.
+#[derive(Debug, Default)]
+struct Filled {
+    /// Chunks of the list written (or being written).
+    n_chunks: usize,
+    /// Their bytes: where the next chunk goes.
+    size: u64,
+    /// Where each chunk written lies in the temp file.
+    written: HashMap<Hash, u64>,
 }
 
 /// Splits the chunks still to stream into reads of at most
@@ -435,44 +664,99 @@ mod tests {
         assert!(stream_batches(Vec::new()).is_empty());
     }
 
+    fn chunk(id: u8) -> ChunkRef {
+        ChunkRef {
+            hash: Hash::of(&[id]),
+            size: 1,
+        }
+    }
+
+    /// An announcement of `path` made of the chunks `ids`.
+    fn announcement(path: &str, ids: &[u8], growing: bool) -> Announcement {
+        let chunks: Vec<ChunkRef> = ids.iter().map(|id| chunk(*id)).collect();
+        Announcement {
+            seq: 1,
+            agent_id: "sender".to_owned(),
+            path: path.to_owned(),
+            parent_version: 0,
+            content: Content::File {
+                content_hash: syncfolder_core::hash::content_hash(&chunks),
+                size: chunks.len() as u64,
+                executable: false,
+            },
+            chunks,
+            growing,
+        }
+    }
+
+    fn content_of(ids: &[u8]) -> Hash {
+        let chunks: Vec<ChunkRef> = ids.iter().map(|id| chunk(*id)).collect();
+        syncfolder_core::hash::content_hash(&chunks)
+    }
+
+    fn offer(
+        prefetches: &Prefetches,
+        path: &str,
+        ids: &[u8],
+        growing: bool,
+    ) -> Option<PrefetchJob> {
+        prefetches.offer(announcement(path, ids, growing), &LocalSources::new())
+    }
+
     #[tokio::test]
     async fn a_download_takes_a_ready_prefetch_of_the_same_content_only() {
         let prefetches = Prefetches::default();
-        let (content, other) = (Hash::of(b"announced"), Hash::of(b"committed instead"));
-        assert_eq!(prefetches.start("big", content), (true, None));
-        assert_eq!(prefetches.start("big", content), (false, None));
-        assert_eq!(prefetches.finish("big", content, Some("t1".into())), None);
-        assert!(prefetches.has("big", content));
-        assert_eq!(prefetches.take("big", other, Duration::ZERO).await, None);
+        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
+        assert!(
+            offer(&prefetches, "big", &[1], false).is_none(),
+            "it runs already"
+        );
         assert_eq!(
-            prefetches.take("big", content, Duration::ZERO).await,
+            prefetches.finish("big", job.generation, Some("t1".into())),
+            None
+        );
+        assert!(prefetches.has("big", content_of(&[1])));
+        assert_eq!(
+            prefetches
+                .take("big", content_of(&[2]), Duration::ZERO)
+                .await,
+            None
+        );
+        assert_eq!(
+            prefetches
+                .take("big", content_of(&[1]), Duration::ZERO)
+                .await,
             Some("t1".into())
         );
-        assert_eq!(prefetches.take("big", content, Duration::ZERO).await, None);
+        assert_eq!(
+            prefetches
+                .take("big", content_of(&[1]), Duration::ZERO)
+                .await,
+            None
+        );
     }
 
     #[tokio::test]
     async fn a_download_waits_for_a_running_prefetch() {
         let prefetches = Arc::new(Prefetches::default());
-        let content = Hash::of(b"announced");
-        prefetches.start("big", content);
+        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
         let finisher = Arc::clone(&prefetches);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            finisher.finish("big", content, Some("t1".into()));
+            finisher.finish("big", job.generation, Some("t1".into()));
         });
         assert_eq!(
             prefetches
-                .take("big", content, Duration::from_secs(10))
+                .take("big", content_of(&[1]), Duration::from_secs(10))
                 .await,
             Some("t1".into())
         );
         // a failed one is given up at once
-        prefetches.start("big", content);
-        prefetches.finish("big", content, None);
+        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
+        prefetches.abandon(&job);
         assert_eq!(
             prefetches
-                .take("big", content, Duration::from_secs(10))
+                .take("big", content_of(&[1]), Duration::from_secs(10))
                 .await,
             None
         );
@@ -481,30 +765,90 @@ mod tests {
     #[test]
     fn prefetches_whose_content_is_in_place_already_are_swept() {
         let prefetches = Prefetches::default();
-        for (path, content) in [("applied", b"a"), ("waiting", b"w")] {
-            prefetches.start(path, Hash::of(content));
-            prefetches.finish(path, Hash::of(content), Some(format!("t-{path}")));
+        for (path, id) in [("applied", 1), ("waiting", 2)] {
+            let job = offer(&prefetches, path, &[id], false).expect("a new prefetch");
+            prefetches.finish(path, job.generation, Some(format!("t-{path}")));
         }
-        prefetches.start("running", Hash::of(b"r"));
+        offer(&prefetches, "running", &[3], false).expect("a new prefetch");
         let unwanted = prefetches.sweep(|path, _| path == "applied");
         assert_eq!(unwanted, vec!["t-applied".to_owned()]);
-        assert!(prefetches.has("waiting", Hash::of(b"w")));
-        assert!(prefetches.has("running", Hash::of(b"r")));
+        assert!(prefetches.has("waiting", content_of(&[2])));
+        assert!(prefetches.has("running", content_of(&[3])));
     }
 
     #[test]
     fn a_newer_announcement_replaces_a_ready_prefetch() {
         let prefetches = Prefetches::default();
-        prefetches.start("big", Hash::of(b"v1"));
-        prefetches.finish("big", Hash::of(b"v1"), Some("t1".into()));
+        let first = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
+        prefetches.finish("big", first.generation, Some("t1".into()));
+        let second = offer(&prefetches, "big", &[2], false).expect("a new prefetch");
+        assert_eq!(second.stale(), Some("t1"));
+        // the first prefetch, finishing late, is nobody's
         assert_eq!(
-            prefetches.start("big", Hash::of(b"v2")),
-            (true, Some("t1".into()))
-        );
-        // the v1 prefetch that finishes late is nobody's
-        assert_eq!(
-            prefetches.finish("big", Hash::of(b"v1"), Some("t2".into())),
+            prefetches.finish("big", first.generation, Some("t2".into())),
             Some("t2".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_growing_prefetch_fetches_each_longer_list_until_the_whole_file_is_announced() {
+        let prefetches = Prefetches::default();
+        let job = offer(&prefetches, "big", &[1, 2], true).expect("a new prefetch");
+        let next = |have| prefetches.next("big", job.generation, have, Duration::from_millis(20));
+        assert_eq!(
+            next(0).await,
+            Next::Fetch(vec![chunk(1), chunk(2)], LocalSources::new())
+        );
+        assert_eq!(next(2).await, Next::Stalled, "the list did not grow");
+
+        // a longer list grows it; a shorter, older one changes nothing
+        assert!(offer(&prefetches, "big", &[1, 2, 3, 4], true).is_none());
+        assert!(offer(&prefetches, "big", &[1, 2, 3], true).is_none());
+        assert_eq!(
+            next(2).await,
+            Next::Fetch(vec![chunk(3), chunk(4)], LocalSources::new())
+        );
+        assert!(!prefetches.has("big", content_of(&[1, 2, 3, 4, 5])));
+
+        // the whole file: fetched, then complete
+        assert!(offer(&prefetches, "big", &[1, 2, 3, 4, 5], false).is_none());
+        assert!(prefetches.has("big", content_of(&[1, 2, 3, 4, 5])));
+        assert_eq!(
+            next(4).await,
+            Next::Fetch(vec![chunk(5)], LocalSources::new())
+        );
+        assert_eq!(next(5).await, Next::Complete);
+    }
+
+    #[tokio::test]
+    async fn a_commit_completes_a_growing_prefetch_and_other_content_replaces_it() {
+        let prefetches = Prefetches::default();
+        let job = offer(&prefetches, "big", &[1, 2], true).expect("a new prefetch");
+        let next = |have| prefetches.next("big", job.generation, have, Duration::from_millis(20));
+        // committed before its whole list was announced: the commit's list
+        let committed = [chunk(1), chunk(2), chunk(3)];
+        let sources = LocalSources::from([(chunk(3).hash, ("old".to_owned(), 7))]);
+        prefetches.complete("big", content_of(&[1, 2, 3]), &committed, &sources);
+        assert!(prefetches.has("big", content_of(&[1, 2, 3])));
+        assert_eq!(next(2).await, Next::Fetch(vec![chunk(3)], sources));
+        assert_eq!(next(3).await, Next::Complete);
+
+        // a list that does not extend it (the file changed) starts over
+        let second = offer(&prefetches, "other", &[1, 2], true).expect("a new prefetch");
+        let replacing = offer(&prefetches, "other", &[9], true).expect("started over");
+        assert_eq!(
+            prefetches
+                .next("other", second.generation, 0, Duration::ZERO)
+                .await,
+            Next::Superseded
+        );
+        // the content is here already: the prefetch is given up
+        prefetches.withdraw("other");
+        assert_eq!(
+            prefetches
+                .next("other", replacing.generation, 0, Duration::ZERO)
+                .await,
+            Next::Superseded
         );
     }
 }

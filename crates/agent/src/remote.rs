@@ -73,9 +73,14 @@ pub trait Remote: Send + Sync + 'static {
     }
 
     /// Streaming sync: tells other agents which files' chunks are on their
-    /// way. Without streaming: nothing.
-    fn announce(&self, changes: Vec<Change>) -> impl Future<Output = RemoteResult<()>> + Send {
-        let _ = changes;
+    /// way; `growing` when the files are still being read and each change
+    /// carries the chunks cut so far. Without streaming: nothing.
+    fn announce(
+        &self,
+        changes: Vec<Change>,
+        growing: bool,
+    ) -> impl Future<Output = RemoteResult<()>> + Send {
+        let _ = (changes, growing);
         async { Ok(()) }
     }
 
@@ -199,12 +204,13 @@ impl Remote for HttpRemote {
             .map_err(classify)
     }
 
-    async fn announce(&self, changes: Vec<Change>) -> RemoteResult<()> {
-        self.client
-            .announce(&self.folder, changes)
-            .await
-            .map(|_| ())
-            .map_err(classify)
+    async fn announce(&self, changes: Vec<Change>, growing: bool) -> RemoteResult<()> {
+        let announced = if growing {
+            self.client.announce_growing(&self.folder, changes).await
+        } else {
+            self.client.announce(&self.folder, changes).await
+        };
+        announced.map(|_| ()).map_err(classify)
     }
 
     async fn stream_chunks(

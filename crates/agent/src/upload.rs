@@ -270,7 +270,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         if large.is_empty() {
             return;
         }
-        if let Err(err) = self.remote.announce(large).await {
+        if let Err(err) = self.remote.announce(large, false).await {
             // receivers fetch after the commit instead
             tracing::debug!(%err, "could not announce large files");
         }

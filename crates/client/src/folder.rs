@@ -159,8 +159,31 @@ impl Client {
     /// Streaming sync: announces files whose chunks are about to be
     /// uploaded, so receivers can fetch them as they arrive.
     pub async fn announce(&self, folder: &str, changes: Vec<Change>) -> Result<Vec<u64>> {
+        self.announce_with(
+            folder,
+            AnnounceRequest {
+                changes,
+                growing: false,
+            },
+        )
+        .await
+    }
+
+    /// Streaming sync: announces files still being read, each change with
+    /// the chunks cut so far (see `Announcement::growing`).
+    pub async fn announce_growing(&self, folder: &str, changes: Vec<Change>) -> Result<Vec<u64>> {
+        self.announce_with(
+            folder,
+            AnnounceRequest {
+                changes,
+                growing: true,
+            },
+        )
+        .await
+    }
+
+    async fn announce_with(&self, folder: &str, request: AnnounceRequest) -> Result<Vec<u64>> {
         let url = self.url(&["folders", folder, "announce"])?;
-        let request = AnnounceRequest { changes };
         let response: AnnounceResponse = self
             .send_for_json("announce", self.request(Method::POST, url).json(&request))
             .await?;

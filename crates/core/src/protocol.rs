@@ -194,6 +194,16 @@ pub struct Announcement {
     pub parent_version: u64,
     pub content: Content,
     pub chunks: Vec<ChunkRef>,
+    /// The sender is still reading the file: `chunks` are those cut so far,
+    /// the start of the final list, and `content` describes just them. Later
+    /// announcements of the path extend the list; the last one is not
+    /// growing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub growing: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// `POST /v1/folders/{folder}/announce`: files about to be uploaded; each
@@ -201,6 +211,10 @@ pub struct Announcement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnnounceRequest {
     pub changes: Vec<Change>,
+    /// The files are still being read: each change carries the chunks cut so
+    /// far (see [`Announcement::growing`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub growing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

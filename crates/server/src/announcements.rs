@@ -65,8 +65,15 @@ impl Announcements {
 
     /// Opens an announcement for each change (files only, validated by the
     /// caller), replacing an earlier one of the same path; returns their
-    /// numbers in order.
-    pub fn announce(&self, folder_id: i64, agent_id: &str, changes: Vec<Change>) -> Vec<u64> {
+    /// numbers in order. `growing`: the files are still being read, and each
+    /// change carries the chunks cut so far.
+    pub fn announce(
+        &self,
+        folder_id: i64,
+        agent_id: &str,
+        changes: Vec<Change>,
+        growing: bool,
+    ) -> Vec<u64> {
         let now = Instant::now();
         let mut folders = self.folders();
         // numbered from the clock, so that a restarted server's numbers stay
@@ -97,6 +104,7 @@ impl Announcements {
                 parent_version: change.parent_version,
                 content,
                 chunks: change.chunks,
+                growing,
             };
             folder.by_path.insert(change.path, (announcement, now));
         }
@@ -219,6 +227,7 @@ mod tests {
             1,
             "sender",
             vec![file_change("a", b"a"), file_change("b", b"b")],
+            false,
         );
         assert_eq!(seqs[1], seqs[0] + 1);
         let (seen, latest) = announcements.since(1, 0, "receiver");
@@ -247,11 +256,15 @@ mod tests {
         let announcements = Announcements::default();
         let mut tombstone = file_change("gone", b"");
         tombstone.content = None;
-        assert!(announcements.announce(1, "s", vec![tombstone]).is_empty());
+        assert!(
+            announcements
+                .announce(1, "s", vec![tombstone], false)
+                .is_empty()
+        );
         let changes: Vec<Change> = (0..=MAX_OPEN_PER_FOLDER)
             .map(|n| file_change(&format!("f{n}"), format!("{n}").as_bytes()))
             .collect();
-        announcements.announce(1, "s", changes);
+        announcements.announce(1, "s", changes, false);
         let (open, _) = announcements.since(1, 0, "r");
         assert_eq!(open.len(), MAX_OPEN_PER_FOLDER);
         assert!(!open.iter().any(|a| a.path == "f0"));
@@ -269,13 +282,47 @@ mod tests {
                 .collect();
             change_of_chunks(path, chunks)
         };
-        announcements.announce(1, "s", vec![big("a"), big("b")]);
+        announcements.announce(1, "s", vec![big("a"), big("b")], false);
         assert_eq!(announcements.since(1, 0, "r").0.len(), 2);
-        announcements.announce(1, "s", vec![big("c")]);
+        announcements.announce(1, "s", vec![big("c")], false);
         let (open, _) = announcements.since(1, 0, "r");
         assert_eq!(
             open.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
             ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn a_growing_announcement_is_replaced_by_the_longer_list_and_names_its_chunks() {
+        let announcements = Announcements::default();
+        let chunk = |n: u8| ChunkRef {
+            hash: Hash::of(&[n]),
+            size: 1,
+        };
+        let first = announcements.announce(
+            1,
+            "sender",
+            vec![change_of_chunks("big", vec![chunk(0)])],
+            true,
+        );
+        let (seen, _) = announcements.since(1, 0, "receiver");
+        assert!(seen[0].growing);
+        assert_eq!(announcements.announced_chunk_size(1, &Hash::of(&[1])), None);
+
+        announcements.announce(
+            1,
+            "sender",
+            vec![change_of_chunks("big", vec![chunk(0), chunk(1)])],
+            false,
+        );
+        // the receiver that saw the first one is told of the second
+        let (seen, _) = announcements.since(1, first[0], "receiver");
+        assert_eq!(seen.len(), 1);
+        assert!(!seen[0].growing);
+        assert_eq!(seen[0].chunks.len(), 2);
+        assert_eq!(
+            announcements.announced_chunk_size(1, &Hash::of(&[1])),
+            Some(1)
         );
     }
 }

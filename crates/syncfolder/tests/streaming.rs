@@ -5,7 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use support::*;
+use syncfolder_client::Client;
+use syncfolder_core::Hash;
+use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
+use syncfolder_core::hash::content_hash;
+use syncfolder_core::protocol::{Change, ChunkRef, CommitResult, Content};
 
 #[test]
 fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once() {
@@ -94,4 +100,111 @@ fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once(
             .keys()
             .any(|path| path.contains(".syncfolder-tmp"))
     );
+}
+
+/// A change of `path` to a file made of `chunks`.
+fn file_of(path: &str, chunks: &[ChunkRef]) -> Change {
+    Change {
+        path: path.to_owned(),
+        parent_version: 0,
+        content: Some(Content::File {
+            content_hash: content_hash(chunks),
+            size: chunks.iter().map(|chunk| chunk.size).sum(),
+            executable: false,
+        }),
+        chunks: chunks.to_vec(),
+        mtime_ns: 0,
+    }
+}
+
+#[test]
+fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
+    let server = TestServer::start();
+    let token = server.create_folder("growing", &[]);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir_b = temp.path().join("b");
+    std::fs::create_dir_all(&dir_b).expect("dir b");
+    let port_b = free_port();
+    let listen_b = format!("127.0.0.1:{port_b}");
+    let _b = TestAgent::start_with(
+        &server,
+        "growing",
+        &token,
+        &dir_b,
+        "agent-b",
+        &["--metrics-listen", &listen_b],
+    );
+    wait_for("b reaches the server", || {
+        http_get(port_b, "/metrics").is_some()
+            && metric_at(port_b, "syncfolder_agent_server_reachable", "") == 1.0
+    });
+
+    // the sender is this test: it reads the file in two halves
+    let data = random_bytes(48 << 20, 29);
+    let spans = chunk_bytes(&data, ChunkerConfig::DEFAULT);
+    let chunks: Vec<ChunkRef> = spans.iter().map(|span| span.chunk).collect();
+    let bytes_of = |range: std::ops::Range<usize>| -> Vec<(Hash, Bytes)> {
+        spans[range]
+            .iter()
+            .map(|span| {
+                let start = usize::try_from(span.offset).expect("offset");
+                let end = start + usize::try_from(span.chunk.size).expect("size");
+                (span.chunk.hash, Bytes::copy_from_slice(&data[start..end]))
+            })
+            .collect()
+    };
+    let half = chunks.len() / 2;
+    let first_half_bytes: u64 = chunks[..half].iter().map(|chunk| chunk.size).sum();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let sender = Client::new(&server.url, &token)
+        .expect("client")
+        .with_agent_id("sender");
+
+    runtime.block_on(async {
+        sender
+            .upload_chunks("growing", &bytes_of(0..half))
+            .await
+            .expect("first half uploaded");
+        sender
+            .announce_growing("growing", vec![file_of("growing.bin", &chunks[..half])])
+            .await
+            .expect("announced so far");
+    });
+    // nothing of the second half exists anywhere yet, and b has the first
+    wait_for("b streams the first half", || {
+        metric_at(port_b, "syncfolder_agent_streamed_bytes_total", "") >= first_half_bytes as f64
+    });
+    assert!(
+        !dir_b.join("growing.bin").exists(),
+        "nothing is visible before the commit"
+    );
+
+    runtime.block_on(async {
+        sender
+            .upload_chunks("growing", &bytes_of(half..chunks.len()))
+            .await
+            .expect("second half uploaded");
+        sender
+            .announce("growing", vec![file_of("growing.bin", &chunks)])
+            .await
+            .expect("announced whole");
+        let results = sender
+            .commit("growing", vec![file_of("growing.bin", &chunks)])
+            .await
+            .expect("committed");
+        assert!(matches!(results[0], CommitResult::Committed { .. }));
+    });
+    let expected_hash = sha256_hex(&data);
+    wait_for("growing.bin complete on b", || {
+        std::fs::read(dir_b.join("growing.bin"))
+            .is_ok_and(|bytes| sha256_hex(&bytes) == expected_hash)
+    });
+    let streamed = metric_at(port_b, "syncfolder_agent_streamed_bytes_total", "");
+    let downloaded = metric_at(
+        port_b,
+        "syncfolder_agent_transferred_bytes_total",
+        "direction=\"download\"",
+    );
+    assert_eq!(streamed, data.len() as f64, "every byte came streamed");
+    assert_eq!(downloaded, data.len() as f64, "and nothing twice");
 }

@@ -19,11 +19,12 @@ pub async fn announce(
 ) -> Result<axum::Json<AnnounceResponse>> {
     validate::announce_request(&request, &state.limits)?;
     let n_files = request.changes.len();
+    let growing = request.growing;
     let seqs = state
         .announcements
-        .announce(folder.id, &agent_id, request.changes);
+        .announce(folder.id, &agent_id, request.changes, growing);
     state.feed.wake(folder.id);
     state.metrics.announcements.inc_by(n_files as u64);
-    tracing::debug!(folder = %folder.name, %agent_id, n_files, "announced");
+    tracing::debug!(folder = %folder.name, %agent_id, n_files, growing, "announced");
     Ok(axum::Json(AnnounceResponse { seqs }))
 }

@@ -210,6 +210,7 @@ impl Fixture {
                 let change = file_change(&format!("by-{}", caller.name()), 0, &[&own_bytes]);
                 http.request(method, url(&path)).json(&AnnounceRequest {
                     changes: vec![change],
+                    growing: false,
                 })
             }
             ("POST", "/v1/folders/{folder}/chunks/stream") => {

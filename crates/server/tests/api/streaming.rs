@@ -14,6 +14,7 @@ use crate::harness::{FolderClient, TestServer, expect_error, file_change, ok_jso
 async fn announce(folder: &FolderClient, path: &str, chunks: &[&[u8]]) -> AnnounceResponse {
     let request = AnnounceRequest {
         changes: vec![file_change(path, 0, chunks)],
+        growing: false,
     };
     ok_json(folder.post_json("/announce", &request).await).await
 }
@@ -151,6 +152,7 @@ async fn only_valid_files_are_announced() {
     let folder = server.folder("docs").await;
     let gone = AnnounceRequest {
         changes: vec![tombstone("gone", 1)],
+        growing: false,
     };
     expect_error(
         folder.post_json("/announce", &gone).await,
@@ -161,6 +163,7 @@ async fn only_valid_files_are_announced() {
     lying.chunks[0].size += 1;
     let lying = AnnounceRequest {
         changes: vec![lying],
+        growing: false,
     };
     expect_error(
         folder.post_json("/announce", &lying).await,
@@ -169,6 +172,7 @@ async fn only_valid_files_are_announced() {
     .await;
     let escaping = AnnounceRequest {
         changes: vec![file_change("../outside", 0, &[b"bytes"])],
+        growing: false,
     };
     expect_error(
         folder.post_json("/announce", &escaping).await,
