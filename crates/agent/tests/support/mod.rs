@@ -114,6 +114,11 @@ impl TestServer {
         }
     }
 
+    /// Where the server keeps its metadata and chunks.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.serving.await;
