@@ -123,12 +123,13 @@ pub trait LocalFs: Send + Sync + 'static {
     /// [`crate::aside::ASIDE_DIR_PREFIX`] and 16 hex digits, and returns its
     /// synced path: a place to set an entry aside under its own name.
     fn create_aside_dir(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
-    /// Writes `bytes` at `offset` of an existing file.
+    /// Writes `bytes` at `offset` of an existing file (a fetched chunk's
+    /// own memory: nothing is copied on the way).
     fn write_at(
         &self,
         path: &str,
         offset: u64,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) -> impl Future<Output = io::Result<()>> + Send;
     fn set_executable(
         &self,
@@ -468,7 +469,7 @@ impl LocalFs for RealFs {
         })
     }
 
-    async fn write_at(&self, path: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
+    async fn write_at(&self, path: &str, offset: u64, bytes: Bytes) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let path = path.to_owned();
         let small = bytes.len() <= QUICK_BYTES;

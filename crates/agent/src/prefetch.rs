@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Announcement, ChunkRef, Content};
@@ -34,10 +35,11 @@ pub const STREAM_MIN_BYTES: u64 = 8 << 20;
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// Bytes asked for in one streamed read (at least one chunk): what one
 /// answer holds in memory.
-const STREAM_BATCH_BYTES: u64 = 8 << 20;
-/// Streamed reads one prefetch keeps in flight (three were no faster than
-/// two on the bench machine, and held 8 MiB more).
-const STREAM_READS_IN_FLIGHT: usize = 2;
+const STREAM_BATCH_BYTES: u64 = 4 << 20;
+/// Streamed reads one prefetch keeps in flight. Three of 4 MiB were faster
+/// on the bench machine than two of 8 MiB and hold less: an answer is
+/// held twice while it is collected.
+const STREAM_READS_IN_FLIGHT: usize = 3;
 /// A prefetch that gets nothing for this long is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// How long a download waits for a prefetch of the same content that is
@@ -543,6 +545,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
             };
             match local {
                 Some(bytes) => {
+                    let bytes = Bytes::from(bytes);
                     for place in &offsets[&hash] {
                         self.fs.write_at(temp_path, *place, bytes.clone()).await?;
                     }
@@ -565,7 +568,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
         // chunks that repeat one fetched earlier in the file
         for (from, to, size) in copies {
             let bytes = self.fs.read_range(temp_path, from, size).await?;
-            self.fs.write_at(temp_path, to, bytes).await?;
+            self.fs.write_at(temp_path, to, bytes.into()).await?;
         }
         Ok(())
     }
@@ -595,7 +598,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
             last_progress.store(self.clock.now_ms(), Ordering::Relaxed);
             for (hash, bytes) in arrived {
                 for place in offsets.get(&hash).map(Vec::as_slice).unwrap_or_default() {
-                    self.fs.write_at(temp_path, *place, bytes.to_vec()).await?;
+                    self.fs.write_at(temp_path, *place, bytes.clone()).await?;
                 }
                 self.stats.bytes_downloaded.add(bytes.len() as u64);
                 self.stats.bytes_streamed.add(bytes.len() as u64);
@@ -644,13 +647,13 @@ mod tests {
     #[test]
     fn streamed_reads_hold_at_most_a_batch_and_at_least_one_chunk() {
         let hash = |idx: u8| Hash::of(&[idx]);
-        let mib = 1 << 20;
+        let eighth = STREAM_BATCH_BYTES / 8;
         let batches = stream_batches(vec![
-            (hash(0), 3 * mib),
-            (hash(1), 5 * mib),
-            (hash(2), mib),
-            (hash(3), 12 * mib),
-            (hash(4), mib),
+            (hash(0), 3 * eighth),
+            (hash(1), 5 * eighth),
+            (hash(2), eighth),
+            (hash(3), 12 * eighth),
+            (hash(4), eighth),
         ]);
         assert_eq!(
             batches,

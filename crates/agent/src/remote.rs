@@ -50,6 +50,8 @@ pub trait Remote: Send + Sync + 'static {
         &self,
         chunks: Vec<(Hash, Bytes)>,
     ) -> impl Future<Output = RemoteResult<UploadResponse>> + Send;
+    /// The asked chunks, each checked against its hash (the client refuses
+    /// a chunk whose bytes do not match).
     fn fetch_chunks(
         &self,
         hashes: Vec<Hash>,
@@ -164,7 +166,7 @@ impl Remote for HttpRemote {
                 .map_err(classify);
         }
         self.client
-            .upload_chunks(&self.folder, &chunks)
+            .upload_chunks(&self.folder, chunks)
             .await
             .map_err(classify)
     }

@@ -108,11 +108,12 @@ impl Client {
         self.send_for_json("upload chunk", request).await
     }
 
-    /// Uploads many chunks in one framed body (for small files).
+    /// Uploads many chunks in one framed body. Each chunk's memory is let go
+    /// once it is sent, not when the server answers.
     pub async fn upload_chunks(
         &self,
         folder: &str,
-        chunks: &[(Hash, Bytes)],
+        chunks: Vec<(Hash, Bytes)>,
     ) -> Result<UploadResponse> {
         if chunks.is_empty() {
             return Ok(UploadResponse {
@@ -334,7 +335,7 @@ mod tests {
         )])
         .await;
         let uploaded = client(&base_url)
-            .upload_chunks("f", &chunks)
+            .upload_chunks("f", chunks.clone())
             .await
             .expect("upload");
         assert_eq!(
@@ -549,7 +550,11 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            client.upload_chunks("f", &[]).await.expect("empty").stored,
+            client
+                .upload_chunks("f", Vec::new())
+                .await
+                .expect("empty")
+                .stored,
             0
         );
     }

@@ -10,13 +10,14 @@ use crate::{Error, Result};
 
 /// One body holding every chunk, framed as [`frame`] describes, as pieces
 /// (each header, then the chunk's own bytes), so that sending it copies no
-/// chunk into one large buffer first.
-pub(crate) fn encode_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
+/// chunk into one large buffer first, and each chunk's memory can go as
+/// soon as it is on the wire.
+pub(crate) fn encode_pieces(chunks: Vec<(Hash, Bytes)>) -> Vec<Bytes> {
     chunks
-        .iter()
+        .into_iter()
         .flat_map(|(hash, bytes)| {
-            let header = frame::encode_header(hash, bytes.len() as u64);
-            [Bytes::copy_from_slice(&header), bytes.clone()]
+            let header = frame::encode_header(&hash, bytes.len() as u64);
+            [Bytes::copy_from_slice(&header), bytes]
         })
         .collect()
 }
@@ -80,7 +81,7 @@ mod tests {
     use super::*;
 
     fn encode(chunks: &[(Hash, Bytes)]) -> Bytes {
-        encode_pieces(chunks).concat().into()
+        encode_pieces(chunks.to_vec()).concat().into()
     }
 
     fn chunk(text: &'static str) -> (Hash, Bytes) {

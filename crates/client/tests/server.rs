@@ -135,7 +135,7 @@ async fn every_route_works_against_the_real_server() {
         .await
         .expect("upload one");
     let uploaded = folder
-        .upload_chunks("docs", &[second.clone(), third.clone()])
+        .upload_chunks("docs", vec![second.clone(), third.clone()])
         .await
         .expect("upload batch");
     assert_eq!(uploaded.stored, 2);

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use syncfolder_agent::aside::{ASIDE_DIR_PREFIX, is_aside_dir_name};
 use syncfolder_agent::local_fs::{ChunkedFile, Fingerprint, LocalFs, LocalKind, LocalMeta};
 use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
@@ -634,7 +635,7 @@ impl LocalFs for SimFs {
         Ok(path)
     }
 
-    async fn write_at(&self, path: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
+    async fn write_at(&self, path: &str, offset: u64, bytes: Bytes) -> io::Result<()> {
         self.pass("write_at", path).await;
         if !is_temp(path) {
             self.journal.violation(format!(

@@ -162,7 +162,7 @@ fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
 
     runtime.block_on(async {
         sender
-            .upload_chunks("growing", &bytes_of(0..half))
+            .upload_chunks("growing", bytes_of(0..half))
             .await
             .expect("first half uploaded");
         sender
@@ -181,7 +181,7 @@ fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
 
     runtime.block_on(async {
         sender
-            .upload_chunks("growing", &bytes_of(half..chunks.len()))
+            .upload_chunks("growing", bytes_of(half..chunks.len()))
             .await
             .expect("second half uploaded");
         sender
