@@ -12,7 +12,7 @@ use crate::error::Result;
 
 /// Rows one statement reads or writes (three bound values each at most,
 /// well inside SQLite's limit on bound values).
-const ROWS_PER_STATEMENT: usize = 500;
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// The size of `hash` when `folder_id` may read it.
 pub(super) async fn chunk_size_in(
@@ -42,8 +42,21 @@ pub(super) async fn missing_in(
         .into_iter()
         .filter(|hash| seen.insert(*hash))
         .collect();
+    let present = present_in(connection, folder_id, &unique).await?;
+    Ok(unique
+        .into_iter()
+        .filter(|hash| !present.contains(hash))
+        .collect())
+}
+
+/// Which of `hashes` the folder can read.
+pub(super) async fn present_in(
+    connection: &mut SqliteConnection,
+    folder_id: i64,
+    hashes: &[Hash],
+) -> Result<HashSet<Hash>> {
     let mut present = HashSet::new();
-    for batch in unique.chunks(ROWS_PER_STATEMENT) {
+    for batch in hashes.chunks(ROWS_PER_STATEMENT) {
         let mut query =
             QueryBuilder::<Sqlite>::new("SELECT hash FROM folder_chunks WHERE folder_id = ");
         query.push_bind(folder_id).push(" AND hash IN (");
@@ -56,12 +69,9 @@ pub(super) async fn missing_in(
             .build_query_scalar()
             .fetch_all(&mut *connection)
             .await?;
-        present.extend(found);
+        present.extend(found.iter().filter_map(|hex| Hash::from_hex(hex).ok()));
     }
-    Ok(unique
-        .into_iter()
-        .filter(|hash| !present.contains(&hash.to_hex()))
-        .collect())
+    Ok(present)
 }
 
 impl Db {

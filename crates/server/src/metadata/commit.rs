@@ -3,14 +3,17 @@
 //! folder's next sequence number, its predecessor moved to history and an
 //! event written to the outbox in the same transaction.
 
-use sqlx::SqliteConnection;
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use syncfolder_core::Hash;
 use syncfolder_core::conflict;
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::path::{self, MAX_PATH_BYTES};
 use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord};
 
 use super::folders::{Folder, FolderRow};
-use super::records::{RecordColumns, RecordRow, current_row, row_at_version};
+use super::records::{RecordColumns, RecordRow, current_row, current_rows, row_at_version};
 use super::{Db, chunks, from_db, now_ms, retention, to_db};
 use crate::error::{Error, Result};
 
@@ -150,6 +153,12 @@ struct FolderWriter<'a> {
     agent_id: &'a str,
     now_ms: i64,
     events: Vec<PendingEvent>,
+    /// The current rows of the batch's paths, read in one go beforehand;
+    /// each is taken by the first change of its path (a later change of the
+    /// same path reads the row the first one wrote).
+    prefetched_rows: HashMap<String, Option<RecordRow>>,
+    /// Which of the batch's chunks the folder can read, read beforehand.
+    readable_chunks: Option<HashSet<Hash>>,
 }
 
 impl<'a> FolderWriter<'a> {
@@ -186,7 +195,39 @@ impl<'a> FolderWriter<'a> {
             agent_id,
             now_ms: now_ms(),
             events: Vec::new(),
+            prefetched_rows: HashMap::new(),
+            readable_chunks: None,
         })
+    }
+
+    /// Reads the current rows of every path and which chunks of `changes`
+    /// the folder can read, a few statements for the whole batch instead of
+    /// two per change.
+    async fn prefetch(&mut self, changes: &[Change]) -> Result<()> {
+        let folder_id = self.folder.id;
+        let mut paths: Vec<&str> = changes.iter().map(|change| change.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let mut found = current_rows(self.connection, folder_id, &paths).await?;
+        self.prefetched_rows = paths
+            .into_iter()
+            .map(|path| (path.to_owned(), found.remove(path)))
+            .collect();
+        let hashes: HashSet<Hash> = changes
+            .iter()
+            .flat_map(|change| change.chunks.iter().map(|chunk| chunk.hash))
+            .collect();
+        let hashes: Vec<Hash> = hashes.into_iter().collect();
+        self.readable_chunks = Some(chunks::present_in(self.connection, folder_id, &hashes).await?);
+        Ok(())
+    }
+
+    /// The current row of `path`: the prefetched one the first time.
+    async fn current_row(&mut self, path: &str) -> Result<Option<RecordRow>> {
+        match self.prefetched_rows.remove(path) {
+            Some(row) => Ok(row),
+            None => current_row(self.connection, self.folder.id, path).await,
+        }
     }
 
     async fn apply(&mut self, change: Change, restore: bool) -> Result<CommitResult> {
@@ -194,14 +235,22 @@ impl<'a> FolderWriter<'a> {
             return Ok(CommitResult::Rejected { error });
         }
         let folder_id = self.folder.id;
-        let current = current_row(self.connection, folder_id, &change.path).await?;
+        let current = self.current_row(&change.path).await?;
         let current_version = current.as_ref().map_or(0, |row| from_db(row.version));
         if change.parent_version != current_version {
             let current = current.map(RecordRow::into_record).transpose()?;
             return Ok(CommitResult::Conflict { current });
         }
-        let hashes: Vec<_> = change.chunks.iter().map(|chunk| chunk.hash).collect();
-        let missing = chunks::missing_in(self.connection, folder_id, hashes).await?;
+        let hashes = change.chunks.iter().map(|chunk| chunk.hash);
+        let missing: Vec<Hash> = match &self.readable_chunks {
+            Some(readable) => {
+                let mut seen = HashSet::new();
+                hashes
+                    .filter(|hash| !readable.contains(hash) && seen.insert(*hash))
+                    .collect()
+            }
+            None => chunks::missing_in(self.connection, folder_id, hashes).await?,
+        };
         if !missing.is_empty() {
             return Ok(CommitResult::MissingChunks { missing });
         }
@@ -279,15 +328,18 @@ impl<'a> FolderWriter<'a> {
             content_hash,
             removed_hash,
         });
-        let retention = self.folder.settings.retention;
-        retention::prune(
-            self.connection,
-            folder_id,
-            &change.path,
-            &retention,
-            self.now_ms,
-        )
-        .await?;
+        // a path without a current row has no history to prune
+        if current.is_some() {
+            let retention = self.folder.settings.retention;
+            retention::prune(
+                self.connection,
+                folder_id,
+                &change.path,
+                &retention,
+                self.now_ms,
+            )
+            .await?;
+        }
         self.seq = version;
         Ok(CommitResult::Committed {
             record: FileRecord {
@@ -306,22 +358,24 @@ impl<'a> FolderWriter<'a> {
     /// the sequence and the events' actions.
     async fn finish(self) -> Result<(u64, Vec<&'static str>)> {
         let events = detect_renames(self.events);
-        for event in &events {
-            sqlx::query(
+        for batch in events.chunks(chunks::ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (folder, path, from_path, action, size, version, content_hash, \
-                 agent_id, at_ms, shipped) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE)",
-            )
-            .bind(&self.folder.name)
-            .bind(&event.path)
-            .bind(&event.from_path)
-            .bind(event.action)
-            .bind(event.size)
-            .bind(event.version)
-            .bind(&event.content_hash)
-            .bind(self.agent_id)
-            .bind(self.now_ms)
-            .execute(&mut *self.connection)
-            .await?;
+                 agent_id, at_ms, shipped) ",
+            );
+            query.push_values(batch, |mut row, event| {
+                row.push_bind(&self.folder.name)
+                    .push_bind(&event.path)
+                    .push_bind(&event.from_path)
+                    .push_bind(event.action)
+                    .push_bind(event.size)
+                    .push_bind(event.version)
+                    .push_bind(&event.content_hash)
+                    .push_bind(self.agent_id)
+                    .push_bind(self.now_ms)
+                    .push_bind(false);
+            });
+            query.build().execute(&mut *self.connection).await?;
         }
         let actions = events.iter().map(|event| event.action).collect();
         if self.seq != self.folder.seq {
@@ -345,6 +399,7 @@ impl Db {
     ) -> Result<CommitOutcome> {
         let mut tx = self.begin_write().await?;
         let mut writer = FolderWriter::start(&mut tx, folder_id, agent_id).await?;
+        writer.prefetch(&changes).await?;
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
             results.push(writer.apply(change, false).await?);
@@ -527,5 +582,92 @@ mod tests {
         ]);
         assert_eq!(events.len(), 2);
         assert!(events.iter().all(|event| event.action != "rename"));
+    }
+
+    fn file(path: &str, parent_version: u64, bytes: &[u8]) -> Change {
+        let chunks = vec![syncfolder_core::protocol::ChunkRef {
+            hash: Hash::of(bytes),
+            size: bytes.len() as u64,
+        }];
+        Change {
+            path: path.to_owned(),
+            parent_version,
+            content: Some(Content::File {
+                content_hash: content_hash(&chunks),
+                size: bytes.len() as u64,
+                executable: false,
+            }),
+            chunks,
+            mtime_ns: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_checks_each_change_against_what_came_before_it_in_the_batch() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(data.path()).await.expect("db");
+        let folder = db
+            .create_folder(
+                "docs",
+                &syncfolder_core::protocol::FolderSettings::default(),
+            )
+            .await
+            .expect("folder");
+        // more paths than one lookup statement holds
+        let n_files = chunks::ROWS_PER_STATEMENT + 7;
+        let readable: Vec<(Hash, u64)> = (0..n_files)
+            .map(|idx| (Hash::of(format!("v1 {idx}").as_bytes()), 0))
+            .chain([(Hash::of(b"v2"), 2), (Hash::of(b"v3"), 2)])
+            .collect();
+        db.add_folder_chunks(folder.id, &readable)
+            .await
+            .expect("chunks");
+        let first: Vec<Change> = (0..n_files)
+            .map(|idx| file(&format!("f{idx}"), 0, format!("v1 {idx}").as_bytes()))
+            .collect();
+        let outcome = db.commit(folder.id, first, "a").await.expect("commit");
+        assert!(
+            outcome
+                .results
+                .iter()
+                .all(|result| matches!(result, CommitResult::Committed { .. }))
+        );
+        let v1 = outcome.latest - n_files as u64 + 1;
+
+        let outcome = db
+            .commit(
+                folder.id,
+                vec![
+                    // on top of the current version, then on top of that one
+                    file("f0", v1, b"v2"),
+                    file("f0", outcome.latest + 1, b"v3"),
+                    // a stale parent, and a chunk the folder cannot read
+                    file("f1", 0, b"v2"),
+                    file("f2", v1 + 2, b"never uploaded"),
+                ],
+                "a",
+            )
+            .await
+            .expect("commit");
+        let kinds: Vec<&str> = outcome
+            .results
+            .iter()
+            .map(|result| match result {
+                CommitResult::Committed { .. } => "committed",
+                CommitResult::Conflict { .. } => "conflict",
+                CommitResult::MissingChunks { .. } => "missing",
+                CommitResult::Rejected { .. } => "rejected",
+            })
+            .collect();
+        assert_eq!(kinds, ["committed", "committed", "conflict", "missing"]);
+        let history = db.history(folder.id, "f0").await.expect("history");
+        let contents: Vec<u64> = history.iter().map(|record| record.version).collect();
+        assert_eq!(
+            contents.len(),
+            3,
+            "v3 current, v2 and v1 kept: {contents:?}"
+        );
+        assert_eq!(history[0].chunks[0].hash, Hash::of(b"v3"));
+        assert_eq!(history[1].chunks[0].hash, Hash::of(b"v2"));
     }
 }

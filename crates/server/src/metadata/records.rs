@@ -1,7 +1,9 @@
 //! File records: the current one per path (`files`), older ones (`history`),
 //! and the change feed over them.
 
-use sqlx::SqliteConnection;
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord};
 
 use super::{Db, from_db, to_db};
@@ -111,6 +113,30 @@ pub(super) async fn current_row(
     .bind(path)
     .fetch_optional(connection)
     .await?)
+}
+
+/// The current rows of those of `paths` that have one, by path.
+pub(super) async fn current_rows(
+    connection: &mut SqliteConnection,
+    folder_id: i64,
+    paths: &[&str],
+) -> Result<HashMap<String, RecordRow>> {
+    let mut rows = HashMap::with_capacity(paths.len());
+    for batch in paths.chunks(super::chunks::ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM files WHERE folder_id = ",
+        );
+        query.push_bind(folder_id).push(" AND path IN (");
+        let mut list = query.separated(", ");
+        for path in batch {
+            list.push_bind(*path);
+        }
+        list.push_unseparated(")");
+        let found: Vec<RecordRow> = query.build_query_as().fetch_all(&mut *connection).await?;
+        rows.extend(found.into_iter().map(|row| (row.path.clone(), row)));
+    }
+    Ok(rows)
 }
 
 /// The record of `path` at `version`, current or historical.
