@@ -14,7 +14,8 @@
 //! Once the server lacks some of a file's chunks (its content is new), the
 //! chunks cut so far are also announced as a growing announcement, again
 //! each time the list has grown by a quarter (at least
-//! [`ANNOUNCE_STEP_MIN_BYTES`]): other agents fetch the start of the file
+//! [`ANNOUNCE_STEP_MIN_BYTES`], at most [`ANNOUNCE_STEP_MAX_BYTES`]): other
+//! agents fetch the start of the file
 //! while the rest is still being read here (streaming sync, see
 //! [`crate::prefetch`]). The announcement of the whole file follows with
 //! the decision.
@@ -42,6 +43,9 @@ const BATCH_BYTES: usize = 8 << 20;
 const QUEUE_CHUNKS: usize = 2;
 /// The least a growing announcement grows by before it is sent again.
 pub const ANNOUNCE_STEP_MIN_BYTES: u64 = 16 << 20;
+/// The most: a huge file read from a slow disk still tells receivers of
+/// more every few seconds.
+pub const ANNOUNCE_STEP_MAX_BYTES: u64 = 256 << 20;
 
 /// The file being read, as its growing announcements name it.
 #[derive(Debug, Clone)]
@@ -73,7 +77,8 @@ impl Announced {
 
     /// Whether the list has grown enough since it was last announced.
     fn worth_announcing(&self) -> bool {
-        let step = ANNOUNCE_STEP_MIN_BYTES.max(self.announced_bytes / 4);
+        let step =
+            (self.announced_bytes / 4).clamp(ANNOUNCE_STEP_MIN_BYTES, ANNOUNCE_STEP_MAX_BYTES);
         self.announced_bytes == 0 || self.cut_bytes >= self.announced_bytes + step
     }
 }
@@ -189,5 +194,43 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         self.stats.bytes_uploaded.add(n_bytes);
         self.stats.chunks_uploaded.add(n_chunks);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_growing_file_is_announced_at_once_then_in_steps_of_a_quarter_within_bounds() {
+        let mut announced = Announced::default();
+        let batch: Vec<(Hash, Bytes)> = (0u8..8)
+            .map(|idx| (Hash::of(&[idx]), Bytes::from(vec![idx; 1 << 20])))
+            .collect();
+        let mut announced_at = Vec::new();
+        // 8 MiB at a time up to 4 GiB
+        for _ in 0..512 {
+            announced.add(&batch);
+            if announced.worth_announcing() {
+                announced.announced_bytes = announced.cut_bytes;
+                announced_at.push(announced.cut_bytes >> 20);
+            }
+        }
+        assert_eq!(announced_at[..4], [8, 24, 40, 56], "MiB");
+        for pair in announced_at.windows(2) {
+            let step = pair[1] - pair[0];
+            assert!(
+                (16..=256 + 8).contains(&step),
+                "a step of {step} MiB after {} MiB",
+                pair[0]
+            );
+            assert!(step <= (pair[0] / 4).max(16) + 8, "{pair:?}");
+        }
+        assert_eq!(announced.cut.len(), 512 * 8);
+        assert!(
+            announced_at.len() < 40,
+            "{} announcements",
+            announced_at.len()
+        );
     }
 }
