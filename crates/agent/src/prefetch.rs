@@ -604,6 +604,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
                 self.stats.bytes_streamed.add(bytes.len() as u64);
                 remaining.retain(|remaining_hash| *remaining_hash != hash);
             }
+            // the disk writes while the next answer arrives
+            let _ = self.fs.start_writeback(temp_path).await;
         }
         Ok(())
     }
