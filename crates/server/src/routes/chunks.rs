@@ -159,14 +159,35 @@ pub async fn fetch(
             limits.max_fetch_bytes
         )));
     }
-    let mut body = Vec::with_capacity(
-        usize::try_from(total).unwrap_or(0) + request.hashes.len() * frame::HEADER_LEN,
-    );
+    let mut chunks = Vec::with_capacity(request.hashes.len());
     for hash in request.hashes {
         let bytes = read_for_folder(&state, &folder, hash).await?;
-        frame::append_chunk(&mut body, &hash, &bytes);
+        chunks.push((hash, bytes));
     }
-    Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], body))
+    Ok(framed(chunks))
+}
+
+/// Chunks framed as [`frame`] describes, sent as they are read (each
+/// header, then the chunk's own bytes) instead of copied into one buffer.
+fn framed(chunks: Vec<(Hash, Bytes)>) -> impl IntoResponse {
+    let body_len: usize = chunks
+        .iter()
+        .map(|(_, bytes)| frame::HEADER_LEN + bytes.len())
+        .sum();
+    let pieces = chunks.into_iter().flat_map(|(hash, bytes)| {
+        let header = frame::encode_header(&hash, bytes.len() as u64);
+        [Bytes::copy_from_slice(&header), bytes]
+    });
+    let body = axum::body::Body::from_stream(futures::stream::iter(
+        pieces.map(Ok::<_, std::convert::Infallible>),
+    ));
+    (
+        [
+            (header::CONTENT_TYPE, frame::CONTENT_TYPE.to_owned()),
+            (header::CONTENT_LENGTH, body_len.to_string()),
+        ],
+        body,
+    )
 }
 
 /// `POST /v1/folders/{folder}/chunks/stream` (streaming sync): the asked
@@ -214,22 +235,19 @@ pub async fn stream(
             || tokio::time::Instant::now() >= deadline
             || (waiting.is_none() && parked >= limits.max_waiting_requests)
         {
-            let mut body = Vec::with_capacity(
-                usize::try_from(total.min(limits.max_fetch_bytes)).unwrap_or(0)
-                    + readable.len() * frame::HEADER_LEN,
-            );
+            let mut chunks = Vec::with_capacity(readable.len());
             for hash in readable {
                 let bytes = read_for_folder(&state, &folder, hash).await?;
-                frame::append_chunk(&mut body, &hash, &bytes);
+                chunks.push((hash, bytes));
             }
-            return Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], body));
+            return Ok(framed(chunks));
         }
         waiting.get_or_insert_with(|| WaitingGuard::new(&state.metrics.chunk_stream_waiting));
         tokio::select! {
             _ = stored.changed() => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = state.shutdown.cancelled() => {
-                return Ok(([(header::CONTENT_TYPE, frame::CONTENT_TYPE)], Vec::new()));
+                return Ok(framed(Vec::new()));
             }
         }
     }
