@@ -122,7 +122,7 @@ impl Client {
             });
         }
         let url = self.url(&["folders", folder, "chunks", "upload"])?;
-        let pieces = frames::encode_pieces(chunks);
+        let pieces = frame::encode_pieces(chunks);
         let body_len: usize = pieces.iter().map(Bytes::len).sum();
         let body = futures::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
         let request = self

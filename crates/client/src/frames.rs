@@ -8,20 +8,6 @@ use syncfolder_core::{Hash, frame};
 
 use crate::{Error, Result};
 
-/// One body holding every chunk, framed as [`frame`] describes, as pieces
-/// (each header, then the chunk's own bytes), so that sending it copies no
-/// chunk into one large buffer first, and each chunk's memory can go as
-/// soon as it is on the wire.
-pub(crate) fn encode_pieces(chunks: Vec<(Hash, Bytes)>) -> Vec<Bytes> {
-    chunks
-        .into_iter()
-        .flat_map(|(hash, bytes)| {
-            let header = frame::encode_header(&hash, bytes.len() as u64);
-            [Bytes::copy_from_slice(&header), bytes]
-        })
-        .collect()
-}
-
 /// Checks that `bytes` hash to `expected`.
 pub(crate) fn verify(expected: &Hash, bytes: &[u8]) -> Result<()> {
     let actual = Hash::of(bytes);
@@ -81,7 +67,7 @@ mod tests {
     use super::*;
 
     fn encode(chunks: &[(Hash, Bytes)]) -> Bytes {
-        encode_pieces(chunks.to_vec()).concat().into()
+        frame::encode_pieces(chunks.to_vec()).concat().into()
     }
 
     fn chunk(text: &'static str) -> (Hash, Bytes) {

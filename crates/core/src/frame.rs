@@ -3,6 +3,8 @@
 //! `[32-byte SHA-256][8-byte big-endian length][bytes]`, back to back.
 //! Senders may stream it; receivers verify each hash.
 
+use bytes::Bytes;
+
 use crate::hash::Hash;
 
 pub const CONTENT_TYPE: &str = "application/x-syncfolder-chunks";
@@ -14,6 +16,19 @@ pub fn encode_header(hash: &Hash, len: u64) -> [u8; HEADER_LEN] {
     header[..32].copy_from_slice(&hash.0);
     header[32..].copy_from_slice(&len.to_be_bytes());
     header
+}
+
+/// A body of `chunks` as pieces to send one after another (each header, then
+/// the chunk's own bytes): nothing is copied into one large buffer, and each
+/// chunk's memory can go as soon as it is on the wire.
+pub fn encode_pieces(chunks: Vec<(Hash, Bytes)>) -> Vec<Bytes> {
+    chunks
+        .into_iter()
+        .flat_map(|(hash, bytes)| {
+            let header = encode_header(&hash, bytes.len() as u64);
+            [Bytes::copy_from_slice(&header), bytes]
+        })
+        .collect()
 }
 
 /// Reads a header back; `None` when fewer than [`HEADER_LEN`] bytes are given.

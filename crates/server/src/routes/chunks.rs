@@ -174,12 +174,9 @@ fn framed(chunks: Vec<(Hash, Bytes)>) -> impl IntoResponse {
         .iter()
         .map(|(_, bytes)| frame::HEADER_LEN + bytes.len())
         .sum();
-    let pieces = chunks.into_iter().flat_map(|(hash, bytes)| {
-        let header = frame::encode_header(&hash, bytes.len() as u64);
-        [Bytes::copy_from_slice(&header), bytes]
-    });
+    let pieces = frame::encode_pieces(chunks);
     let body = axum::body::Body::from_stream(futures::stream::iter(
-        pieces.map(Ok::<_, std::convert::Infallible>),
+        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
     ));
     (
         [
