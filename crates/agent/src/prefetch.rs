@@ -87,18 +87,19 @@ impl Entry {
     /// Takes in a longer list of the same growing file.
     fn grow(
         &mut self,
-        announcement: Announcement,
+        chunks: Vec<ChunkRef>,
         content_hash: Hash,
+        growing: bool,
         local_sources: &LocalSources,
     ) {
-        for chunk in &announcement.chunks[self.chunks.len()..] {
+        for chunk in &chunks[self.chunks.len()..] {
             if let Some(source) = local_sources.get(&chunk.hash) {
                 self.local_sources.insert(chunk.hash, source.clone());
             }
         }
-        self.chunks = announcement.chunks;
+        self.chunks = chunks;
         self.content_hash = content_hash;
-        self.growing = announcement.growing;
+        self.growing = growing;
     }
 
     fn is_running_and_growing(&self) -> bool {
@@ -178,7 +179,12 @@ impl Prefetches {
             }
             if entry.is_running_and_growing() {
                 if extends(&announcement.chunks, &entry.chunks) {
-                    entry.grow(announcement, content_hash, local_sources);
+                    entry.grow(
+                        announcement.chunks,
+                        content_hash,
+                        announcement.growing,
+                        local_sources,
+                    );
                     drop(entries);
                     self.changed.notify_waiters();
                     return None;
@@ -250,14 +256,7 @@ impl Prefetches {
         if !entry.is_running_and_growing() || !extends(chunks, &entry.chunks) {
             return;
         }
-        for chunk in &chunks[entry.chunks.len()..] {
-            if let Some(source) = local_sources.get(&chunk.hash) {
-                entry.local_sources.insert(chunk.hash, source.clone());
-            }
-        }
-        entry.chunks = chunks.to_vec();
-        entry.content_hash = content_hash;
-        entry.growing = false;
+        entry.grow(chunks.to_vec(), content_hash, false, local_sources);
         drop(entries);
         self.changed.notify_waiters();
     }

@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 
 use syncfolder_agent::state::StateDb;
 
-use support::{TestServer, engine, sync_once};
+use support::{TestEngine, TestServer, engine, sync_once};
+
+/// An engine syncing `root`, its state kept in `state_dir`.
+async fn engine_at(server: &TestServer, root: &Path, state_dir: &Path) -> TestEngine {
+    let state = StateDb::open(&state_dir.join("state.db"))
+        .await
+        .expect("state");
+    engine(&server.url, &server.token, root, state).await
+}
 
 /// The file named `name` somewhere below `dir`.
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -38,15 +46,7 @@ async fn a_chunk_that_rotted_on_the_server_is_refused_and_no_file_takes_it() {
     );
     let content = b"a page of a report\n".repeat(1000);
     std::fs::write(root_a.path().join("report.txt"), &content).expect("write");
-    let mut sender = engine(
-        &server.url,
-        &server.token,
-        root_a.path(),
-        StateDb::open(&state_a.path().join("state.db"))
-            .await
-            .expect("state a"),
-    )
-    .await;
+    let mut sender = engine_at(&server, root_a.path(), state_a.path()).await;
     sync_once(&mut sender).await;
 
     let hash = syncfolder_core::Hash::of(&content);
@@ -55,15 +55,7 @@ async fn a_chunk_that_rotted_on_the_server_is_refused_and_no_file_takes_it() {
     rotted[100] ^= 0x20;
     std::fs::write(&stored, &rotted).expect("rot the chunk");
 
-    let mut receiver = engine(
-        &server.url,
-        &server.token,
-        root_b.path(),
-        StateDb::open(&state_b.path().join("state.db"))
-            .await
-            .expect("state b"),
-    )
-    .await;
+    let mut receiver = engine_at(&server, root_b.path(), state_b.path()).await;
     sync_once(&mut receiver).await;
     let listed: Vec<_> = std::fs::read_dir(root_b.path())
         .expect("list b")
