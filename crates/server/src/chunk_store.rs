@@ -31,6 +31,8 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// client refuses a mismatch), so a chunk that rotted on disk is refused
     /// where it is read and never written into a file.
     fn get(&self, hash: Hash) -> BoxFuture<'_, io::Result<Option<Bytes>>>;
+    /// [`ChunkStore::get`] for many chunks at once, in the order asked.
+    fn get_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<Vec<Option<Bytes>>>>;
     /// Fails when the store cannot take writes (for readiness).
     fn check_writable(&self) -> BoxFuture<'_, io::Result<()>>;
 }
@@ -161,6 +163,15 @@ impl ChunkStore for LooseChunkStore {
         Box::pin(blocking(move || store.get_blocking(&hash)))
     }
 
+    fn get_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<Vec<Option<Bytes>>>> {
+        let store = self.clone();
+        // one hand-off to the blocking pool for the lot: per chunk, it cost
+        // more than reading a small chunk
+        Box::pin(blocking(move || {
+            hashes.iter().map(|hash| store.get_blocking(hash)).collect()
+        }))
+    }
+
     fn check_writable(&self) -> BoxFuture<'_, io::Result<()>> {
         let store = self.clone();
         Box::pin(blocking(move || store.check_writable_blocking()))
@@ -193,6 +204,13 @@ mod tests {
             hash.to_hex()
         )));
         assert_eq!(store.get(Hash::of(b"absent")).await.expect("get"), None);
+        assert_eq!(
+            store
+                .get_many(vec![Hash::of(b"absent"), hash])
+                .await
+                .expect("get many"),
+            vec![None, Some(Bytes::from_static(b"hello chunk"))]
+        );
         let leftovers = std::fs::read_dir(data.path().join("tmp"))
             .expect("tmp")
             .count();

@@ -2,7 +2,7 @@
 //! by uploading its bytes (a dedup hit included); existence in the store is
 //! never revealed to a folder that has not.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use syncfolder_core::Hash;
@@ -74,7 +74,41 @@ pub(super) async fn present_in(
     Ok(present)
 }
 
+/// The sizes of those of `hashes` the folder can read, asked 500 at a time
+/// (a fetch of a thousand small chunks was a thousand round trips).
+pub(super) async fn sizes_in(
+    connection: &mut SqliteConnection,
+    folder_id: i64,
+    hashes: &[Hash],
+) -> Result<HashMap<Hash, u64>> {
+    let mut sizes = HashMap::with_capacity(hashes.len());
+    for batch in hashes.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("SELECT hash, size FROM folder_chunks WHERE folder_id = ");
+        query.push_bind(folder_id).push(" AND hash IN (");
+        let mut list = query.separated(", ");
+        for hash in batch {
+            list.push_bind(hash.to_hex());
+        }
+        list.push_unseparated(")");
+        let found: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *connection).await?;
+        sizes.extend(
+            found
+                .into_iter()
+                .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size)))),
+        );
+    }
+    Ok(sizes)
+}
+
 impl Db {
+    /// The sizes of those of `hashes` that `folder_id` may read; the others
+    /// are absent from the map.
+    pub async fn chunk_sizes(&self, folder_id: i64, hashes: &[Hash]) -> Result<HashMap<Hash, u64>> {
+        let mut connection = self.pool.acquire().await?;
+        sizes_in(&mut connection, folder_id, hashes).await
+    }
+
     pub async fn chunk_size(&self, folder_id: i64, hash: &Hash) -> Result<Option<u64>> {
         let mut connection = self.pool.acquire().await?;
         chunk_size_in(&mut connection, folder_id, hash).await
@@ -151,5 +185,13 @@ mod tests {
             db.chunk_size(folder.id, &hashes[0]).await.expect("size"),
             Some(7)
         );
+        let sizes = db.chunk_sizes(folder.id, &asked).await.expect("sizes");
+        assert_eq!(
+            sizes.len(),
+            held.len(),
+            "each readable chunk once, across batches"
+        );
+        assert!(held.iter().all(|(hash, _)| sizes[hash] == 7));
+        assert!(!sizes.contains_key(&hashes[1]), "another folder's chunk");
     }
 }

@@ -106,22 +106,38 @@ async fn read_for_folder(state: &AppState, folder: &Folder, hash: Hash) -> Resul
     if state.db.chunk_size(folder.id, &hash).await?.is_none() {
         return Err(Error::ChunkNotFound(hash));
     }
-    match state
-        .chunk_store
-        .get(hash)
-        .await
-        .map_err(Error::io("reading a chunk"))?
-    {
-        Some(bytes) => {
-            state.metrics.chunk_bytes_sent.inc_by(bytes.len() as u64);
-            state.metrics.chunks_sent.inc();
-            Ok(bytes)
-        }
-        None => {
-            tracing::error!(folder = %folder.name, %hash, "chunk recorded for the folder is absent from the store");
-            Err(Error::ChunkNotFound(hash))
-        }
+    let mut read = read_readable(state, folder, vec![hash]).await?;
+    read.pop()
+        .map(|(_, bytes)| bytes)
+        .ok_or(Error::ChunkNotFound(hash))
+}
+
+/// The bytes of chunks the folder was found to read, in the order asked,
+/// read from the store in one go.
+async fn read_readable(
+    state: &AppState,
+    folder: &Folder,
+    hashes: Vec<Hash>,
+) -> Result<Vec<(Hash, Bytes)>> {
+    if hashes.is_empty() {
+        return Ok(Vec::new());
     }
+    let read = state
+        .chunk_store
+        .get_many(hashes.clone())
+        .await
+        .map_err(Error::io("reading a chunk"))?;
+    let mut chunks = Vec::with_capacity(hashes.len());
+    for (hash, bytes) in hashes.into_iter().zip(read) {
+        let Some(bytes) = bytes else {
+            tracing::error!(folder = %folder.name, %hash, "chunk recorded for the folder is absent from the store");
+            return Err(Error::ChunkNotFound(hash));
+        };
+        state.metrics.chunk_bytes_sent.inc_by(bytes.len() as u64);
+        state.metrics.chunks_sent.inc();
+        chunks.push((hash, bytes));
+    }
+    Ok(chunks)
 }
 
 /// `GET /v1/folders/{folder}/chunks/{hash}`: one chunk, raw bytes.
@@ -144,14 +160,11 @@ pub async fn fetch(
 ) -> Result<impl IntoResponse> {
     let limits = &state.limits;
     validate::fetch_chunks_request(&request, limits)?;
+    let sizes = state.db.chunk_sizes(folder.id, &request.hashes).await?;
     let mut total: u64 = 0;
     for hash in &request.hashes {
-        let size = state
-            .db
-            .chunk_size(folder.id, hash)
-            .await?
-            .ok_or(Error::ChunkNotFound(*hash))?;
-        total = total.saturating_add(size);
+        let size = sizes.get(hash).ok_or(Error::ChunkNotFound(*hash))?;
+        total = total.saturating_add(*size);
     }
     if total > limits.max_fetch_bytes {
         return Err(Error::InvalidRequest(format!(
@@ -159,12 +172,9 @@ pub async fn fetch(
             limits.max_fetch_bytes
         )));
     }
-    let mut chunks = Vec::with_capacity(request.hashes.len());
-    for hash in request.hashes {
-        let bytes = read_for_folder(&state, &folder, hash).await?;
-        chunks.push((hash, bytes));
-    }
-    Ok(framed(chunks))
+    Ok(framed(
+        read_readable(&state, &folder, request.hashes).await?,
+    ))
 }
 
 /// Chunks framed as [`frame`] describes, sent as they are read (each
@@ -207,10 +217,11 @@ pub async fn stream(
     loop {
         // subscribe before looking, so a store in between still wakes us
         let mut stored = state.announcements.subscribe_stored();
+        let sizes = state.db.chunk_sizes(folder.id, &request.hashes).await?;
         let mut readable = Vec::new();
         let mut total: u64 = 0;
         for hash in &request.hashes {
-            match state.db.chunk_size(folder.id, hash).await? {
+            match sizes.get(hash).copied() {
                 Some(size) => {
                     total = total.saturating_add(size);
                     if total > limits.max_fetch_bytes && !readable.is_empty() {
@@ -232,12 +243,7 @@ pub async fn stream(
             || tokio::time::Instant::now() >= deadline
             || (waiting.is_none() && parked >= limits.max_waiting_requests)
         {
-            let mut chunks = Vec::with_capacity(readable.len());
-            for hash in readable {
-                let bytes = read_for_folder(&state, &folder, hash).await?;
-                chunks.push((hash, bytes));
-            }
-            return Ok(framed(chunks));
+            return Ok(framed(read_readable(&state, &folder, readable).await?));
         }
         waiting.get_or_insert_with(|| WaitingGuard::new(&state.metrics.chunk_stream_waiting));
         tokio::select! {

@@ -41,6 +41,10 @@ impl ChunkStore for FillableStore {
         self.inner.get(hash)
     }
 
+    fn get_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<Vec<Option<Bytes>>>> {
+        self.inner.get_many(hashes)
+    }
+
     fn check_writable(&self) -> BoxFuture<'_, io::Result<()>> {
         if self.full.load(Ordering::SeqCst) {
             return Box::pin(async { Err(no_space()) });
