@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Row, Sqlite};
 use syncfolder_core::protocol::FileRecord;
 
 use crate::local_fs::Fingerprint;
@@ -195,53 +195,32 @@ impl StateDb {
             .begin()
             .await
             .map_err(db_err("starting a transaction"))?;
-        for (path, entry) in &batch.base_put {
-            let fingerprint = entry.fingerprint.as_ref().map(encode).transpose()?;
-            sqlx::query(
-                "INSERT INTO base (path, record, fingerprint) VALUES (?, ?, ?) \
-                 ON CONFLICT (path) DO UPDATE SET record = excluded.record, fingerprint = excluded.fingerprint",
-            )
-            .bind(path)
-            .bind(encode(&entry.record)?)
-            .bind(fingerprint)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("writing a base record"))?;
-        }
-        for path in &batch.base_delete {
-            sqlx::query("DELETE FROM base WHERE path = ?")
-                .bind(path)
+        // many rows per statement: each statement is a round trip to the
+        // database thread, and a download of thousands of files was mostly that
+        for rows in batch.base_put.chunks(ROWS_PER_STATEMENT) {
+            let rows = rows
+                .iter()
+                .map(|(path, entry)| {
+                    let fingerprint = entry.fingerprint.as_ref().map(encode).transpose()?;
+                    Ok((path.clone(), encode(&entry.record)?, fingerprint))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut query =
+                QueryBuilder::<Sqlite>::new("INSERT INTO base (path, record, fingerprint) ");
+            query.push_values(rows, |mut row, (path, record, fingerprint)| {
+                row.push_bind(path).push_bind(record).push_bind(fingerprint);
+            });
+            query.push(" ON CONFLICT (path) DO UPDATE SET record = excluded.record, fingerprint = excluded.fingerprint");
+            query
+                .build()
                 .execute(&mut *tx)
                 .await
-                .map_err(db_err("deleting a base record"))?;
+                .map_err(db_err("writing base records"))?;
         }
-        for record in &batch.remote_put {
-            sqlx::query(
-                "INSERT INTO remote (path, record) VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET record = excluded.record",
-            )
-            .bind(&record.path)
-            .bind(encode(record)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("writing a remote record"))?;
-        }
-        for record in &batch.pending_put {
-            sqlx::query(
-                "INSERT INTO pending (path, record) VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET record = excluded.record",
-            )
-            .bind(&record.path)
-            .bind(encode(record)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("writing a pending download"))?;
-        }
-        for path in &batch.pending_delete {
-            sqlx::query("DELETE FROM pending WHERE path = ?")
-                .bind(path)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("deleting a pending download"))?;
-        }
+        delete_paths(&mut tx, "base", &batch.base_delete).await?;
+        put_records(&mut tx, "remote", &batch.remote_put).await?;
+        put_records(&mut tx, "pending", &batch.pending_put).await?;
+        delete_paths(&mut tx, "pending", &batch.pending_delete).await?;
         if let Some(since) = batch.since {
             sqlx::query("INSERT INTO meta (key, value) VALUES ('since', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
                 .bind(since.to_string())
@@ -252,6 +231,58 @@ impl StateDb {
         tx.commit().await.map_err(db_err("committing state"))?;
         Ok(())
     }
+}
+
+/// Rows one statement writes or deletes (three bound values each at most,
+/// well inside SQLite's limit on bound values).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes records keyed by their path into `table` (`remote` or `pending`),
+/// replacing what a path had.
+async fn put_records(
+    tx: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    records: &[FileRecord],
+) -> Result<()> {
+    for rows in records.chunks(ROWS_PER_STATEMENT) {
+        let rows = rows
+            .iter()
+            .map(|record| Ok((record.path.clone(), encode(record)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut query = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} (path, record) "));
+        query.push_values(rows, |mut row, (path, record)| {
+            row.push_bind(path).push_bind(record);
+        });
+        query.push(" ON CONFLICT (path) DO UPDATE SET record = excluded.record");
+        query
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("writing records"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the rows of `paths` from `table`.
+async fn delete_paths(
+    tx: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    paths: &[String],
+) -> Result<()> {
+    for rows in paths.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE path IN ("));
+        let mut list = query.separated(", ");
+        for path in rows {
+            list.push_bind(path.clone());
+        }
+        list.push_unseparated(")");
+        query
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("deleting records"))?;
+    }
+    Ok(())
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String> {
@@ -303,5 +334,48 @@ mod tests {
         assert_eq!(state.since, 4);
         assert_eq!(state.base["d"].record.version, 3);
         assert_eq!(state.remote.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn batches_larger_than_one_statement_write_and_delete_every_row() {
+        let db = StateDb::open_in_memory().await.expect("open");
+        let entry = |path: &str, version: u64| {
+            (
+                path.to_owned(),
+                BaseEntry {
+                    record: record(path, version),
+                    fingerprint: None,
+                },
+            )
+        };
+        let paths: Vec<String> = (0..1_234).map(|idx| format!("d/f{idx:04}")).collect();
+        let mut base_put: Vec<_> = paths.iter().map(|path| entry(path, 1)).collect();
+        // a path twice in one batch: the later entry is what stays
+        base_put.push(entry(&paths[1_000], 2));
+        db.apply(&StateBatch {
+            base_put,
+            remote_put: paths.iter().map(|path| record(path, 1)).collect(),
+            pending_put: paths.iter().map(|path| record(path, 1)).collect(),
+            ..StateBatch::default()
+        })
+        .await
+        .expect("apply");
+        db.apply(&StateBatch {
+            base_delete: paths[..600].to_vec(),
+            pending_delete: paths[100..].to_vec(),
+            ..StateBatch::default()
+        })
+        .await
+        .expect("apply deletes");
+
+        let state = db.load().await.expect("load");
+        assert_eq!(state.base.len(), 1_234 - 600);
+        assert!(state.base.keys().all(|path| path.as_str() >= "d/f0600"));
+        assert_eq!(state.base[&paths[1_000]].record.version, 2);
+        assert_eq!(state.remote.len(), 1_234);
+        assert_eq!(
+            state.pending.keys().collect::<Vec<_>>(),
+            paths[..100].iter().collect::<Vec<_>>()
+        );
     }
 }
