@@ -429,7 +429,7 @@ impl LocalFs for RealFs {
     async fn create_temp(&self, dir: &str) -> io::Result<String> {
         self.quick(move |root| {
             let full_dir = join(root, dir);
-            std::fs::create_dir_all(&full_dir)?;
+            let mut dir_made = false;
             loop {
                 let name = format!(
                     "{}{:016x}",
@@ -448,6 +448,12 @@ impl LocalFs for RealFs {
                 {
                     Ok(_) => return Ok(synced),
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                    // the directory is made only when missing: trying to make
+                    // it first cost a failed mkdir and a stat per download
+                    Err(err) if err.kind() == io::ErrorKind::NotFound && !dir_made => {
+                        std::fs::create_dir_all(&full_dir)?;
+                        dir_made = true;
+                    }
                     Err(err) => return Err(err),
                 }
             }
@@ -580,5 +586,32 @@ impl LocalFs for RealFs {
 
     async fn symlink(&self, target: &str, path: &str) -> io::Result<()> {
         self.quick(move |root| std::os::unix::fs::symlink(target, resolve(root, path)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_temp_file_is_made_in_its_directory_which_is_created_when_missing() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let fs = RealFs::new(root.path());
+        let first = fs
+            .create_temp("new/deeper")
+            .await
+            .expect("temp in a new dir");
+        let second = fs
+            .create_temp("new/deeper")
+            .await
+            .expect("temp in that dir");
+        assert_ne!(first, second);
+        for temp in [&first, &second] {
+            assert_eq!(syncfolder_core::path::parent(temp), Some("new/deeper"));
+            let meta = fs.stat(temp).await.expect("stat").expect("exists");
+            assert_eq!((meta.kind, meta.fingerprint.size), (LocalKind::File, 0));
+        }
+        let at_root = fs.create_temp("").await.expect("temp at the root");
+        assert!(!at_root.contains('/'));
     }
 }
