@@ -40,6 +40,8 @@ const STREAM_BATCH_BYTES: u64 = 4 << 20;
 /// on the bench machine than two of 8 MiB and hold less: an answer is
 /// held twice while it is collected.
 const STREAM_READS_IN_FLIGHT: usize = 3;
+/// Prefetches that run at once, each with its own reads in flight.
+const PREFETCHES_AT_ONCE: usize = 2;
 /// A prefetch that gets nothing for this long is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// How long a download waits for a prefetch of the same content that is
@@ -383,15 +385,15 @@ impl Prefetches {
     }
 }
 
-/// Runs prefetch jobs one after another until the sender goes away. Starts
-/// by clearing what an earlier run left in [`STREAM_DIR`].
+/// Runs prefetch jobs, [`PREFETCHES_AT_ONCE`] at a time, until the sender
+/// goes away. Starts by clearing what an earlier run left in [`STREAM_DIR`].
 pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
     fs: Arc<F>,
     remote: Arc<R>,
     clock: Arc<C>,
     prefetches: Arc<Prefetches>,
     stats: Arc<SyncStats>,
-    mut jobs: mpsc::Receiver<PrefetchJob>,
+    jobs: mpsc::Receiver<PrefetchJob>,
 ) {
     if let Ok(leftovers) = fs.list_dir(STREAM_DIR).await {
         for (name, meta) in leftovers {
@@ -404,7 +406,15 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
         }
         let _ = fs.remove_dir(STREAM_DIR).await;
     }
-    while let Some(job) = jobs.recv().await {
+    let jobs = futures::stream::unfold(jobs, |mut jobs| async move {
+        jobs.recv().await.map(|job| (job, jobs))
+    });
+    // more than one at a time: a prefetch waiting for a sender that stopped
+    // (it crashed, or the file changed as it was read) must not hold up
+    // the others until it gives up
+    let (fs, remote, clock) = (fs.as_ref(), remote.as_ref(), clock.as_ref());
+    let (prefetches, stats) = (prefetches.as_ref(), stats.as_ref());
+    jobs.for_each_concurrent(PREFETCHES_AT_ONCE, |job| async move {
         if let Some(stale) = &job.stale {
             let _ = fs.remove_file(stale).await;
         }
@@ -413,11 +423,11 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
             "streaming a file another agent is uploading"
         );
         let prefetcher = Prefetcher {
-            fs: fs.as_ref(),
-            remote: remote.as_ref(),
-            clock: clock.as_ref(),
-            prefetches: &prefetches,
-            stats: &stats,
+            fs,
+            remote,
+            clock,
+            prefetches,
+            stats,
         };
         let temp_path = match prefetcher.fill(&job).await {
             Ok(temp_path) => Some(temp_path),
@@ -434,7 +444,8 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
             // gone when no other prefetched file waits there
             let _ = fs.remove_dir(STREAM_DIR).await;
         }
-    }
+    })
+    .await;
 }
 
 #[derive(Debug, thiserror::Error)]

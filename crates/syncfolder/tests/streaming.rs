@@ -1,5 +1,6 @@
 //! Streaming sync with real processes: a large file reaches the other agent
-//! while it is still being uploaded, and is fetched only once.
+//! while it is still being uploaded, and is fetched only once; a file whose
+//! sender is still reading it does not hold up the others.
 
 mod support;
 
@@ -117,42 +118,75 @@ fn file_of(path: &str, chunks: &[ChunkRef]) -> Change {
     }
 }
 
+/// An agent `b` with its metrics served, started on `folder` and connected.
+fn start_receiver(
+    server: &TestServer,
+    folder: &str,
+    token: &str,
+    dir: &std::path::Path,
+) -> (TestAgent, u16) {
+    std::fs::create_dir_all(dir).expect("dir b");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = TestAgent::start_with(
+        server,
+        folder,
+        token,
+        dir,
+        "agent-b",
+        &["--metrics-listen", &listen],
+    );
+    wait_for("b reaches the server", || {
+        http_get(port, "/metrics").is_some()
+            && metric_at(port, "syncfolder_agent_server_reachable", "") == 1.0
+    });
+    (agent, port)
+}
+
+/// A file's bytes as the sender chunks them.
+struct Chunked {
+    data: Vec<u8>,
+    spans: Vec<syncfolder_core::chunking::ChunkSpan>,
+}
+
+impl Chunked {
+    fn random(len: usize, seed: u64) -> Chunked {
+        let data = random_bytes(len, seed);
+        let spans = chunk_bytes(&data, ChunkerConfig::DEFAULT);
+        Chunked { data, spans }
+    }
+
+    fn chunks(&self) -> Vec<ChunkRef> {
+        self.spans.iter().map(|span| span.chunk).collect()
+    }
+
+    /// The hashes and bytes of the chunks in `range`, for an upload.
+    fn bytes_of(&self, range: std::ops::Range<usize>) -> Vec<(Hash, Bytes)> {
+        self.spans[range]
+            .iter()
+            .map(|span| {
+                let start = usize::try_from(span.offset).expect("offset");
+                let end = start + usize::try_from(span.chunk.size).expect("size");
+                (
+                    span.chunk.hash,
+                    Bytes::copy_from_slice(&self.data[start..end]),
+                )
+            })
+            .collect()
+    }
+}
+
 #[test]
 fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
     let server = TestServer::start();
     let token = server.create_folder("growing", &[]);
     let temp = tempfile::tempdir().expect("temp dir");
     let dir_b = temp.path().join("b");
-    std::fs::create_dir_all(&dir_b).expect("dir b");
-    let port_b = free_port();
-    let listen_b = format!("127.0.0.1:{port_b}");
-    let _b = TestAgent::start_with(
-        &server,
-        "growing",
-        &token,
-        &dir_b,
-        "agent-b",
-        &["--metrics-listen", &listen_b],
-    );
-    wait_for("b reaches the server", || {
-        http_get(port_b, "/metrics").is_some()
-            && metric_at(port_b, "syncfolder_agent_server_reachable", "") == 1.0
-    });
+    let (_b, port_b) = start_receiver(&server, "growing", &token, &dir_b);
 
     // the sender is this test: it reads the file in two halves
-    let data = random_bytes(48 << 20, 29);
-    let spans = chunk_bytes(&data, ChunkerConfig::DEFAULT);
-    let chunks: Vec<ChunkRef> = spans.iter().map(|span| span.chunk).collect();
-    let bytes_of = |range: std::ops::Range<usize>| -> Vec<(Hash, Bytes)> {
-        spans[range]
-            .iter()
-            .map(|span| {
-                let start = usize::try_from(span.offset).expect("offset");
-                let end = start + usize::try_from(span.chunk.size).expect("size");
-                (span.chunk.hash, Bytes::copy_from_slice(&data[start..end]))
-            })
-            .collect()
-    };
+    let file = Chunked::random(48 << 20, 29);
+    let chunks = file.chunks();
     let half = chunks.len() / 2;
     let first_half_bytes: u64 = chunks[..half].iter().map(|chunk| chunk.size).sum();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -162,7 +196,7 @@ fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
 
     runtime.block_on(async {
         sender
-            .upload_chunks("growing", bytes_of(0..half))
+            .upload_chunks("growing", file.bytes_of(0..half))
             .await
             .expect("first half uploaded");
         sender
@@ -179,9 +213,27 @@ fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
         "nothing is visible before the commit"
     );
 
+    // another file streams meanwhile, although the first waits for more
+    let other = Chunked::random(12 << 20, 31);
+    let other_chunks = other.chunks();
     runtime.block_on(async {
         sender
-            .upload_chunks("growing", bytes_of(half..chunks.len()))
+            .upload_chunks("growing", other.bytes_of(0..other_chunks.len()))
+            .await
+            .expect("other uploaded");
+        sender
+            .announce("growing", vec![file_of("other.bin", &other_chunks)])
+            .await
+            .expect("other announced");
+    });
+    wait_for("b streams the other file beside the waiting one", || {
+        metric_at(port_b, "syncfolder_agent_streamed_bytes_total", "")
+            >= (first_half_bytes as usize + other.data.len()) as f64
+    });
+
+    runtime.block_on(async {
+        sender
+            .upload_chunks("growing", file.bytes_of(half..chunks.len()))
             .await
             .expect("second half uploaded");
         sender
@@ -189,22 +241,34 @@ fn the_receiver_fetches_the_start_of_a_file_the_sender_is_still_reading() {
             .await
             .expect("announced whole");
         let results = sender
-            .commit("growing", vec![file_of("growing.bin", &chunks)])
+            .commit(
+                "growing",
+                vec![
+                    file_of("growing.bin", &chunks),
+                    file_of("other.bin", &other_chunks),
+                ],
+            )
             .await
             .expect("committed");
-        assert!(matches!(results[0], CommitResult::Committed { .. }));
+        assert!(
+            results
+                .iter()
+                .all(|result| matches!(result, CommitResult::Committed { .. }))
+        );
     });
-    let expected_hash = sha256_hex(&data);
-    wait_for("growing.bin complete on b", || {
-        std::fs::read(dir_b.join("growing.bin"))
-            .is_ok_and(|bytes| sha256_hex(&bytes) == expected_hash)
-    });
+    for (name, bytes) in [("growing.bin", &file.data), ("other.bin", &other.data)] {
+        let expected_hash = sha256_hex(bytes);
+        wait_for(&format!("{name} complete on b"), || {
+            std::fs::read(dir_b.join(name)).is_ok_and(|bytes| sha256_hex(&bytes) == expected_hash)
+        });
+    }
     let streamed = metric_at(port_b, "syncfolder_agent_streamed_bytes_total", "");
     let downloaded = metric_at(
         port_b,
         "syncfolder_agent_transferred_bytes_total",
         "direction=\"download\"",
     );
-    assert_eq!(streamed, data.len() as f64, "every byte came streamed");
-    assert_eq!(downloaded, data.len() as f64, "and nothing twice");
+    let total = (file.data.len() + other.data.len()) as f64;
+    assert_eq!(streamed, total, "every byte came streamed");
+    assert_eq!(downloaded, total, "and nothing twice");
 }
