@@ -55,23 +55,10 @@ pub(super) async fn present_in(
     folder_id: i64,
     hashes: &[Hash],
 ) -> Result<HashSet<Hash>> {
-    let mut present = HashSet::new();
-    for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let mut query =
-            QueryBuilder::<Sqlite>::new("SELECT hash FROM folder_chunks WHERE folder_id = ");
-        query.push_bind(folder_id).push(" AND hash IN (");
-        let mut list = query.separated(", ");
-        for hash in batch {
-            list.push_bind(hash.to_hex());
-        }
-        list.push_unseparated(")");
-        let found: Vec<String> = query
-            .build_query_scalar()
-            .fetch_all(&mut *connection)
-            .await?;
-        present.extend(found.iter().filter_map(|hex| Hash::from_hex(hex).ok()));
-    }
-    Ok(present)
+    Ok(sizes_in(connection, folder_id, hashes)
+        .await?
+        .into_keys()
+        .collect())
 }
 
 /// The sizes of those of `hashes` the folder can read, asked 500 at a time
