@@ -33,7 +33,7 @@
 //!   byte (then B's whole file is checked by hash).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -172,6 +172,21 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
+    /// A fresh file system named after the tool and round, with the data
+    /// set written to `<dir>/data` in it and synced: the untimed set-up.
+    fn staged(
+        &mut self,
+        data_set: DataSet,
+        label: &str,
+        dir: &str,
+    ) -> anyhow::Result<(Scratch, PathBuf, Manifest)> {
+        let scratch = self.fresh(&format!("{}-{label}", data_set.tag()), data_set)?;
+        let data = scratch.dir(dir)?.join("data");
+        let manifest = self.write_data_set(data_set, &data)?;
+        scratch.sync()?;
+        Ok((scratch, data, manifest))
+    }
+
     fn step(&self, data_set: DataSet, round: usize, what: &str) {
         progress(&format!(
             "{} round {round}/{}: {what}",
@@ -182,13 +197,8 @@ impl<'a> Bench<'a> {
 
     fn syncfolder_upload(&mut self, data_set: DataSet, round: usize) -> anyhow::Result<()> {
         self.step(data_set, round, "syncfolder upload");
-        let scratch = self.fresh(
-            &format!("{}-syncfolder-upload-r{round}", data_set.tag()),
-            data_set,
-        )?;
-        let staging = scratch.dir("staging")?.join("data");
-        let manifest = self.write_data_set(data_set, &staging)?;
-        scratch.sync()?;
+        let (scratch, staging, manifest) =
+            self.staged(data_set, &format!("syncfolder-upload-r{round}"), "staging")?;
         let (mut server, token) = Server::start(&self.config.binary, &scratch.root)?;
         let a_dir = scratch.dir("sf-a")?;
         let mut agent_a = server.start_agent(&token, &a_dir, "a", &[])?;
@@ -239,13 +249,8 @@ impl<'a> Bench<'a> {
 
     fn syncfolder_end_to_end(&mut self, data_set: DataSet, round: usize) -> anyhow::Result<()> {
         self.step(data_set, round, "syncfolder end to end");
-        let scratch = self.fresh(
-            &format!("{}-syncfolder-e2e-r{round}", data_set.tag()),
-            data_set,
-        )?;
-        let staging = scratch.dir("staging")?.join("data");
-        let manifest = self.write_data_set(data_set, &staging)?;
-        scratch.sync()?;
+        let (scratch, staging, manifest) =
+            self.staged(data_set, &format!("syncfolder-e2e-r{round}"), "staging")?;
         let (mut server, token) = Server::start(&self.config.binary, &scratch.root)?;
         let a_dir = scratch.dir("sf-a")?;
         let b_dir = scratch.dir("sf-b")?;
@@ -358,10 +363,8 @@ impl<'a> Bench<'a> {
 
     fn rsync(&mut self, data_set: DataSet, round: usize) -> anyhow::Result<()> {
         self.step(data_set, round, "rsync push");
-        let scratch = self.fresh(&format!("{}-rsync-r{round}", data_set.tag()), data_set)?;
+        let (scratch, _, manifest) = self.staged(data_set, &format!("rsync-r{round}"), "src")?;
         let source = scratch.dir("src")?;
-        let manifest = self.write_data_set(data_set, &source.join("data"))?;
-        scratch.sync()?;
         let destination = scratch.dir("dest")?;
         let daemon = rsync::Daemon::start(&scratch.root, &destination)?;
         let push = daemon.push(&source)?;
@@ -405,10 +408,8 @@ impl<'a> Bench<'a> {
 
     fn syncthing(&mut self, data_set: DataSet, round: usize) -> anyhow::Result<()> {
         self.step(data_set, round, "Syncthing end to end");
-        let scratch = self.fresh(&format!("{}-syncthing-r{round}", data_set.tag()), data_set)?;
-        let staging = scratch.dir("staging")?.join("data");
-        let manifest = self.write_data_set(data_set, &staging)?;
-        scratch.sync()?;
+        let (scratch, staging, manifest) =
+            self.staged(data_set, &format!("syncthing-r{round}"), "staging")?;
         let mut pair = syncthing::Pair::start(&scratch.root)?;
         let a_data = scratch.root.join("st-a/data");
         let b_data = scratch.root.join("st-b/data");
@@ -478,10 +479,8 @@ impl<'a> Bench<'a> {
 
     fn rclone(&mut self, data_set: DataSet, round: usize) -> anyhow::Result<()> {
         self.step(data_set, round, "rclone local copy");
-        let scratch = self.fresh(&format!("{}-rclone-r{round}", data_set.tag()), data_set)?;
-        let source = scratch.dir("src")?.join("data");
-        let manifest = self.write_data_set(data_set, &source)?;
-        scratch.sync()?;
+        let (scratch, source, manifest) =
+            self.staged(data_set, &format!("rclone-r{round}"), "src")?;
         let destination = scratch.dir("dest")?.join("data");
         let seconds = rclone::sync(&source, &destination, &scratch.root)?;
         self.results.add(
@@ -550,11 +549,11 @@ impl<'a> Bench<'a> {
             let scratch = self
                 .factory
                 .fresh(&format!("latency-r{round}"), 256 << 20)?;
-            let (_server, token) = Server::start(&self.config.binary, &scratch.root)?;
+            let (server, token) = Server::start(&self.config.binary, &scratch.root)?;
             let a_dir = scratch.dir("sf-a")?;
             let b_dir = scratch.dir("sf-b")?;
-            let mut agent_a = _server.start_agent(&token, &a_dir, "a", &[])?;
-            let mut agent_b = _server.start_agent(&token, &b_dir, "b", &[])?;
+            let mut agent_a = server.start_agent(&token, &a_dir, "a", &[])?;
+            let mut agent_b = server.start_agent(&token, &b_dir, "b", &[])?;
             agent_a.wait_ready()?;
             agent_b.wait_ready()?;
             let mut random = datasets::Random::new(SEED + round as u64);
