@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::local_fs::{LocalFs, RealFs};
-use crate::remote::{HttpRemote, Remote, RemoteError};
+use crate::remote::{FeedCursors, HttpRemote, Remote, RemoteError};
 use crate::state::StateDb;
 use crate::stats::{ErrorKind, HaltReason, Identity, SyncStats};
 use crate::watcher::LocalWatcher;
@@ -364,13 +364,13 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             }
             // remote news first, however busy the local side keeps the loop
             let mut feed_error = None;
-            while let Ok(page) = feed.try_recv() {
-                match self.engine.apply_changes(page).await {
-                    Ok(touched) => dirty.extend(touched),
-                    Err(err) => {
-                        feed_error = Some(err);
-                        break;
-                    }
+            while let Ok(event) = feed.try_recv() {
+                if let Err(err) = self
+                    .take_feed_event(event, &mut dirty, &mut retry, &mut full_scan)
+                    .await
+                {
+                    feed_error = Some(err);
+                    break;
                 }
             }
             if let Some(err) = feed_error {
@@ -444,11 +444,15 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             }
 
             tokio::select! {
-                page = feed.recv() => match page {
-                    Some(page) => match self.engine.apply_changes(page).await {
-                        Ok(touched) => dirty.extend(touched),
-                        Err(err) => break Err(err),
-                    },
+                event = feed.recv() => match event {
+                    Some(event) => {
+                        if let Err(err) = self
+                            .take_feed_event(event, &mut dirty, &mut retry, &mut full_scan)
+                            .await
+                        {
+                            break Err(err);
+                        }
+                    }
                     None => break Err(Error::Config("the change feed stopped".to_owned())),
                 },
                 Some(changed) = next_local_change(&mut self.watcher) => {
@@ -474,6 +478,31 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
         result
     }
 
+    /// Takes in what the change feed brought: a page, or word that the
+    /// cursor is older than the tombstone horizon (then the engine forgets
+    /// what it synced, and a full pass follows).
+    async fn take_feed_event(
+        &mut self,
+        event: FeedEvent,
+        dirty: &mut BTreeSet<String>,
+        retry: &mut BTreeSet<String>,
+        full_scan: &mut bool,
+    ) -> Result<()> {
+        match event {
+            FeedEvent::Page(page) => dirty.extend(self.engine.apply_changes(page).await?),
+            FeedEvent::CursorExpired => {
+                self.engine.forget_synced_state().await?;
+                // the whole listing before the pass, as at the start: a pass
+                // that saw half of it would commit paths the server has
+                self.catch_up().await?;
+                dirty.clear();
+                retry.clear();
+                *full_scan = true;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the change feed until it has nothing more to give.
     async fn catch_up(&mut self) -> Result<()> {
         let mut backoff = Backoff::new();
@@ -494,6 +523,7 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
                 Err(RemoteError::Unavailable(message)) => {
                     wait_for_server(self.engine.clock.as_ref(), &mut backoff, &message).await;
                 }
+                Err(RemoteError::CursorExpired(_)) => self.engine.forget_synced_state().await?,
                 Err(err) => return Err(err.into()),
             }
         }
@@ -591,21 +621,27 @@ async fn sleep_until_option(deadline: Option<Instant>) {
     }
 }
 
+/// What the change feed hands the sync loop.
+#[derive(Debug)]
+enum FeedEvent {
+    Page(ChangesResponse),
+    /// The cursor is older than the folder's tombstone horizon; the feed
+    /// goes on from 0, and the loop must sync afresh.
+    CursorExpired,
+}
+
 /// Long-polls the change feed and hands each page to the sync loop.
 async fn follow_feed<R: Remote>(
     remote: Arc<R>,
     stats: Arc<SyncStats>,
     mut since: u64,
     long_poll: Duration,
-    pages: mpsc::Sender<ChangesResponse>,
+    pages: mpsc::Sender<FeedEvent>,
 ) {
     let mut backoff = Backoff::new();
-    let mut announced_since = 0;
+    let mut cursors = FeedCursors::default();
     loop {
-        match remote
-            .changes_and_announcements(since, 1000, long_poll, announced_since)
-            .await
-        {
+        match remote.follow(since, 1000, long_poll, cursors).await {
             Ok(page) => {
                 backoff.reset();
                 stats.server_reachable.store(true, Ordering::Release);
@@ -616,11 +652,21 @@ async fn follow_feed<R: Remote>(
                     .max()
                     .unwrap_or(since)
                     .max(if page.more { since } else { page.latest });
-                let is_news =
-                    !page.records.is_empty() || !page.announced.is_empty() || next != since;
+                let is_news = !page.records.is_empty()
+                    || !page.announced.is_empty()
+                    || !page.wanted.is_empty()
+                    || next != since;
                 since = next;
-                announced_since = page.announce_seq.unwrap_or(announced_since);
-                if is_news && pages.send(page).await.is_err() {
+                cursors.announced_since = page.announce_seq.unwrap_or(cursors.announced_since);
+                cursors.wanted_since = page.wanted_seq.unwrap_or(cursors.wanted_since);
+                if is_news && pages.send(FeedEvent::Page(page)).await.is_err() {
+                    return;
+                }
+            }
+            Err(RemoteError::CursorExpired(message)) => {
+                tracing::warn!(message, "the change-feed cursor expired; following from 0");
+                since = 0;
+                if pages.send(FeedEvent::CursorExpired).await.is_err() {
                     return;
                 }
             }

@@ -228,6 +228,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     ) -> Result<BTreeSet<String>> {
         self.queue_prefetches(std::mem::take(&mut changes.announced))
             .await;
+        self.upload_wanted_chunks(&std::mem::take(&mut changes.wanted))
+            .await;
         let mut batch = StateBatch::default();
         let mut touched = BTreeSet::new();
         let mut next_since = self.since;
@@ -247,6 +249,29 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         self.state_db.apply(&batch).await?;
         Ok(touched)
+    }
+
+    /// The server forgot deletions this agent may not have seen (its cursor
+    /// is older than the folder's tombstone horizon): forgets every record
+    /// and the cursor, so that the next full pass decides from a full
+    /// listing with no base. What only this directory holds is uploaded,
+    /// what differs from the server becomes a conflict copy, and nothing
+    /// local is deleted. A deletion that old may come back; nothing is lost.
+    pub async fn forget_synced_state(&mut self) -> Result<()> {
+        tracing::warn!(
+            since = self.since,
+            n_synced = self.base.len(),
+            "the server forgot deletions older than this agent's last sync: \
+             syncing afresh; files deleted elsewhere meanwhile may come back"
+        );
+        self.state_db.reset_records().await?;
+        self.base.clear();
+        self.remote_records.clear();
+        self.pending.clear();
+        self.refused.clear();
+        self.blocking_dirs.clear();
+        self.since = 0;
+        Ok(())
     }
 
     /// Keeps `record` as the server's current record when it is newer than

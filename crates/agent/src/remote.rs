@@ -23,6 +23,19 @@ pub enum RemoteError {
     /// The request itself was refused; retrying it unchanged will not help.
     #[error("request refused: {0}")]
     Refused(String),
+    /// The change-feed cursor is older than the folder's tombstone horizon:
+    /// deletions since may be forgotten. Sync afresh from 0, without a base.
+    #[error("the change-feed cursor is older than the server's tombstone horizon: {0}")]
+    CursorExpired(String),
+}
+
+/// Where a follower of the change feed stands besides its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FeedCursors {
+    /// Streaming sync: the newest announcement seen.
+    pub announced_since: u64,
+    /// Repair: the newest damage report seen.
+    pub wanted_since: u64,
 }
 
 impl RemoteError {
@@ -61,16 +74,17 @@ pub trait Remote: Send + Sync + 'static {
         changes: Vec<Change>,
     ) -> impl Future<Output = RemoteResult<Vec<CommitResult>>> + Send;
 
-    /// Streaming sync: [`Remote::changes`] plus other agents' announcements
-    /// newer than `announced_since`. Without streaming: just the changes.
-    fn changes_and_announcements(
+    /// [`Remote::changes`] plus other agents' announcements (streaming sync)
+    /// and damaged chunks (repair) newer than `cursors`. Without streaming
+    /// and repair: just the changes.
+    fn follow(
         &self,
         since: u64,
         limit: u32,
         wait: Duration,
-        announced_since: u64,
+        cursors: FeedCursors,
     ) -> impl Future<Output = RemoteResult<ChangesResponse>> + Send {
-        let _ = announced_since;
+        let _ = cursors;
         self.changes(since, limit, wait)
     }
 
@@ -126,6 +140,9 @@ fn classify(err: syncfolder_client::Error) -> RemoteError {
         syncfolder_client::Error::Api {
             status: 401 | 403, ..
         } => RemoteError::Forbidden(err.to_string()),
+        syncfolder_client::Error::Api { status: 410, body } if body.error == "cursor_expired" => {
+            RemoteError::CursorExpired(body.message.clone())
+        }
         _ => RemoteError::Refused(err.to_string()),
     }
 }
@@ -193,15 +210,22 @@ impl Remote for HttpRemote {
             .map_err(classify)
     }
 
-    async fn changes_and_announcements(
+    async fn follow(
         &self,
         since: u64,
         limit: u32,
         wait: Duration,
-        announced_since: u64,
+        cursors: FeedCursors,
     ) -> RemoteResult<ChangesResponse> {
         self.client
-            .changes_and_announcements(&self.folder, since, limit, wait, Some(announced_since))
+            .changes_following(
+                &self.folder,
+                since,
+                limit,
+                wait,
+                Some(cursors.announced_since),
+                Some(cursors.wanted_since),
+            )
             .await
             .map_err(classify)
     }

@@ -31,7 +31,6 @@ const GROUP_BYTES: u64 = 64 << 20;
 /// Groups being uploaded and committed at once.
 const GROUPS_IN_FLIGHT: usize = 2;
 
-/// Where the bytes of a chunk can be read.
 /// One upload group: the unstable paths it found, or the error and the chunks it carried.
 type GroupResult = Result<Vec<String>, (RemoteError, Vec<Hash>)>;
 
@@ -74,6 +73,7 @@ fn commit_groups<T>(changes: &[(Change, T)]) -> Vec<&[(Change, T)]> {
     groups
 }
 
+/// Where the bytes of a chunk can be read.
 #[derive(Debug, Clone)]
 struct ChunkSource {
     path: String,
@@ -345,6 +345,59 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     .map(|meta| meta.fingerprint);
                 self.refused
                     .insert(synced_path.clone(), (fingerprint, remote_version));
+            }
+        }
+    }
+
+    /// Repair: the server lost or found corrupt these chunks of the folder.
+    /// Those that a synced file here still holds (its base record names them
+    /// and its bytes, read now, hash right) are uploaded again, unless the
+    /// server has them back already; returns how many this agent held. A
+    /// file that changed since it was synced simply does not match.
+    pub async fn upload_wanted_chunks(&self, wanted: &[Hash]) -> usize {
+        if wanted.is_empty() || self.config.mode == FolderMode::ReceiveOnly {
+            return 0;
+        }
+        let wanted: HashSet<Hash> = wanted.iter().copied().collect();
+        let mut sources: HashMap<Hash, ChunkSource> = HashMap::new();
+        for (synced_path, entry) in &self.base {
+            let mut offset = 0;
+            for chunk in &entry.record.chunks {
+                if wanted.contains(&chunk.hash) {
+                    sources.entry(chunk.hash).or_insert_with(|| ChunkSource {
+                        path: synced_path.clone(),
+                        offset,
+                        size: chunk.size,
+                    });
+                }
+                offset += chunk.size;
+            }
+        }
+        if sources.is_empty() {
+            return 0;
+        }
+        match self.upload_missing_chunks(&sources).await {
+            Ok(uploaded) => {
+                let n_uploaded = sources
+                    .iter()
+                    .filter(|(hash, source)| {
+                        !uploaded.failed.contains(*hash)
+                            && !uploaded.unstable.contains(&source.path)
+                    })
+                    .count();
+                if let Some(err) = uploaded.error {
+                    tracing::warn!(%err, "uploading chunks the server lost failed; it asks again after its next scrub");
+                }
+                tracing::info!(
+                    n_wanted = wanted.len(),
+                    n_uploaded,
+                    "uploaded chunks the server lost again"
+                );
+                n_uploaded
+            }
+            Err(err) => {
+                tracing::warn!(%err, "uploading chunks the server lost failed; it asks again after its next scrub");
+                0
             }
         }
     }

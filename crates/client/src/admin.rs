@@ -1,9 +1,12 @@
 //! The admin routes: `/v1/admin/folders/...` with the admin token.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use syncfolder_core::protocol::{
-    CreateFolderRequest, CreateFolderResponse, CreateTokenRequest, CreateTokenResponse, FolderInfo,
-    FolderSettings, FolderSettingsPatch, TokenScope,
+    CreateFolderRequest, CreateFolderResponse, CreateTokenRequest, CreateTokenResponse,
+    DamageReport, FolderInfo, FolderSettings, FolderSettingsPatch, GcReport, GcRequest,
+    ScrubReport, ScrubRequest, TokenScope,
 };
 
 use crate::Result;
@@ -82,6 +85,45 @@ impl Client {
     }
 }
 
+/// How long a garbage collection or scrub asked for may take: they walk the
+/// whole store, which is far longer than an ordinary request.
+const STORAGE_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+impl Client {
+    /// Runs a garbage collection on the server now and reports what it freed
+    /// (or, dry, would free).
+    pub async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        let url = self.url(&["admin", "gc"])?;
+        self.send_for_json(
+            "collect garbage",
+            self.request(Method::POST, url)
+                .timeout(STORAGE_JOB_TIMEOUT)
+                .json(&GcRequest { dry_run }),
+        )
+        .await
+    }
+
+    /// Reads back and checks every stored chunk now (at most
+    /// `bytes_per_second`, 0 for no limit).
+    pub async fn scrub(&self, bytes_per_second: u64) -> Result<ScrubReport> {
+        let url = self.url(&["admin", "scrub"])?;
+        self.send_for_json(
+            "scrub",
+            self.request(Method::POST, url)
+                .timeout(STORAGE_JOB_TIMEOUT)
+                .json(&ScrubRequest { bytes_per_second }),
+        )
+        .await
+    }
+
+    /// Damaged chunks no agent has uploaded again, with the files they break.
+    pub async fn damage_report(&self) -> Result<DamageReport> {
+        let url = self.url(&["admin", "scrub"])?;
+        self.send_for_json("damage report", self.request(Method::GET, url))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -101,6 +143,9 @@ mod tests {
             n_conflict_copies: 0,
             last_change_ms: None,
             agents: Vec::new(),
+            n_history_versions: 0,
+            history_bytes: 0,
+            stored_bytes: 0,
         }
     }
 

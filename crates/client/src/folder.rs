@@ -56,6 +56,22 @@ impl Client {
         wait: Duration,
         announced_since: Option<u64>,
     ) -> Result<ChangesResponse> {
+        self.changes_following(folder, since, limit, wait, announced_since, None)
+            .await
+    }
+
+    /// [`Self::changes_and_announcements`], and with `wanted_since` also the
+    /// folder's chunks a scrub found damaged after that damage number (for
+    /// an agent to upload again from its copies).
+    pub async fn changes_following(
+        &self,
+        folder: &str,
+        since: u64,
+        limit: u32,
+        wait: Duration,
+        announced_since: Option<u64>,
+        wanted_since: Option<u64>,
+    ) -> Result<ChangesResponse> {
         let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut query = vec![
             ("since", since.to_string()),
@@ -64,6 +80,9 @@ impl Client {
         ];
         if let Some(announced_since) = announced_since {
             query.push(("announced_since", announced_since.to_string()));
+        }
+        if let Some(wanted_since) = wanted_since {
+            query.push(("wanted_since", wanted_since.to_string()));
         }
         let query: Vec<(&str, &str)> = query
             .iter()
@@ -284,6 +303,8 @@ mod tests {
             more: false,
             announced: Vec::new(),
             announce_seq: None,
+            wanted: Vec::new(),
+            wanted_seq: None,
         };
         let (base_url, server) = serve(vec![Canned::json(
             200,

@@ -36,6 +36,7 @@ async fn start_server() -> TestServer {
         limits: Limits::default(),
         shipper: None,
         tls: None,
+        maintenance: Default::default(),
     })
     .await
     .expect("server binds");

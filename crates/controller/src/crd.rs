@@ -59,6 +59,18 @@ use crate::quota::{QuotaError, quantity_bytes};
         priority = 1,
         json_path = ".status.serverFolder"
     ),
+    printcolumn(
+        name = "History",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.historyBytes"
+    ),
+    printcolumn(
+        name = "Stored",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.storedBytes"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 63").message(
         "a SyncFolder name has at most 63 characters: it names a Secret and labels pods"
@@ -316,6 +328,18 @@ pub struct SyncFolderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<i64>", range(min = 0))]
     pub conflicts: Option<u64>,
+
+    /// Total size of the earlier file versions the server keeps as
+    /// history, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i64>", range(min = 0))]
+    pub history_bytes: Option<u64>,
+
+    /// Bytes of the distinct chunks the folder's files and history need the
+    /// server to store (chunks shared with other folders count in each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i64>", range(min = 0))]
+    pub stored_bytes: Option<u64>,
 
     /// Agents connected to the server for this folder right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -89,6 +89,9 @@ pub fn folder_info(settings: FolderSettings, n_files: u64) -> FolderInfo {
         n_conflict_copies: 0,
         last_change_ms: None,
         agents: Vec::new(),
+        n_history_versions: 0,
+        history_bytes: 0,
+        stored_bytes: 0,
     }
 }
 

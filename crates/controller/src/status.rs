@@ -113,6 +113,12 @@ pub fn next_status(
         conflicts: folder
             .map(|info| info.n_conflict_copies)
             .or(previous.conflicts),
+        history_bytes: folder
+            .map(|info| info.history_bytes)
+            .or(previous.history_bytes),
+        stored_bytes: folder
+            .map(|info| info.stored_bytes)
+            .or(previous.stored_bytes),
         connected_agents: folder.map(connected_agents).or(previous.connected_agents),
         last_change: match folder {
             Some(info) => info.last_change_ms.and_then(time_from_ms),
@@ -183,6 +189,9 @@ mod tests {
                 created_at_ms: 1,
                 n_conflict_copies: 2,
                 last_change_ms: Some(1_795_000_000_500),
+                n_history_versions: 3,
+                history_bytes: 300,
+                stored_bytes: n_files * 100 + 300,
                 agents: vec![
                     AgentSeen {
                         agent_id: "writer-0".to_owned(),
@@ -230,6 +239,8 @@ mod tests {
         assert_eq!(status.bytes, Some(400));
         assert_eq!(status.server_folder.as_deref(), Some("team-a.photos"));
         assert_eq!(status.conflicts, Some(2));
+        assert_eq!(status.history_bytes, Some(300));
+        assert_eq!(status.stored_bytes, Some(700));
         assert_eq!(status.connected_agents, Some(1));
         assert_eq!(
             status.last_change,

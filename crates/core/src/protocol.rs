@@ -24,7 +24,13 @@
 //! | GET/PATCH/DELETE | `/admin/folders/{folder}` | [`FolderSettingsPatch`] → [`FolderInfo`] |
 //! | POST | `/admin/folders/{folder}/tokens` | [`CreateTokenRequest`] → [`CreateTokenResponse`] |
 //! | DELETE | `/admin/folders/{folder}/tokens/{token_id}` | → 204 |
+//! | POST | `/admin/gc` | [`GcRequest`] → [`GcReport`] (409 while another collection runs) |
+//! | POST | `/admin/scrub` | [`ScrubRequest`] → [`ScrubReport`] (409 while another scrub runs) |
+//! | GET  | `/admin/scrub` | → [`DamageReport`]: chunks awaiting repair and the files they break |
 //!
+//! A change-feed cursor older than the folder's tombstone horizon is
+//! answered 410 `cursor_expired`: the agent syncs afresh from 0, without
+//! a base.
 //! Errors are a status code plus an [`ErrorBody`].
 
 use serde::{Deserialize, Serialize};
@@ -178,6 +184,15 @@ pub struct ChangesResponse {
     /// number, to continue from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce_seq: Option<u64>,
+    /// With `wanted_since` in the query: chunks of this folder that a scrub
+    /// found damaged since then. An agent holding one of them in a synced
+    /// file uploads it again (repair).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wanted: Vec<Hash>,
+    /// With `wanted_since` in the query: the latest damage number, to
+    /// continue from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted_seq: Option<u64>,
 }
 
 /// Streaming sync: a file version whose chunks a sender is uploading right
@@ -388,6 +403,15 @@ pub struct FolderInfo {
     /// Agents the server heard from since it started (at most a week ago).
     #[serde(default)]
     pub agents: Vec<AgentSeen>,
+    /// Previous versions kept as history, and their total size in bytes.
+    #[serde(default)]
+    pub n_history_versions: u64,
+    #[serde(default)]
+    pub history_bytes: u64,
+    /// Bytes of the distinct chunks the folder's files and history need
+    /// stored (a chunk other folders use too counts in each).
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// An agent as the server last heard from it.
@@ -448,6 +472,87 @@ pub struct CreateTokenResponse {
     /// The secret token; shown once, stored only as a hash.
     pub token: String,
     pub scope: TokenScope,
+}
+
+/// `POST /v1/admin/gc`: collect garbage now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GcRequest {
+    /// Only say what would be freed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a garbage collection freed (or, dry, would free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Chunks deleted from the store, and their bytes.
+    pub n_chunks: u64,
+    pub n_bytes: u64,
+    /// Of those, objects the store held without an inventory row (left by
+    /// an older server or an upload that gave up).
+    pub n_orphans: u64,
+    /// Distinct chunks that records and history reference.
+    pub n_referenced: u64,
+    /// Unreferenced chunks kept because they were claimed within the grace
+    /// period (uploads that are about to be committed), and their bytes.
+    pub n_kept: u64,
+    pub n_kept_bytes: u64,
+    /// Tombstones past the tombstone horizon forgotten before collecting,
+    /// and history versions dropped with them or by folders' retention.
+    #[serde(default)]
+    pub n_tombstones_forgotten: u64,
+    #[serde(default)]
+    pub n_history_versions_dropped: u64,
+    pub duration_ms: u64,
+}
+
+/// `POST /v1/admin/scrub`: check every stored chunk now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScrubRequest {
+    /// Read at most this many bytes per second (0: as fast as the disk goes).
+    #[serde(default)]
+    pub bytes_per_second: u64,
+}
+
+/// What a scrub checked and found.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub n_checked: u64,
+    pub n_bytes: u64,
+    /// Chunks whose bytes no longer hash to their name (moved to quarantine).
+    pub corrupt: Vec<Hash>,
+    /// Chunks the inventory holds but the store does not.
+    pub missing: Vec<Hash>,
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/admin/scrub`: damaged chunks that no agent has uploaded again yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DamageReport {
+    pub damaged: Vec<DamagedChunkInfo>,
+    /// When the last complete scrub ended (ms since the epoch), if ever.
+    pub last_scrub_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedChunkInfo {
+    pub hash: Hash,
+    /// `corrupt` or `missing`
+    pub problem: String,
+    pub found_at_ms: i64,
+    /// File versions whose content needs it (the first hundred).
+    pub files: Vec<FileVersionRef>,
+}
+
+/// A file version, by folder, path and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileVersionRef {
+    pub folder: String,
+    pub path: String,
+    pub version: u64,
+    /// The current version (not one kept as history).
+    pub current: bool,
 }
 
 /// The body of every 4xx/5xx answer.

@@ -35,6 +35,29 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn get_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<Vec<Option<Bytes>>>>;
     /// Fails when the store cannot take writes (for readiness).
     fn check_writable(&self) -> BoxFuture<'_, io::Result<()>>;
+    /// The size of the volume the store writes to, and what is left of it.
+    fn space(&self) -> BoxFuture<'_, io::Result<Space>>;
+    /// Deletes the chunks; one that is not stored is no error. Only garbage
+    /// collection calls it, for chunks the metadata took out of reach first.
+    fn delete_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<()>>;
+    /// Moves a chunk's stored bytes aside, out of the store, for a person to
+    /// look at; false when there were none.
+    fn quarantine(&self, hash: Hash) -> BoxFuture<'_, io::Result<bool>>;
+    /// Up to `limit` stored chunks after `after`, in hash order, with their
+    /// sizes: a walk of everything the store holds, a page at a time.
+    fn list_after(
+        &self,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>>;
+}
+
+/// A volume's size and what the server may still write to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub total_bytes: u64,
+    /// For an unprivileged writer (the server runs as one).
+    pub available_bytes: u64,
 }
 
 /// One file per chunk, in a two-level fan-out directory tree.
@@ -47,6 +70,7 @@ pub struct LooseChunkStore {
 struct Dirs {
     chunks: PathBuf,
     tmp: PathBuf,
+    quarantine: PathBuf,
 }
 
 impl LooseChunkStore {
@@ -55,13 +79,18 @@ impl LooseChunkStore {
     pub fn open(data_dir: &Path) -> io::Result<LooseChunkStore> {
         let chunks = data_dir.join("chunks");
         let tmp = data_dir.join("tmp");
+        let quarantine = data_dir.join("quarantine");
         std::fs::create_dir_all(&chunks)?;
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
         Ok(LooseChunkStore {
-            inner: Arc::new(Dirs { chunks, tmp }),
+            inner: Arc::new(Dirs {
+                chunks,
+                tmp,
+                quarantine,
+            }),
         })
     }
 
@@ -130,6 +159,86 @@ impl LooseChunkStore {
         }
     }
 
+    fn delete_blocking(&self, hashes: &[Hash]) -> io::Result<()> {
+        for hash in hashes {
+            match std::fs::remove_file(self.chunk_path(hash)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// `<data>/quarantine/<hex>.<unix seconds>`: kept until a person removes it.
+    fn quarantine_blocking(&self, hash: &Hash) -> io::Result<bool> {
+        std::fs::create_dir_all(&self.inner.quarantine)?;
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let aside = self
+            .inner
+            .quarantine
+            .join(format!("{}.{seconds}", hash.to_hex()));
+        match std::fs::rename(self.chunk_path(hash), aside) {
+            Ok(()) => {
+                sync_filesystem(&self.inner.quarantine)?;
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Walks the fan-out directories in order, from `after` on.
+    fn list_after_blocking(
+        &self,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> io::Result<Vec<(Hash, u64)>> {
+        let after_hex = after.map(|hash| hash.to_hex());
+        let mut found = Vec::new();
+        for top in sorted_names(&self.inner.chunks)? {
+            if after_hex
+                .as_ref()
+                .is_some_and(|after| top.as_str() < &after[..2])
+            {
+                continue;
+            }
+            for middle in sorted_names(&self.inner.chunks.join(&top))? {
+                let prefix = format!("{top}{middle}");
+                if after_hex
+                    .as_ref()
+                    .is_some_and(|after| prefix.as_str() < &after[..4])
+                {
+                    continue;
+                }
+                let dir = self.inner.chunks.join(&top).join(&middle);
+                for name in sorted_names(&dir)? {
+                    if after_hex
+                        .as_ref()
+                        .is_some_and(|after| name.as_str() <= after.as_str())
+                    {
+                        continue;
+                    }
+                    let Ok(hash) = Hash::from_hex(&name) else {
+                        continue;
+                    };
+                    let size = match std::fs::symlink_metadata(dir.join(&name)) {
+                        Ok(meta) => meta.len(),
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(err),
+                    };
+                    found.push((hash, size));
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn check_writable_blocking(&self) -> io::Result<()> {
         let probe = self
             .inner
@@ -141,6 +250,23 @@ impl LooseChunkStore {
         written?;
         removed
     }
+}
+
+/// The entry names of a directory, sorted; none when it is gone.
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Runs blocking filesystem work off the async threads.
@@ -175,6 +301,36 @@ impl ChunkStore for LooseChunkStore {
     fn check_writable(&self) -> BoxFuture<'_, io::Result<()>> {
         let store = self.clone();
         Box::pin(blocking(move || store.check_writable_blocking()))
+    }
+
+    fn space(&self) -> BoxFuture<'_, io::Result<Space>> {
+        let store = self.clone();
+        Box::pin(blocking(move || {
+            let stat = rustix::fs::statvfs(&store.inner.chunks)?;
+            Ok(Space {
+                total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+                available_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            })
+        }))
+    }
+
+    fn delete_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<()>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.delete_blocking(&hashes)))
+    }
+
+    fn quarantine(&self, hash: Hash) -> BoxFuture<'_, io::Result<bool>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.quarantine_blocking(&hash)))
+    }
+
+    fn list_after(
+        &self,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.list_after_blocking(after, limit)))
     }
 }
 
@@ -215,6 +371,54 @@ mod tests {
             .expect("tmp")
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[tokio::test]
+    async fn the_store_lists_in_hash_order_a_page_at_a_time_and_deletes_and_quarantines() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let store = LooseChunkStore::open(data.path()).expect("open");
+        let chunks: Vec<(Hash, Bytes)> = (0..50u8)
+            .map(|idx| {
+                let bytes = Bytes::from(vec![idx; usize::from(idx) + 1]);
+                (Hash::of(&bytes), bytes)
+            })
+            .collect();
+        store.put_batch(chunks.clone()).await.expect("put");
+        let mut expected: Vec<(Hash, u64)> = chunks
+            .iter()
+            .map(|(hash, bytes)| (*hash, bytes.len() as u64))
+            .collect();
+        expected.sort_unstable_by_key(|(hash, _)| hash.to_hex());
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_after(after, 7).await.expect("list");
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|(hash, _)| *hash);
+            listed.extend(page);
+        }
+        assert_eq!(listed, expected);
+
+        let (gone, _) = expected[3];
+        store
+            .delete_many(vec![gone, Hash::of(b"never stored")])
+            .await
+            .expect("delete");
+        assert_eq!(store.get(gone).await.expect("get"), None);
+        let (aside, _) = expected[4];
+        assert!(store.quarantine(aside).await.expect("quarantine"));
+        assert!(
+            !store.quarantine(aside).await.expect("quarantine"),
+            "moved once"
+        );
+        assert_eq!(store.get(aside).await.expect("get"), None);
+        let quarantined: Vec<_> = std::fs::read_dir(data.path().join("quarantine"))
+            .expect("quarantine dir")
+            .collect();
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(store.list_after(None, 100).await.expect("list").len(), 48);
     }
 
     #[tokio::test]

@@ -19,6 +19,42 @@ pub struct ServerConfig {
     pub shipper: Option<crate::ShipperConfig>,
     /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Garbage collection, the tombstone horizon and scrub.
+    pub maintenance: Maintenance,
+}
+
+/// When the server reclaims space and checks what it holds. Each job runs
+/// on one server at a time, also when several share the metadata database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Time between reclaiming rounds (the tombstone horizon, aged history,
+    /// then garbage collection); `None`: only on demand.
+    pub gc_interval: Option<Duration>,
+    /// How long an unreferenced chunk is kept after its last claim (an
+    /// upload or dedup hit whose commit may still come).
+    pub gc_grace: Duration,
+    /// How long tombstones (and the history of deleted paths) are kept;
+    /// `None` keeps them forever.
+    pub tombstone_retention: Option<Duration>,
+    /// Time between the starts of background scrubs; `None` scrubs only on demand.
+    pub scrub_interval: Option<Duration>,
+    /// The most bytes per second a background scrub reads.
+    pub scrub_bytes_per_second: u64,
+}
+
+/// 15 months, as Syncthing keeps deleted items.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(456 * 24 * 3600);
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            gc_interval: Some(Duration::from_secs(3600)),
+            gc_grace: Duration::from_secs(3600),
+            tombstone_retention: Some(DEFAULT_TOMBSTONE_RETENTION),
+            scrub_interval: Some(Duration::from_secs(30 * 24 * 3600)),
+            scrub_bytes_per_second: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// The PEM files of a TLS server: read once, when the server is bound.
@@ -40,6 +76,7 @@ impl ServerConfig {
             limits: Limits::default(),
             shipper: None,
             tls: None,
+            maintenance: Maintenance::default(),
         }
     }
 }

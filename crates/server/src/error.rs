@@ -49,6 +49,19 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidRequest(String),
+    /// A change-feed cursor older than the tombstone horizon: deletions it
+    /// has not seen may be forgotten. The agent syncs afresh from 0.
+    #[error(
+        "the change-feed cursor {since} is older than the tombstone horizon {horizon}: deletions after it may be forgotten; sync afresh from version 0"
+    )]
+    CursorExpired { since: u64, horizon: u64 },
+    /// Only one of this job runs at a time, on any server of the database.
+    #[error("{0}")]
+    AlreadyRunning(String),
+    /// Something the request needs is busy (a chunk being collected or
+    /// repaired): nothing was changed, send it again shortly.
+    #[error("{0}")]
+    TryAgain(String),
     /// An axum extractor refused the request (malformed JSON, body too large, ...).
     #[error("{message}")]
     Rejected {
@@ -111,7 +124,9 @@ impl Error {
             | Error::ChunkNotFound(_)
             | Error::VersionNotFound { .. }
             | Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::FolderExists(_) => StatusCode::CONFLICT,
+            Error::FolderExists(_) | Error::AlreadyRunning(_) => StatusCode::CONFLICT,
+            Error::CursorExpired { .. } => StatusCode::GONE,
+            Error::TryAgain(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidFolderName(_)
             | Error::InvalidPath(_)
             | Error::InvalidHash(_)
@@ -148,6 +163,9 @@ impl Error {
             Error::InvalidFrame(_) => "invalid_frame",
             Error::TooMany { .. } => "batch_too_large",
             Error::InvalidRequest(_) => "invalid_request",
+            Error::CursorExpired { .. } => "cursor_expired",
+            Error::AlreadyRunning(_) => "already_running",
+            Error::TryAgain(_) => "try_again",
             Error::Rejected { code, .. } => code,
             Error::BodyTimeout => "body_timeout",
             Error::NoRoute => "not_found",
@@ -169,6 +187,10 @@ impl IntoResponse for Error {
             Error::StorageFull { context, source } => {
                 tracing::error!(context, err = %source, "out of storage space: request refused, nothing changed");
                 "the server is out of storage space, so nothing was stored: retry once space has been freed".to_owned()
+            }
+            Error::TryAgain(message) => {
+                tracing::warn!(message, "request refused for now: try again");
+                message.clone()
             }
             _ if status.is_server_error() => {
                 tracing::error!(err = %self, "request failed");

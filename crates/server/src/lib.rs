@@ -21,6 +21,10 @@
 //! - [`announcements`]: streaming sync — files being uploaded right now,
 //!   whose chunks receivers may fetch as they arrive;
 //! - [`presence`]: which agents are connected, per folder;
+//! - [`maintenance`]: reclaiming space on demand and on a schedule —
+//!   [`horizon`] (the tombstone horizon, aged history), then [`gc`]
+//!   (unreferenced chunks); [`scrub`]: re-reading every chunk, quarantine
+//!   and repair — each on one server at a time (database leases);
 //! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
 //! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
@@ -39,11 +43,15 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod fuzz_targets;
+pub mod gc;
+pub mod horizon;
+pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod routes;
+pub mod scrub;
 pub mod server;
 pub mod shipper;
 pub mod shutdown;
@@ -52,7 +60,7 @@ pub mod tls;
 pub mod validate;
 
 pub use chunk_store::{ChunkStore, LooseChunkStore};
-pub use config::{Limits, ServerConfig, TlsFiles};
+pub use config::{Limits, Maintenance, ServerConfig, TlsFiles};
 pub use error::{Error, Result};
 pub use routes::router;
 pub use server::Server;

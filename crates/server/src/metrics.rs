@@ -41,7 +41,34 @@ pub struct Metrics {
     pub outbox_ship_errors: IntCounterVec,
     pub outbox_ship_duration: Histogram,
     pub outbox_last_ship: Gauge,
+    // storage lifecycle
+    pub gc_runs: IntCounterVec,
+    pub gc_reclaimed_chunks: IntCounter,
+    pub gc_reclaimed_bytes: IntCounter,
+    pub gc_duration: Histogram,
+    pub gc_last_success: Gauge,
+    pub gc_unreferenced_chunks: IntGauge,
+    pub gc_unreferenced_bytes: IntGauge,
+    pub tombstones_forgotten: IntCounter,
+    pub history_versions_pruned: IntCounter,
+    pub scrub_checked_chunks: IntCounter,
+    pub scrub_checked_bytes: IntCounter,
+    pub scrub_corrupt_chunks: IntCounter,
+    pub scrub_missing_chunks: IntCounter,
+    pub scrub_last_completed: Gauge,
+    pub chunks_repaired: IntCounter,
+    // set when scraped
+    pub damaged_chunks: IntGauge,
+    pub store_chunks: IntGauge,
+    pub store_bytes: IntGauge,
+    pub volume_free_bytes: IntGauge,
+    pub volume_size_bytes: IntGauge,
+    pub folder_history_bytes: IntGaugeVec,
 }
+
+/// The results a garbage collection run ends with, each a label value of
+/// `syncfolder_gc_runs_total`.
+pub const GC_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// The kinds of shipping error, each a label value of
 /// `syncfolder_outbox_ship_errors_total`.
@@ -178,6 +205,125 @@ impl Metrics {
             "syncfolder_outbox_last_ship_timestamp_seconds",
             "Unix time of the last successful shipping round (0: never)",
         )?;
+        let gc_runs = IntCounterVec::new(
+            Opts::new(
+                "syncfolder_gc_runs_total",
+                "Garbage collections run (dry runs not counted), by result (success, failure)",
+            ),
+            &["result"],
+        )?;
+        let gc_reclaimed_chunks = IntCounter::new(
+            "syncfolder_gc_reclaimed_chunks_total",
+            "Chunks garbage collection deleted from the store",
+        )?;
+        let gc_reclaimed_bytes = IntCounter::new(
+            "syncfolder_gc_reclaimed_bytes_total",
+            "Bytes garbage collection freed in the store",
+        )?;
+        let gc_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "syncfolder_gc_duration_seconds",
+                "Time one garbage collection took",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0]),
+        )?;
+        let gc_last_success = Gauge::new(
+            "syncfolder_gc_last_success_timestamp_seconds",
+            "Unix time the last garbage collection succeeded (0: never since the start)",
+        )?;
+        let gc_unreferenced_chunks = IntGauge::new(
+            "syncfolder_gc_unreferenced_chunks",
+            "Stored chunks nothing referenced at the last collection, kept for their grace period",
+        )?;
+        let gc_unreferenced_bytes = IntGauge::new(
+            "syncfolder_gc_unreferenced_bytes",
+            "Bytes of stored chunks nothing referenced at the last collection, kept for their grace period",
+        )?;
+        let tombstones_forgotten = IntCounter::new(
+            "syncfolder_tombstones_forgotten_total",
+            "Tombstones older than the tombstone retention that were forgotten",
+        )?;
+        let history_versions_pruned = IntCounter::new(
+            "syncfolder_history_versions_pruned_total",
+            "History versions dropped by the horizon or the age limit of a folder's retention",
+        )?;
+        let scrub_checked_chunks = IntCounter::new(
+            "syncfolder_scrub_checked_chunks_total",
+            "Stored chunks a scrub read and checked against their hash",
+        )?;
+        let scrub_checked_bytes = IntCounter::new(
+            "syncfolder_scrub_checked_bytes_total",
+            "Bytes a scrub read and checked",
+        )?;
+        let scrub_corrupt_chunks = IntCounter::new(
+            "syncfolder_scrub_corrupt_chunks_total",
+            "Chunks a scrub found corrupt (moved to quarantine)",
+        )?;
+        let scrub_missing_chunks = IntCounter::new(
+            "syncfolder_scrub_missing_chunks_total",
+            "Chunks a scrub found missing from the store",
+        )?;
+        let scrub_last_completed = Gauge::new(
+            "syncfolder_scrub_last_completed_timestamp_seconds",
+            "Unix time the last complete scrub ended (0: never)",
+        )?;
+        let chunks_repaired = IntCounter::new(
+            "syncfolder_chunks_repaired_total",
+            "Damaged chunks that an agent uploaded again",
+        )?;
+        let damaged_chunks = IntGauge::new(
+            "syncfolder_damaged_chunks",
+            "Chunks found corrupt or missing that no agent has uploaded again yet",
+        )?;
+        let store_chunks =
+            IntGauge::new("syncfolder_chunk_store_chunks", "Chunks the store holds")?;
+        let store_bytes = IntGauge::new(
+            "syncfolder_chunk_store_bytes",
+            "Bytes of the chunks the store holds",
+        )?;
+        let volume_free_bytes = IntGauge::new(
+            "syncfolder_data_volume_free_bytes",
+            "Bytes the server may still write on the data directory's volume",
+        )?;
+        let volume_size_bytes = IntGauge::new(
+            "syncfolder_data_volume_size_bytes",
+            "Size of the data directory's volume in bytes",
+        )?;
+        let folder_history_bytes = IntGaugeVec::new(
+            Opts::new(
+                "syncfolder_folder_history_bytes",
+                "Total size of the previous file versions a folder keeps as history",
+            ),
+            &["folder"],
+        )?;
+        for collector in [
+            Box::new(gc_runs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(gc_reclaimed_chunks.clone()),
+            Box::new(gc_reclaimed_bytes.clone()),
+            Box::new(gc_duration.clone()),
+            Box::new(gc_last_success.clone()),
+            Box::new(gc_unreferenced_chunks.clone()),
+            Box::new(gc_unreferenced_bytes.clone()),
+            Box::new(tombstones_forgotten.clone()),
+            Box::new(history_versions_pruned.clone()),
+            Box::new(scrub_checked_chunks.clone()),
+            Box::new(scrub_checked_bytes.clone()),
+            Box::new(scrub_corrupt_chunks.clone()),
+            Box::new(scrub_missing_chunks.clone()),
+            Box::new(scrub_last_completed.clone()),
+            Box::new(chunks_repaired.clone()),
+            Box::new(damaged_chunks.clone()),
+            Box::new(store_chunks.clone()),
+            Box::new(store_bytes.clone()),
+            Box::new(volume_free_bytes.clone()),
+            Box::new(volume_size_bytes.clone()),
+            Box::new(folder_history_bytes.clone()),
+        ] {
+            registry.register(collector)?;
+        }
+        for result in GC_RESULTS {
+            gc_runs.with_label_values(&[result]);
+        }
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(chunk_bytes_received.clone()))?;
@@ -232,6 +378,27 @@ impl Metrics {
             outbox_ship_errors,
             outbox_ship_duration,
             outbox_last_ship,
+            gc_runs,
+            gc_reclaimed_chunks,
+            gc_reclaimed_bytes,
+            gc_duration,
+            gc_last_success,
+            gc_unreferenced_chunks,
+            gc_unreferenced_bytes,
+            tombstones_forgotten,
+            history_versions_pruned,
+            scrub_checked_chunks,
+            scrub_checked_bytes,
+            scrub_corrupt_chunks,
+            scrub_missing_chunks,
+            scrub_last_completed,
+            chunks_repaired,
+            damaged_chunks,
+            store_chunks,
+            store_bytes,
+            volume_free_bytes,
+            volume_size_bytes,
+            folder_history_bytes,
         })
     }
 
@@ -320,6 +487,13 @@ mod tests {
             "syncfolder_outbox_backlog_events",
             "syncfolder_outbox_ship_errors_total",
             "syncfolder_outbox_shipping_enabled",
+            "syncfolder_gc_runs_total",
+            "syncfolder_gc_reclaimed_bytes_total",
+            "syncfolder_gc_last_success_timestamp_seconds",
+            "syncfolder_gc_unreferenced_bytes",
+            "syncfolder_scrub_corrupt_chunks_total",
+            "syncfolder_chunk_store_bytes",
+            "syncfolder_data_volume_free_bytes",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -105,6 +105,8 @@ impl Server {
             limits: Arc::new(config.limits),
             admin_token_sha256: sha256(admin_token.as_bytes()),
             shutdown: CancellationToken::new(),
+            maintenance: Arc::new(config.maintenance),
+            instance_id: format!("{:016x}", rand::random::<u64>()),
         };
         Ok(Server {
             listener,
@@ -154,6 +156,22 @@ impl Server {
         )));
         if let Some(shipper) = shipper {
             tasks.push(tokio::spawn(shipper.run(background.clone())));
+        }
+        let maintenance = Arc::clone(&state.maintenance);
+        if let Some(interval) = maintenance.gc_interval {
+            tasks.push(tokio::spawn(crate::maintenance::reclaim_periodically(
+                state.clone(),
+                interval,
+                background.clone(),
+            )));
+        }
+        if let Some(interval) = maintenance.scrub_interval {
+            tasks.push(tokio::spawn(crate::scrub::scrub_periodically(
+                state.clone(),
+                interval,
+                maintenance.scrub_bytes_per_second,
+                background.clone(),
+            )));
         }
         let signal = async move {
             shutdown.await;

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::announcements::Announcements;
 use crate::chunk_store::ChunkStore;
-use crate::config::Limits;
+use crate::config::{Limits, Maintenance};
 use crate::feed::Feed;
 use crate::metadata::Db;
 use crate::metrics::Metrics;
@@ -31,6 +31,11 @@ pub struct AppState {
     pub admin_token_sha256: [u8; 32],
     /// Cancelled when the server shuts down: parked long-polls answer at once.
     pub shutdown: CancellationToken,
+    /// Garbage collection, horizon and scrub settings.
+    pub maintenance: Arc<Maintenance>,
+    /// This process, as the holder of a lease on singleton work (random per
+    /// start: two servers sharing a database are two holders).
+    pub instance_id: String,
 }
 
 impl AppState {

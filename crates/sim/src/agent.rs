@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use syncfolder_agent::engine::{CycleOutcome, Engine, EngineConfig};
-use syncfolder_agent::remote::Remote;
+use syncfolder_agent::remote::{Remote, RemoteError};
 use syncfolder_agent::state::StateDb;
 use syncfolder_agent::stats::SyncStats;
 use syncfolder_core::protocol::FolderMode;
@@ -119,6 +119,7 @@ impl SimAgent {
         .map_err(|err| format!("loading the engine: {err}"))?;
         let mut dirty: BTreeSet<String> = BTreeSet::new();
         let mut n_cycles = 0u64;
+        let mut walk_next = false;
         loop {
             let writes_at_start = self.journal.n_writes();
             let mut saw_news = false;
@@ -140,6 +141,17 @@ impl SimAgent {
                             break;
                         }
                     }
+                    Err(RemoteError::CursorExpired(_)) => {
+                        // the horizon forgot deletions this agent has not seen
+                        engine
+                            .forget_synced_state()
+                            .await
+                            .map_err(|err| format!("forgetting the synced state: {err}"))?;
+                        dirty.clear();
+                        saw_news = true;
+                        // as the real agent: the whole tree next, against a full listing
+                        walk_next = true;
+                    }
                     Err(_) => {
                         saw_news = true;
                         break;
@@ -149,7 +161,8 @@ impl SimAgent {
             dirty.extend(std::mem::take(
                 &mut self.statuses.lock()[self.agent_idx].watched,
             ));
-            let full_walk = n_cycles.is_multiple_of(FULL_WALK_EVERY);
+            let full_walk =
+                std::mem::take(&mut walk_next) || n_cycles.is_multiple_of(FULL_WALK_EVERY);
             let outcome = if full_walk {
                 let (paths, local) = engine
                     .all_paths()

@@ -10,9 +10,18 @@
 //!    deleted locally was committed at that path before (so the deleter saw it);
 //! 4. atomicity: every file under a real name holds content a user wrote;
 //! 5. no spurious work: no conflict copy of identical content (in `fs`), and
-//!    an idle settled world sends nothing (in `world`).
+//!    an idle settled world sends nothing (in `world`);
+//! 6. storage: every chunk a record or history version of any folder
+//!    references is in the store (after every garbage collection), and after
+//!    a last collection the store holds exactly those.
+//!
+//! The tombstone horizon forgets deleted paths with their history: a content
+//! that was in the history of such a path when it was forgotten is not a
+//! lost write where that path is concerned (a user deleted it, and an agent
+//! may apply that deletion late); everything else still must survive.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
 
 use syncfolder_client::Client;
 use syncfolder_core::Hash;
@@ -79,11 +88,19 @@ fn differences(left: &BTreeMap<String, Entry>, right: &BTreeMap<String, Entry>) 
 }
 
 async fn server_records(client: &Client) -> Result<BTreeMap<String, FileRecord>, String> {
+    folder_records(client, FOLDER).await
+}
+
+/// The current records of `folder`, tombstones included.
+pub async fn folder_records(
+    client: &Client,
+    folder: &str,
+) -> Result<BTreeMap<String, FileRecord>, String> {
     let mut records = BTreeMap::new();
     let mut since = 0;
     loop {
         let page = client
-            .changes(FOLDER, since, 1000, std::time::Duration::ZERO)
+            .changes(folder, since, 1000, std::time::Duration::ZERO)
             .await
             .map_err(|err| format!("reading the server's records: {err}"))?;
         for record in page.records {
@@ -170,6 +187,10 @@ pub async fn check_all(
 
     let journal = journal.lock();
     for destroyed in &journal.destroyed {
+        // what the horizon forgot with a deleted path is gone by design
+        if journal.forgot(&destroyed.path, &destroyed.content) {
+            continue;
+        }
         // 2. no lost write
         if !everywhere.contains(&destroyed.content) {
             return Err(format!(
@@ -210,4 +231,68 @@ pub async fn check_all(
     Ok(Checked {
         n_entries: server_tree.len(),
     })
+}
+
+/// Every chunk that a current record or a history version of any folder
+/// references (read with the admin token, which reads every folder).
+pub async fn referenced_chunks(admin: &Client) -> Result<BTreeSet<Hash>, String> {
+    let mut referenced = BTreeSet::new();
+    let folders = admin
+        .list_folders()
+        .await
+        .map_err(|err| format!("listing folders: {err}"))?;
+    for folder in folders {
+        for path in folder_records(admin, &folder.name).await?.into_keys() {
+            let versions = admin
+                .history(&folder.name, &path)
+                .await
+                .map_err(|err| format!("reading the history of {path}: {err}"))?;
+            for version in versions {
+                referenced.extend(version.chunks.iter().map(|chunk| chunk.hash));
+            }
+        }
+    }
+    Ok(referenced)
+}
+
+/// The chunks the server's store holds (loose files under `chunks/`).
+pub fn stored_chunks(data_dir: &Path) -> BTreeSet<Hash> {
+    let mut found = BTreeSet::new();
+    let mut dirs = vec![data_dir.join("chunks")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Some(hash) = path
+                .file_name()
+                .and_then(|name| Hash::from_hex(&name.to_string_lossy()).ok())
+            {
+                found.insert(hash);
+            }
+        }
+    }
+    found
+}
+
+/// 6. Every referenced chunk is stored; with `exactly`, nothing else is.
+pub async fn check_store(admin: &Client, data_dir: &Path, exactly: bool) -> Result<(), String> {
+    let referenced = referenced_chunks(admin).await?;
+    let stored = stored_chunks(data_dir);
+    if let Some(lost) = referenced.difference(&stored).next() {
+        return Err(format!(
+            "storage: chunk {lost} is referenced by a record or history version but gone from the store"
+        ));
+    }
+    if exactly && let Some(extra) = stored.difference(&referenced).next() {
+        return Err(format!(
+            "storage: after a last garbage collection the store still holds chunk {extra}, which nothing references ({} stored, {} referenced)",
+            stored.len(),
+            referenced.len()
+        ));
+    }
+    Ok(())
 }

@@ -53,6 +53,31 @@ pub struct JournalData {
     pub n_conflict_copies: u64,
     /// Entries found in aside directories an earlier run left (after crashes).
     pub n_aside_recoveries: u64,
+    /// What the tombstone horizon forgot: deleted paths with the contents
+    /// their history held then. A content destroyed on an agent before that
+    /// may be gone from the server too: the user deleted its file.
+    pub forgotten: Vec<Forgotten>,
+}
+
+/// A deleted path the horizon forgot, with its history.
+#[derive(Debug, Clone)]
+pub struct Forgotten {
+    pub path: String,
+    pub contents: HashSet<Hash>,
+    /// When it was forgotten (for traces).
+    pub step: u64,
+}
+
+impl JournalData {
+    /// True when the horizon forgot `content` with the history of `path`:
+    /// it was committed there, and a user deleted the path. An agent that
+    /// learned of that deletion (or of a new life of the path) before it
+    /// applied it may remove its copy afterwards too.
+    pub fn forgot(&self, path: &str, content: &Hash) -> bool {
+        self.forgotten
+            .iter()
+            .any(|forgotten| forgotten.path == path && forgotten.contents.contains(content))
+    }
 }
 
 #[derive(Debug, Clone, Default)]

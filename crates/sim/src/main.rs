@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     let n_done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let totals = Arc::new(Mutex::new([0u64; 7]));
+    let totals = Arc::new(Mutex::new([0u64; 11]));
     let end = options.seed + options.runs;
     let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -82,6 +82,10 @@ fn main() -> anyhow::Result<()> {
                             totals[4] += report.n_lost_answers + report.n_dropped;
                             totals[5] += report.n_partitions;
                             totals[6] += report.n_aside_recoveries;
+                            totals[7] += report.n_collections;
+                            totals[8] += report.n_chunks_collected;
+                            totals[9] += report.n_tombstones_forgotten;
+                            totals[10] += report.n_purges;
                         }
                         Err(failure) => {
                             failed.store(true, Ordering::Release);
@@ -118,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     }
     let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes",
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes; {} garbage collections deleted {} chunks, the horizon forgot {} tombstones, {} folder purges",
         n_done.load(Ordering::Acquire),
         options.seed,
         end - 1,
@@ -129,7 +133,11 @@ fn main() -> anyhow::Result<()> {
         totals[5],
         totals[4],
         totals[3],
-        totals[6]
+        totals[6],
+        totals[7],
+        totals[8],
+        totals[9],
+        totals[10]
     );
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use syncfolder_server::{Server, ServerConfig};
+use syncfolder_core::protocol::GcReport;
+use syncfolder_server::gc::GcOptions;
+use syncfolder_server::horizon::ForgetReport;
+use syncfolder_server::{AppState, Maintenance, Server, ServerConfig};
 
 pub const ADMIN_TOKEN: &str = "sim-admin-token";
 
@@ -31,8 +34,10 @@ impl ServerAddress {
 }
 
 pub struct SimServer {
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The running server's state, for the storage jobs the driver runs.
+    state: Option<AppState>,
     pub address: ServerAddress,
 }
 
@@ -41,6 +46,7 @@ impl SimServer {
         SimServer {
             data_dir,
             runtime: None,
+            state: None,
             address: ServerAddress::default(),
         }
     }
@@ -59,6 +65,13 @@ impl SimServer {
         let mut config =
             ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), self.data_dir.clone());
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        // the driver runs the storage jobs at moments of its choosing
+        config.maintenance = Maintenance {
+            gc_interval: None,
+            tombstone_retention: None,
+            scrub_interval: None,
+            ..Maintenance::default()
+        };
         let handle = runtime.handle().clone();
         // bound from another thread: this one may be inside the driver's runtime
         let server = std::thread::scope(|scope| {
@@ -68,15 +81,58 @@ impl SimServer {
                 .map_err(|_| anyhow::anyhow!("binding the server panicked"))
         })??;
         let url = format!("http://{}", server.local_addr());
+        self.state = Some(server.state().clone());
         runtime.spawn(server.serve(std::future::pending()));
         self.runtime = Some(runtime);
         self.address.set(Some(url));
         Ok(())
     }
 
+    /// Runs `job` on the server's runtime with its state; `None` while it is down.
+    async fn run_job<T, Fut>(&self, job: impl FnOnce(AppState) -> Fut) -> Option<anyhow::Result<T>>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = syncfolder_server::Result<T>> + Send + 'static,
+    {
+        let (runtime, state) = (self.runtime.as_ref()?, self.state.clone()?);
+        let task = runtime.spawn(job(state));
+        Some(match task.await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(err) => Err(anyhow::anyhow!("the job's task failed: {err}")),
+        })
+    }
+
+    /// A garbage collection that spares no unreferenced chunk, however
+    /// recently claimed (the most a collection may ever take).
+    pub async fn collect_garbage(&self) -> Option<anyhow::Result<GcReport>> {
+        self.run_job(|state| async move {
+            let options = GcOptions {
+                dry_run: false,
+                claimed_before_ms: i64::MAX,
+            };
+            syncfolder_server::gc::collect(&state, options).await
+        })
+        .await
+    }
+
+    /// Forgets every tombstone now, with the history of its path (the
+    /// horizon at its most forgetful).
+    pub async fn forget_tombstones(&self) -> Option<anyhow::Result<ForgetReport>> {
+        self.run_job(|state| async move {
+            syncfolder_server::horizon::forget(
+                &state,
+                Some(i64::MAX),
+                syncfolder_server::metadata::now_ms(),
+            )
+            .await
+        })
+        .await
+    }
+
     /// Kills the server: no request finishes, nothing is flushed.
     pub fn crash(&mut self) {
         self.address.set(None);
+        self.state = None;
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

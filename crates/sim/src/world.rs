@@ -5,19 +5,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use syncfolder_client::Client;
-use syncfolder_core::protocol::{FolderSettings, HistoryRetention};
+use syncfolder_core::Hash;
+use syncfolder_core::chunking::chunk_bytes;
+use syncfolder_core::hash::content_hash;
+use syncfolder_core::protocol::{
+    Change, ChunkRef, CommitResult, Content, FolderSettings, HistoryRetention, TokenScope,
+};
 use tokio::task::JoinHandle;
 
 use crate::agent::{SimAgent, Statuses};
 use crate::clock::SimClock;
-use crate::fs::SimFs;
+use crate::fs::{Node, SimFs};
 use crate::gate::{Gate, Verdict};
 use crate::invariants;
-use crate::journal::Journal;
+use crate::journal::{CHUNKER, Forgotten, Journal};
 use crate::remote::{FOLDER, SimRemote, Traffic};
 use crate::server::{ADMIN_TOKEN, SimServer};
 use crate::user::Users;
@@ -60,7 +66,17 @@ pub struct Report {
     pub n_conflict_copies: u64,
     pub n_aside_recoveries: u64,
     pub n_final_entries: usize,
+    /// Garbage collections, chunks they deleted, tombstones the horizon
+    /// forgot, and purges of the scratch folder.
+    pub n_collections: u64,
+    pub n_chunks_collected: u64,
+    pub n_tombstones_forgotten: u64,
+    pub n_purges: u64,
 }
+
+/// A second folder the driver fills with copies of the agents' files
+/// (sharing their chunks) and purges now and then.
+const SCRATCH: &str = "scratch";
 
 /// A broken invariant, with what is needed to see it again.
 #[derive(Debug, Clone)]
@@ -352,9 +368,169 @@ impl World {
                 self.report.n_partitions += 1;
                 self.note(format!("partition agent-{agent_idx} until step {until}"));
             }
+            119..=123 if self.server.is_up() => self.collect_garbage().await?,
+            124..=125 if self.server.is_up() => self.forget_tombstones().await?,
+            126..=131 if self.server.is_up() => self.copy_to_scratch().await?,
+            132 if self.server.is_up() => self.purge_scratch().await?,
             _ => self.grant(step, faults).await?,
         }
         Ok(())
+    }
+
+    /// A client with the admin token, while the server is up.
+    fn admin(&self) -> Result<Client, String> {
+        let url = self.server.address.get().ok_or("server down")?;
+        Client::new(&url, ADMIN_TOKEN).map_err(|err| err.to_string())
+    }
+
+    /// A garbage collection that spares nothing unreferenced, then the check
+    /// that every referenced chunk is still stored.
+    async fn collect_garbage(&mut self) -> Result<(), String> {
+        let report = match self.server.collect_garbage().await {
+            Some(report) => report.map_err(|err| format!("garbage collection failed: {err:#}"))?,
+            None => return Ok(()),
+        };
+        self.report.n_collections += 1;
+        self.report.n_chunks_collected += report.n_chunks;
+        self.note(format!(
+            "gc: {} chunks deleted, {} referenced",
+            report.n_chunks, report.n_referenced
+        ));
+        invariants::check_store(&self.admin()?, &self.server.data_dir, false).await
+    }
+
+    /// The horizon at its most forgetful: every tombstone goes, with its
+    /// path's history, which the journal keeps for the no-lost-write check.
+    async fn forget_tombstones(&mut self) -> Result<(), String> {
+        let admin = self.admin()?;
+        let step = self.journal.lock().step;
+        let mut forgotten = Vec::new();
+        for folder in admin.list_folders().await.map_err(|err| err.to_string())? {
+            for (path, record) in invariants::folder_records(&admin, &folder.name).await? {
+                if !record.is_deleted() {
+                    continue;
+                }
+                let versions = admin
+                    .history(&folder.name, &path)
+                    .await
+                    .map_err(|err| format!("reading the history of {path}: {err}"))?;
+                let contents = versions
+                    .iter()
+                    .filter_map(|version| match &version.content {
+                        Some(Content::File { content_hash, .. }) => Some(*content_hash),
+                        _ => None,
+                    })
+                    .collect();
+                if folder.name == FOLDER {
+                    forgotten.push(Forgotten {
+                        path,
+                        contents,
+                        step,
+                    });
+                }
+            }
+        }
+        let report = match self.server.forget_tombstones().await {
+            Some(report) => report.map_err(|err| format!("the horizon failed: {err:#}"))?,
+            None => return Ok(()),
+        };
+        self.journal.lock().forgotten.extend(forgotten);
+        self.report.n_tombstones_forgotten += report.n_tombstones;
+        self.note(format!(
+            "horizon: {} tombstones forgotten",
+            report.n_tombstones
+        ));
+        Ok(())
+    }
+
+    /// Copies a file of a random agent into the scratch folder (creating it
+    /// when it is gone): the same chunks, held by two folders.
+    async fn copy_to_scratch(&mut self) -> Result<(), String> {
+        let agent_idx = self.rng.random_range(0..self.agents.len());
+        let files: Vec<(String, Vec<u8>)> = self.agents[agent_idx]
+            .fs
+            .tree()
+            .visible()
+            .filter_map(|(path, node)| match node {
+                Node::File(file) => Some((path.clone(), file.data.clone())),
+                _ => None,
+            })
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (path, data) = files[self.rng.random_range(0..files.len())].clone();
+        let admin = self.admin()?;
+        let token = match admin
+            .create_folder(SCRATCH, FolderSettings::default())
+            .await
+        {
+            Ok(created) => created.token,
+            Err(err) if err.status() == Some(409) => {
+                admin
+                    .create_token(SCRATCH, TokenScope::ReadWrite)
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .token
+            }
+            Err(err) => return Err(format!("creating the scratch folder: {err}")),
+        };
+        let scratch = admin.with_token(&token).map_err(|err| err.to_string())?;
+        let spans = chunk_bytes(&data, CHUNKER);
+        let chunks: Vec<ChunkRef> = spans.iter().map(|span| span.chunk).collect();
+        let bodies: Vec<(Hash, Bytes)> = spans
+            .iter()
+            .map(|span| {
+                let start = span.offset as usize;
+                let end = start + span.chunk.size as usize;
+                (span.chunk.hash, Bytes::copy_from_slice(&data[start..end]))
+            })
+            .collect();
+        if !bodies.is_empty() {
+            scratch
+                .upload_chunks(SCRATCH, bodies)
+                .await
+                .map_err(|err| format!("uploading to the scratch folder: {err}"))?;
+        }
+        let parent_version = invariants::folder_records(&admin, SCRATCH)
+            .await?
+            .get(&path)
+            .map_or(0, |record| record.version);
+        let change = Change {
+            path: path.clone(),
+            parent_version,
+            content: Some(Content::File {
+                content_hash: content_hash(&chunks),
+                size: data.len() as u64,
+                executable: false,
+            }),
+            chunks,
+            mtime_ns: 0,
+        };
+        let results = scratch
+            .commit(SCRATCH, vec![change])
+            .await
+            .map_err(|err| format!("committing to the scratch folder: {err}"))?;
+        if !matches!(results.first(), Some(CommitResult::Committed { .. })) {
+            return Err(format!(
+                "the scratch copy of {path} was not committed: {results:?}"
+            ));
+        }
+        self.note(format!("scratch: copy of agent-{agent_idx}'s {path}"));
+        Ok(())
+    }
+
+    /// Deletes the scratch folder with everything it holds.
+    async fn purge_scratch(&mut self) -> Result<(), String> {
+        match self.admin()?.delete_folder(SCRATCH).await {
+            Ok(()) => {
+                self.report.n_purges += 1;
+                self.note("scratch: purged".to_owned());
+                Ok(())
+            }
+            Err(err) if err.status() == Some(404) => Ok(()),
+            Err(err) => Err(format!("purging the scratch folder: {err}")),
+        }
     }
 
     fn crash_server(&mut self, step: u64) {
@@ -466,6 +642,9 @@ impl World {
 
         let url = self.server.address.get().ok_or("server down at the end")?;
         let client = Client::new(&url, &self.token).map_err(|err| err.to_string())?;
+        // 6. a last collection leaves exactly what records and history reference
+        self.collect_garbage().await?;
+        invariants::check_store(&self.admin()?, &self.server.data_dir, true).await?;
         let filesystems: Vec<SimFs> = self.agents.iter().map(|slot| slot.fs.clone()).collect();
         for fs in &filesystems {
             fs.journal_leftovers();

@@ -3,7 +3,7 @@
 //! keep every invariant; and a seed must replay exactly. Longer runs:
 //! `cargo xtask sim --runs 100000`.
 
-use syncfolder_sim::{SimConfig, run};
+use syncfolder_sim::{Report, SimConfig, run};
 
 /// Seeds per CI run; `SYNCFOLDER_SIM_SEEDS` asks for more or fewer.
 fn n_seeds() -> u64 {
@@ -17,29 +17,53 @@ fn n_seeds() -> u64 {
 fn a_few_hundred_seeds_keep_every_invariant() {
     let n_seeds = n_seeds();
     let n_threads = 2;
-    let failures: Vec<String> = std::thread::scope(|scope| {
+    let (failures, reports): (Vec<String>, Vec<Report>) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..n_threads)
             .map(|thread_idx| {
                 scope.spawn(move || {
                     let mut failures = Vec::new();
+                    let mut reports = Vec::new();
                     let mut seed = 1_000 + thread_idx;
                     while seed < 1_000 + n_seeds {
-                        if let Err(failure) = run(&SimConfig::new(seed)) {
-                            failures.push(failure.to_string());
-                            break;
+                        match run(&SimConfig::new(seed)) {
+                            Ok(report) => reports.push(report),
+                            Err(failure) => {
+                                failures.push(failure.to_string());
+                                break;
+                            }
                         }
                         seed += n_threads;
                     }
-                    failures
+                    (failures, reports)
                 })
             })
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| worker.join().expect("worker"))
-            .collect()
+            .map(|worker| worker.join().expect("worker"))
+            .fold(
+                (Vec::new(), Vec::new()),
+                |(mut failures, mut reports), (f, r)| {
+                    failures.extend(f);
+                    reports.extend(r);
+                    (failures, reports)
+                },
+            )
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // the storage jobs ran among the storm, and had something to do
+    let sum = |field: fn(&Report) -> u64| reports.iter().map(field).sum::<u64>();
+    if n_seeds >= 50 {
+        assert!(
+            sum(|report| report.n_chunks_collected) > 0,
+            "no collection deleted anything"
+        );
+        assert!(
+            sum(|report| report.n_tombstones_forgotten) > 0,
+            "the horizon forgot nothing"
+        );
+        assert!(sum(|report| report.n_purges) > 0, "no folder was purged");
+    }
 }
 
 #[test]

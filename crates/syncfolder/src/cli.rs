@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use syncfolder_core::protocol::FolderMode;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Manage folder tokens on a server (admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Storage jobs on a server (admin token): garbage collection and scrub.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Show the stored versions of a file.
     History(HistoryArgs),
     /// Make an earlier version of a file the current one.
@@ -220,6 +224,59 @@ pub struct ServerArgs {
     #[arg(long, env = "SYNCFOLDER_MAX_CONNECTIONS", default_value_t = default_limits().max_connections,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
+    /// Time between garbage collections of unreferenced chunks, such as 1h
+    /// or 30m (0: only when `syncfolder admin gc` asks).
+    #[arg(long, env = "SYNCFOLDER_GC_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub gc_interval: Duration,
+    /// How long a chunk nothing references is kept after its last upload or
+    /// dedup hit (its commit may still come).
+    #[arg(long, env = "SYNCFOLDER_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub gc_grace: Duration,
+    /// How long deleted files are remembered (their tombstones and their
+    /// history), such as 456d (15 months); 0 keeps them forever. An agent
+    /// offline for longer syncs afresh: what only it has is uploaded again.
+    #[arg(long, env = "SYNCFOLDER_TOMBSTONE_RETENTION", default_value = "456d", value_parser = parse_duration)]
+    pub tombstone_retention: Duration,
+    /// Time between background scrubs that read back and check every stored
+    /// chunk (0: only when `syncfolder admin scrub` asks).
+    #[arg(long, env = "SYNCFOLDER_SCRUB_INTERVAL", default_value = "30d", value_parser = parse_duration)]
+    pub scrub_interval: Duration,
+    /// The most bytes per second a background scrub reads, so that it never
+    /// starves sync traffic.
+    #[arg(long, env = "SYNCFOLDER_SCRUB_BYTES_PER_SECOND", default_value_t = 32 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub scrub_bytes_per_second: u64,
+}
+
+/// A duration: a whole number with a unit, `s`, `m`, `h` or `d` (such as
+/// `90s`, `1h`, `456d`), or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: add s, m, h or d (such as 1h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    number
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 fn default_limits() -> syncfolder_server::Limits {
@@ -375,6 +432,38 @@ pub struct TokenRevokeArgs {
     pub auth: AdminAuth,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Delete the chunks no file or history version references (after the
+    /// server's grace period); prints what it freed.
+    Gc(GcArgs),
+    /// Read back every stored chunk and check its hash; damaged chunks are
+    /// quarantined and agents that hold them upload them again.
+    Scrub(ScrubArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only print what would be freed.
+    #[arg(long, env = "SYNCFOLDER_DRY_RUN")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    /// Do not scrub: list the damaged chunks no agent has repaired, and the
+    /// files they break.
+    #[arg(long, env = "SYNCFOLDER_REPORT")]
+    pub report: bool,
+    /// Read at most this many bytes per second (0: as fast as the disk goes).
+    #[arg(long, env = "SYNCFOLDER_SCRUB_BYTES_PER_SECOND", default_value_t = 0)]
+    pub bytes_per_second: u64,
+    #[command(flatten)]
+    pub auth: AdminAuth,
+}
+
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The file's path inside the folder.
@@ -398,4 +487,24 @@ pub struct RestoreArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub auth: FolderAuth,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_are_zero() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_duration("456d"),
+            Ok(Duration::from_secs(456 * 86_400))
+        );
+        for bad in ["", "h", "10", "1.5h", "1w", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

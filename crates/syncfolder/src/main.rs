@@ -38,6 +38,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agent(args) => commands::agent::run(args).await,
         Command::Folder(command) => commands::admin::folder(command).await,
         Command::Token(command) => commands::admin::token(command).await,
+        Command::Admin(command) => commands::storage::run(command).await,
         Command::History(args) => commands::files::history(args).await,
         Command::Restore(args) => commands::files::restore(args).await,
         Command::Status(args) => commands::files::status(args).await,

@@ -91,6 +91,7 @@ impl TestServer {
             limits: Limits::default(),
             shipper: None,
             tls: None,
+            maintenance: Default::default(),
         })
         .await
         .expect("server");

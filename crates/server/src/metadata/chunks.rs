@@ -1,18 +1,33 @@
-//! `folder_chunks`: which chunks each folder may read. A folder gains a chunk
-//! by uploading its bytes (a dedup hit included); existence in the store is
-//! never revealed to a folder that has not.
+//! Chunks: the store's inventory (`chunks`: one row per chunk, with its
+//! claim and state) and which chunks each folder may read (`folder_chunks`).
+//!
+//! A folder gains a chunk by uploading its bytes (a dedup hit included);
+//! existence in the store is never revealed to a folder that has not. A
+//! chunk is readable only while it is stored and live: garbage collection
+//! and scrub take it out of reach (state `deleting` or `repairing`) before
+//! they touch its bytes.
+//!
+//! Claims: an upload claims a chunk before it writes it, and every upload,
+//! dedup hit, announcement and commit that names a chunk claims it again.
+//! A claim always changes `claimed_at_ms` (to `max(old + 1, now)`), which is
+//! what lets garbage collection check, when it marks a chunk, that nothing
+//! claimed it since it found the chunk unreferenced (see `gc.rs`).
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use syncfolder_core::Hash;
 
-use super::{Db, from_db, to_db};
+use super::{Db, from_db, now_ms, to_db};
 use crate::error::Result;
 
 /// Rows one statement reads or writes (three bound values each at most,
 /// well inside SQLite's limit on bound values).
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// A chunk that nothing may read, claim or reference: a garbage collection
+/// or a scrub is at work on it.
+pub(super) const LIVE: &str = "live";
 
 /// The size of `hash` when `folder_id` may read it.
 pub(super) async fn chunk_size_in(
@@ -20,33 +35,24 @@ pub(super) async fn chunk_size_in(
     folder_id: i64,
     hash: &Hash,
 ) -> Result<Option<u64>> {
-    let size: Option<i64> =
-        sqlx::query_scalar("SELECT size FROM folder_chunks WHERE folder_id = $1 AND hash = $2")
-            .bind(folder_id)
-            .bind(hash.to_hex())
-            .fetch_optional(connection)
-            .await?;
+    let size: Option<i64> = sqlx::query_scalar(
+        "SELECT fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
+         WHERE fc.folder_id = $1 AND fc.hash = $2 AND c.stored AND c.state = 'live'",
+    )
+    .bind(folder_id)
+    .bind(hash.to_hex())
+    .fetch_optional(connection)
+    .await?;
     Ok(size.map(from_db))
 }
 
-/// The hashes (each once, in first-seen order) that `folder_id` may not read.
-/// Asks in batches: one query per hash cost a round trip to the database
-/// thread each, which for thousands of small files was most of a request.
-pub(super) async fn missing_in(
-    connection: &mut SqliteConnection,
-    folder_id: i64,
-    hashes: impl IntoIterator<Item = Hash>,
-) -> Result<Vec<Hash>> {
+/// Each hash once, in first-seen order.
+fn unique(hashes: impl IntoIterator<Item = Hash>) -> Vec<Hash> {
     let mut seen = HashSet::new();
-    let unique: Vec<Hash> = hashes
+    hashes
         .into_iter()
         .filter(|hash| seen.insert(*hash))
-        .collect();
-    let present = present_in(connection, folder_id, &unique).await?;
-    Ok(unique
-        .into_iter()
-        .filter(|hash| !present.contains(hash))
-        .collect())
+        .collect()
 }
 
 /// Which of `hashes` the folder can read.
@@ -70,14 +76,12 @@ pub(super) async fn sizes_in(
 ) -> Result<HashMap<Hash, u64>> {
     let mut sizes = HashMap::with_capacity(hashes.len());
     for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let mut query =
-            QueryBuilder::<Sqlite>::new("SELECT hash, size FROM folder_chunks WHERE folder_id = ");
-        query.push_bind(folder_id).push(" AND hash IN (");
-        let mut list = query.separated(", ");
-        for hash in batch {
-            list.push_bind(hash.to_hex());
-        }
-        list.push_unseparated(")");
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT fc.hash, fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
+             WHERE c.stored AND c.state = 'live' AND fc.folder_id = ",
+        );
+        query.push_bind(folder_id).push(" AND fc.hash IN (");
+        push_hashes(&mut query, batch);
         let found: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *connection).await?;
         sizes.extend(
             found
@@ -86,6 +90,62 @@ pub(super) async fn sizes_in(
         );
     }
     Ok(sizes)
+}
+
+/// `hash, hash, …)` as bound values, closing the list.
+pub(super) fn push_hashes(query: &mut QueryBuilder<Sqlite>, hashes: &[Hash]) {
+    let mut list = query.separated(", ");
+    for hash in hashes {
+        list.push_bind(hash.to_hex());
+    }
+    list.push_unseparated(")");
+}
+
+/// Claims the live ones of `hashes` again (a commit, a dedup hit or an
+/// announcement names them): each claim moves `claimed_at_ms` forward.
+pub(super) async fn reclaim_in(
+    connection: &mut SqliteConnection,
+    hashes: &[Hash],
+    now_ms: i64,
+) -> Result<()> {
+    for batch in hashes.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE chunks SET claimed_at_ms = MAX(claimed_at_ms + 1, ",
+        );
+        query
+            .push_bind(now_ms)
+            .push(") WHERE state = 'live' AND hash IN (");
+        push_hashes(&mut query, batch);
+        query.build().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// Those of `hashes` that are not live (being deleted or repaired).
+async fn not_live_in(connection: &mut SqliteConnection, hashes: &[Hash]) -> Result<Vec<Hash>> {
+    let mut not_live = Vec::new();
+    for batch in hashes.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT hash FROM chunks WHERE state != 'live' AND hash IN (",
+        );
+        push_hashes(&mut query, batch);
+        let found: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(&mut *connection)
+            .await?;
+        not_live.extend(found.iter().filter_map(|hex| Hash::from_hex(hex).ok()));
+    }
+    Ok(not_live)
+}
+
+/// What recording uploaded chunks did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Chunks a garbage collection or scrub took over between the claim and
+    /// now: the upload must claim and store them again.
+    pub refused: Vec<Hash>,
+    /// Damaged chunks these uploads repaired.
+    pub n_repaired: u64,
 }
 
 impl Db {
@@ -101,28 +161,124 @@ impl Db {
         chunk_size_in(&mut connection, folder_id, hash).await
     }
 
+    /// Those of `hashes` the folder cannot read, each once. The ones it can
+    /// are claimed again (a dedup hit: the agent will not upload them and
+    /// commits them soon).
     pub async fn missing_chunks(&self, folder_id: i64, hashes: &[Hash]) -> Result<Vec<Hash>> {
-        let mut connection = self.pool.acquire().await?;
-        missing_in(&mut connection, folder_id, hashes.iter().copied()).await
+        let unique = unique(hashes.iter().copied());
+        let present = {
+            let mut connection = self.pool.acquire().await?;
+            present_in(&mut connection, folder_id, &unique).await?
+        };
+        if !present.is_empty() {
+            let present: Vec<Hash> = present.iter().copied().collect();
+            self.reclaim_chunks(&present).await?;
+        }
+        Ok(unique
+            .into_iter()
+            .filter(|hash| !present.contains(hash))
+            .collect())
     }
 
-    /// Lets `folder_id` read these chunks. Call only once they are durable.
-    pub async fn add_folder_chunks(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<()> {
+    /// Claims chunks that are about to be stored, or stored already; returns
+    /// those that are not live (a garbage collection or scrub is at work on
+    /// them): the caller waits until they are, and claims them again.
+    pub async fn claim_chunks(&self, chunks: &[(Hash, u64)]) -> Result<Vec<Hash>> {
+        let now = now_ms();
         let mut tx = self.begin_write().await?;
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
             let rows = batch
                 .iter()
                 .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
                 .collect::<Result<Vec<(String, i64)>>>()?;
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
+            );
+            query.push_values(rows, |mut row, (hash, size)| {
+                row.push_bind(hash)
+                    .push_bind(size)
+                    .push_bind(now)
+                    .push_bind(false)
+                    .push_bind(LIVE);
+            });
+            query.push(
+                " ON CONFLICT (hash) DO UPDATE SET \
+                 claimed_at_ms = MAX(chunks.claimed_at_ms + 1, excluded.claimed_at_ms) \
+                 WHERE chunks.state = 'live'",
+            );
+            query.build().execute(&mut *tx).await?;
+        }
+        let hashes: Vec<Hash> = chunks.iter().map(|(hash, _)| *hash).collect();
+        let not_live = not_live_in(&mut tx, &hashes).await?;
+        tx.commit().await?;
+        Ok(not_live)
+    }
+
+    /// Those of `hashes` that are not live now.
+    pub async fn chunks_not_live(&self, hashes: &[Hash]) -> Result<Vec<Hash>> {
+        let mut connection = self.pool.acquire().await?;
+        not_live_in(&mut connection, hashes).await
+    }
+
+    /// Claims the live ones of `hashes` again.
+    pub async fn reclaim_chunks(&self, hashes: &[Hash]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        reclaim_in(&mut tx, hashes, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records claimed chunks as stored and lets `folder_id` read them. Call
+    /// only once they are durable. Chunks that stopped being live since the
+    /// claim are refused and recorded nowhere.
+    pub async fn record_stored(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<Recorded> {
+        let mut tx = self.begin_write().await?;
+        let mut recorded = Recorded::default();
+        for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "UPDATE chunks SET stored = TRUE WHERE state = 'live' AND hash IN (",
+            );
+            let hashes: Vec<Hash> = batch.iter().map(|(hash, _)| *hash).collect();
+            push_hashes(&mut query, &hashes);
+            query.push(" RETURNING hash");
+            let live: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            let live: HashSet<Hash> = live
+                .iter()
+                .filter_map(|hex| Hash::from_hex(hex).ok())
+                .collect();
+            let rows = batch
+                .iter()
+                .filter(|(hash, _)| live.contains(hash))
+                .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
+                .collect::<Result<Vec<(String, i64)>>>()?;
+            recorded
+                .refused
+                .extend(hashes.iter().filter(|hash| !live.contains(hash)));
+            if rows.is_empty() {
+                continue;
+            }
             let mut query =
                 QueryBuilder::<Sqlite>::new("INSERT INTO folder_chunks (folder_id, hash, size) ");
-            query.push_values(rows, |mut row, (hash, size)| {
+            query.push_values(&rows, |mut row, (hash, size)| {
                 row.push_bind(folder_id).push_bind(hash).push_bind(size);
             });
             query.push(" ON CONFLICT (folder_id, hash) DO NOTHING");
             query.build().execute(&mut *tx).await?;
+            let mut query =
+                QueryBuilder::<Sqlite>::new("DELETE FROM damaged_chunks WHERE hash IN (");
+            let stored: Vec<Hash> = live.into_iter().collect();
+            push_hashes(&mut query, &stored);
+            recorded.n_repaired += query.build().execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Claims and records chunks as stored for `folder_id` in one go, for
+    /// callers that made them durable already (tests, tools).
+    pub async fn add_folder_chunks(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<()> {
+        self.claim_chunks(chunks).await?;
+        self.record_stored(folder_id, chunks).await?;
         Ok(())
     }
 }

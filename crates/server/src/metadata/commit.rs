@@ -168,7 +168,7 @@ impl<'a> FolderWriter<'a> {
         agent_id: &'a str,
     ) -> Result<FolderWriter<'a>> {
         let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
         )
         .bind(folder_id)
         .fetch_optional(&mut *connection)
@@ -218,6 +218,10 @@ impl<'a> FolderWriter<'a> {
             .flat_map(|change| change.chunks.iter().map(|chunk| chunk.hash))
             .collect();
         let hashes: Vec<Hash> = hashes.into_iter().collect();
+        // the batch claims every chunk it names, before it looks: a garbage
+        // collection that found one unreferenced earlier then sees the claim
+        // changed and spares it (see `gc.rs`)
+        chunks::reclaim_in(self.connection, &hashes, self.now_ms).await?;
         self.readable_chunks = Some(chunks::present_in(self.connection, folder_id, &hashes).await?);
         Ok(())
     }
@@ -237,7 +241,12 @@ impl<'a> FolderWriter<'a> {
         let folder_id = self.folder.id;
         let current = self.current_row(&change.path).await?;
         let current_version = current.as_ref().map_or(0, |row| from_db(row.version));
-        if change.parent_version != current_version {
+        // a path whose tombstone the horizon forgot has no record: a change
+        // built on that tombstone, or on what it deleted, is built on nothing
+        // (an edit beats a deletion its agent never saw)
+        let on_forgotten_tombstone =
+            current.is_none() && change.parent_version <= self.folder.horizon_version;
+        if change.parent_version != current_version && !on_forgotten_tombstone {
             let current = current.map(RecordRow::into_record).transpose()?;
             return Ok(CommitResult::Conflict { current });
         }
@@ -249,7 +258,11 @@ impl<'a> FolderWriter<'a> {
                     .filter(|hash| !readable.contains(hash) && seen.insert(*hash))
                     .collect()
             }
-            None => chunks::missing_in(self.connection, folder_id, hashes).await?,
+            None => {
+                return Err(Error::Internal(
+                    "a commit applied a change before reading its batch".to_owned(),
+                ));
+            }
         };
         if !missing.is_empty() {
             return Ok(CommitResult::MissingChunks { missing });
@@ -438,6 +451,7 @@ impl Db {
             mtime_ns: old.mtime_ns,
         };
         let mut writer = FolderWriter::start(&mut tx, folder_id, agent_id).await?;
+        writer.prefetch(std::slice::from_ref(&change)).await?;
         let result = writer.apply(change, true).await?;
         let (latest, actions) = writer.finish().await?;
         let committed = matches!(result, CommitResult::Committed { .. });

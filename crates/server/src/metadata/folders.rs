@@ -14,6 +14,9 @@ pub struct Folder {
     /// The version of the folder's newest accepted change.
     pub seq: u64,
     pub created_at_ms: i64,
+    /// The highest version of a tombstone the horizon forgot: a change-feed
+    /// cursor below it is refused.
+    pub horizon_version: u64,
 }
 
 /// Current (not deleted) files of a folder and their total size.
@@ -25,8 +28,20 @@ pub struct FolderStats {
     pub last_change_ms: Option<i64>,
 }
 
+/// What a folder keeps besides its current files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FolderUsage {
+    /// Previous versions of files kept as history, and their total size.
+    pub n_history_versions: u64,
+    pub history_bytes: u64,
+    /// The bytes of the distinct chunks its current files and history
+    /// reference: what the store keeps for this folder (a chunk that
+    /// other folders use too counts in each).
+    pub stored_bytes: u64,
+}
+
 impl Folder {
-    pub fn info(&self, stats: FolderStats) -> FolderInfo {
+    pub fn info(&self, stats: FolderStats, usage: FolderUsage) -> FolderInfo {
         FolderInfo {
             name: self.name.clone(),
             settings: self.settings.clone(),
@@ -37,6 +52,9 @@ impl Folder {
             n_conflict_copies: stats.n_conflict_copies,
             last_change_ms: stats.last_change_ms,
             agents: Vec::new(),
+            n_history_versions: usage.n_history_versions,
+            history_bytes: usage.history_bytes,
+            stored_bytes: usage.stored_bytes,
         }
     }
 }
@@ -48,6 +66,7 @@ pub(super) struct FolderRow {
     settings: String,
     seq: i64,
     created_at_ms: i64,
+    horizon_version: i64,
 }
 
 impl FolderRow {
@@ -61,6 +80,7 @@ impl FolderRow {
             settings,
             seq: from_db(self.seq),
             created_at_ms: self.created_at_ms,
+            horizon_version: from_db(self.horizon_version),
         })
     }
 }
@@ -113,12 +133,13 @@ impl Db {
             settings: settings.clone(),
             seq: 0,
             created_at_ms,
+            horizon_version: 0,
         })
     }
 
     pub async fn folder_by_name(&self, name: &str) -> Result<Option<Folder>> {
         let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE name = $1",
+            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -128,7 +149,7 @@ impl Db {
 
     pub async fn folder_by_id(&self, id: i64) -> Result<Option<Folder>> {
         let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -138,7 +159,7 @@ impl Db {
 
     pub async fn list_folders(&self) -> Result<Vec<Folder>> {
         let rows: Vec<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms FROM folders ORDER BY name",
+            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -168,6 +189,40 @@ impl Db {
         })
     }
 
+    /// How much history the folder keeps and how many bytes of chunks it
+    /// needs stored.
+    pub async fn folder_usage(&self, folder_id: i64) -> Result<FolderUsage> {
+        let (n_history_versions, history_bytes) = self.folder_history(folder_id).await?;
+        let stored_bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.stored AND c.hash IN ( \
+             SELECT json_extract(chunk.value, '$.hash') FROM files, json_each(files.chunks) AS chunk \
+             WHERE files.folder_id = $1 AND files.kind = 'file' \
+             UNION \
+             SELECT json_extract(chunk.value, '$.hash') FROM history, json_each(history.chunks) AS chunk \
+             WHERE history.folder_id = $1 AND history.kind = 'file')",
+        )
+        .bind(folder_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FolderUsage {
+            n_history_versions,
+            history_bytes,
+            stored_bytes: from_db(stored_bytes),
+        })
+    }
+
+    /// Versions the folder keeps as history, and their bytes.
+    pub async fn folder_history(&self, folder_id: i64) -> Result<(u64, u64)> {
+        let (n_versions, n_bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0) \
+             FROM history WHERE folder_id = $1",
+        )
+        .bind(folder_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((from_db(n_versions), from_db(n_bytes)))
+    }
+
     /// Applies a settings patch; absent fields stay as they are.
     pub async fn patch_folder(
         &self,
@@ -176,7 +231,7 @@ impl Db {
     ) -> Result<Folder> {
         let mut tx = self.begin_write().await?;
         let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms FROM folders WHERE id = $1",
+            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
         )
         .bind(folder_id)
         .fetch_optional(&mut *tx)
@@ -194,9 +249,10 @@ impl Db {
         Ok(folder)
     }
 
-    /// Removes a folder's metadata: records, history, tokens and its claim on
-    /// chunks. The events it produced stay in the outbox; chunk files stay in
-    /// the store until a garbage collection finds them unreferenced.
+    /// Purges a folder: its records, history, tokens and its right to read
+    /// chunks. The events it produced stay in the outbox (and `files_log`);
+    /// the chunks only it used stay in the store until a garbage collection
+    /// finds them unreferenced.
     pub async fn delete_folder(&self, folder_id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for statement in [

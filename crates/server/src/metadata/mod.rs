@@ -13,22 +13,31 @@
 
 mod chunks;
 mod commit;
+mod damage;
 mod events;
 mod folders;
+mod gc;
+mod horizon;
+mod leases;
 mod records;
 mod retention;
 mod tokens;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
+pub use chunks::Recorded;
 pub use commit::{CommitOutcome, validate_change};
+pub use damage::{DamagedChunk, DamagedFile, StoredChunk};
 pub use events::{Backlog, EventRow};
-pub use folders::{Folder, FolderStats, validate_folder_name};
+pub use folders::{Folder, FolderStats, FolderUsage, validate_folder_name};
+pub use gc::{GcCandidate, GcScan, StoreTotals};
+pub use horizon::Forgotten;
+pub use leases::Lease;
 pub use retention::should_drop;
 pub use tokens::TokenRow;
 
@@ -41,6 +50,9 @@ pub const DB_FILE: &str = "metadata.db";
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// Where `metadata.db` lives; garbage collection keeps its scratch
+    /// database beside it.
+    data_dir: PathBuf,
 }
 
 impl Db {
@@ -55,10 +67,20 @@ impl Db {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // SQLite rolls a transaction back by itself on some errors (a
+            // full disk among them); sqlx's rollback then fails and leaves
+            // the connection counting a transaction that is gone, so that
+            // its next BEGIN is refused: such a connection is closed, not reused
+            .before_acquire(|connection, _| {
+                Box::pin(async move { Ok(!connection.is_in_transaction()) })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 
     /// True when the database answers a query.
@@ -68,6 +90,36 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A value this data directory keeps in `server_meta`.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_meta(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM server_meta WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// A write transaction that holds the database's write lock from its start.

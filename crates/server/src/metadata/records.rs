@@ -164,13 +164,24 @@ pub(super) async fn row_at_version(
 impl Db {
     /// Current records with `version > since`, in version order, at most `limit`.
     pub async fn changes(&self, folder_id: i64, since: u64, limit: u64) -> Result<ChangesResponse> {
+        // one snapshot: the horizon checked is the one of the records read
+        let mut tx = self.pool.begin().await?;
         // the sequence is read first: every version up to it is committed, so
         // a client that continues from `latest` after an empty answer misses nothing
-        let latest: Option<i64> = sqlx::query_scalar("SELECT seq FROM folders WHERE id = $1")
-            .bind(folder_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let latest = latest.ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?;
+        let folder: Option<(i64, i64)> =
+            sqlx::query_as("SELECT seq, horizon_version FROM folders WHERE id = $1")
+                .bind(folder_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (latest, horizon) =
+            folder.ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?;
+        // a cursor of 0 knows nothing yet, so it missed no deletion
+        if since > 0 && since < from_db(horizon) {
+            return Err(Error::CursorExpired {
+                since,
+                horizon: from_db(horizon),
+            });
+        }
         let since = to_db(since.min(i64::MAX as u64), "since")?;
         let fetch = to_db(limit.saturating_add(1), "limit")?;
         let rows: Vec<RecordRow> = sqlx::query_as(
@@ -180,8 +191,9 @@ impl Db {
         .bind(folder_id)
         .bind(since)
         .bind(fetch)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let more = rows.len() as u64 > limit;
         let records = rows
             .into_iter()
@@ -194,6 +206,8 @@ impl Db {
             more,
             announced: Vec::new(),
             announce_seq: None,
+            wanted: Vec::new(),
+            wanted_seq: None,
         })
     }
 

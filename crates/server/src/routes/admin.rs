@@ -24,7 +24,8 @@ async fn folder_named(state: &AppState, name: &str) -> Result<Folder> {
 
 async fn info_of(state: &AppState, folder: &Folder) -> Result<FolderInfo> {
     let stats = state.db.folder_stats(folder.id).await?;
-    let mut info = folder.info(stats);
+    let usage = state.db.folder_usage(folder.id).await?;
+    let mut info = folder.info(stats, usage);
     info.agents = state.presence.agents(&folder.name);
     Ok(info)
 }
@@ -61,7 +62,7 @@ pub async fn create_folder(
     tracing::info!(folder = %folder.name, "folder created");
     let token = new_token(&state, &folder, TokenScope::ReadWrite).await?;
     Ok(axum::Json(CreateFolderResponse {
-        folder: folder.info(Default::default()),
+        folder: folder.info(Default::default(), Default::default()),
         token: token.token,
         token_id: token.token_id,
     }))

@@ -18,6 +18,14 @@ pub async fn announce(
     Json(request): Json<AnnounceRequest>,
 ) -> Result<axum::Json<AnnounceResponse>> {
     validate::announce_request(&request, &state.limits)?;
+    // the chunks stored so far are claimed again: a receiver fetches them,
+    // and the commit that names them may be a long upload away
+    let hashes: Vec<syncfolder_core::Hash> = request
+        .changes
+        .iter()
+        .flat_map(|change| change.chunks.iter().map(|chunk| chunk.hash))
+        .collect();
+    state.db.reclaim_chunks(&hashes).await?;
     let n_files = request.changes.len();
     let growing = request.growing;
     let seqs = state

@@ -24,12 +24,15 @@ pub struct ChangesQuery {
     /// Streaming sync: also answer with the open announcements newer than
     /// this (and wake for new ones).
     announced_since: Option<u64>,
+    /// Repair: also answer with the folder's chunks a scrub found damaged
+    /// after this damage number (and wake for new ones).
+    wanted_since: Option<u64>,
 }
 
 /// `GET /v1/folders/{folder}/changes?since=&limit=&wait=`: current records
 /// with `version > since` in version order. With none and `wait > 0`, parks
 /// until a commit to the folder wakes it or the wait (capped by the limits)
-/// runs out.
+/// runs out. A cursor below the folder's tombstone horizon is 410.
 pub async fn changes(
     State(state): State<AppState>,
     ReadAccess(folder): ReadAccess,
@@ -56,7 +59,7 @@ pub async fn changes(
     // subscribe before reading, so a commit between the read and the wait still wakes us
     let mut receiver = state.feed.subscribe(folder.id);
     let page = read_page(&state, folder.id, &query, limit, &agent_id).await?;
-    if !page.records.is_empty() || !page.announced.is_empty() || wait.is_zero() {
+    if has_news(&page) || wait.is_zero() {
         return Ok(axum::Json(page));
     }
     let waiting = &state.metrics.changefeed_waiting;
@@ -78,10 +81,15 @@ pub async fn changes(
             () = state.shutdown.cancelled() => return Ok(axum::Json(page)),
         }
         let page = read_page(&state, folder.id, &query, limit, &agent_id).await?;
-        if !page.records.is_empty() || !page.announced.is_empty() {
+        if has_news(&page) {
             return Ok(axum::Json(page));
         }
     }
+}
+
+/// A page worth answering at once: records, announcements or damage.
+fn has_news(page: &ChangesResponse) -> bool {
+    !page.records.is_empty() || !page.announced.is_empty() || !page.wanted.is_empty()
 }
 
 /// The records after `since` and, when asked for, the announcements after
@@ -100,6 +108,14 @@ async fn read_page(
             .since(folder_id, announced_since, agent_id);
         page.announced = announced;
         page.announce_seq = Some(latest);
+    }
+    if let Some(wanted_since) = query.wanted_since {
+        let (wanted, latest) = state
+            .db
+            .damaged_chunks_of_folder(folder_id, wanted_since)
+            .await?;
+        page.wanted = wanted;
+        page.wanted_seq = Some(latest);
     }
     Ok(page)
 }

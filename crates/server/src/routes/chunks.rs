@@ -1,6 +1,8 @@
 //! Chunk upload, download and the "which are missing" question, always per
 //! folder: a folder reads only the chunks it uploaded itself.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -24,8 +26,21 @@ fn parse_hash(text: &str) -> Result<Hash> {
     Hash::from_hex(text).map_err(|_| Error::InvalidHash(text.to_owned()))
 }
 
-/// Verifies every chunk against its name, then stores them durably and lets
-/// the folder read them. Nothing is stored when any chunk is wrong.
+/// How long an upload waits for a chunk that a garbage collection is
+/// deleting (or a scrub repairing) before it answers 503 "try again".
+const WAIT_FOR_CHUNK: Duration = Duration::from_secs(30);
+/// How often it looks meanwhile.
+const WAIT_STEP: Duration = Duration::from_millis(50);
+
+/// Verifies every chunk against its name, then claims them, stores them
+/// durably and lets the folder read them. Nothing is stored when any chunk
+/// is wrong.
+///
+/// The claim comes first, so that a garbage collection never deletes a
+/// chunk between "the store has it" and "the folder may read it". A chunk
+/// being deleted or repaired is waited for and then stored again; one that
+/// a collection took over between the claim and the recording is claimed
+/// and stored again too.
 async fn store_for_folder(
     state: &AppState,
     folder: &Folder,
@@ -34,32 +49,75 @@ async fn store_for_folder(
     validate::chunk_hashes(&chunks)?;
     let received: u64 = chunks.iter().map(|(_, bytes)| bytes.len() as u64).sum();
     state.metrics.chunk_bytes_received.inc_by(received);
-    let sizes: Vec<(Hash, u64)> = chunks
-        .iter()
-        .map(|(hash, bytes)| (*hash, bytes.len() as u64))
-        .collect();
-    let written = state
-        .chunk_store
-        .put_batch(chunks)
-        .await
-        .map_err(Error::io("storing chunks"))?;
+    let n_chunks = chunks.len() as u64;
+    let mut pending = chunks;
     let mut bytes_written = 0;
-    for ((_, size), newly_written) in sizes.iter().zip(&written) {
-        if *newly_written {
-            bytes_written += size;
-            state.metrics.chunks_stored.inc();
-        } else {
-            state.metrics.chunk_dedup_hits.inc();
+    let mut n_attempts = 0;
+    while !pending.is_empty() {
+        n_attempts += 1;
+        let sizes: Vec<(Hash, u64)> = pending
+            .iter()
+            .map(|(hash, bytes)| (*hash, bytes.len() as u64))
+            .collect();
+        let busy = state.db.claim_chunks(&sizes).await?;
+        if !busy.is_empty() {
+            wait_until_live(state, &busy).await?;
+            continue;
         }
+        let written = state
+            .chunk_store
+            .put_batch(pending.clone())
+            .await
+            .map_err(Error::io("storing chunks"))?;
+        for ((_, size), newly_written) in sizes.iter().zip(&written) {
+            if *newly_written {
+                bytes_written += size;
+                state.metrics.chunks_stored.inc();
+            } else {
+                state.metrics.chunk_dedup_hits.inc();
+            }
+        }
+        let recorded = state.db.record_stored(folder.id, &sizes).await?;
+        state.metrics.chunks_repaired.inc_by(recorded.n_repaired);
+        if recorded.n_repaired > 0 {
+            tracing::info!(folder = %folder.name, n_repaired = recorded.n_repaired, "damaged chunks uploaded again");
+        }
+        if !recorded.refused.is_empty() && n_attempts >= 3 {
+            return Err(Error::TryAgain(
+                "chunks of this upload are being garbage-collected; send them again".to_owned(),
+            ));
+        }
+        pending.retain(|(hash, _)| recorded.refused.contains(hash));
     }
     state.metrics.chunk_bytes_stored.inc_by(bytes_written);
-    state.db.add_folder_chunks(folder.id, &sizes).await?;
     state.announcements.chunks_stored();
-    tracing::debug!(folder = %folder.name, n_chunks = sizes.len(), bytes_written, "chunks stored");
+    tracing::debug!(folder = %folder.name, n_chunks, bytes_written, "chunks stored");
     Ok(UploadResponse {
-        stored: sizes.len() as u64,
+        stored: n_chunks,
         bytes_written,
     })
+}
+
+/// Waits until none of `hashes` is being deleted or repaired.
+async fn wait_until_live(state: &AppState, hashes: &[Hash]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_CHUNK;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(WAIT_STEP) => {}
+            () = state.shutdown.cancelled() => {
+                return Err(Error::TryAgain("the server is shutting down".to_owned()));
+            }
+        }
+        if state.db.chunks_not_live(hashes).await?.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::TryAgain(
+                "chunks of this upload are being garbage-collected or repaired; send them again shortly"
+                    .to_owned(),
+            ));
+        }
+    }
 }
 
 /// `PUT /v1/folders/{folder}/chunks/{hash}`: one chunk, raw bytes.

@@ -19,7 +19,8 @@ pub async fn info(
     ReadAccess(folder): ReadAccess,
 ) -> Result<axum::Json<FolderInfo>> {
     let stats = state.db.folder_stats(folder.id).await?;
-    let mut info = folder.info(stats);
+    let usage = state.db.folder_usage(folder.id).await?;
+    let mut info = folder.info(stats, usage);
     info.agents = state.presence.agents(&folder.name);
     Ok(axum::Json(info))
 }

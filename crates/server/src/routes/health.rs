@@ -40,8 +40,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     (StatusCode::OK, "ready\n")
 }
 
-/// Prometheus text exposition. Gauges of stored state (files and bytes per
-/// folder, connected agents, the outbox backlog) are read when scraped.
+/// Prometheus text exposition. Gauges of stored state (files, bytes and
+/// history per folder, connected agents, the outbox backlog, the store's
+/// chunks and damage, the volume's free space) are read when scraped.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(err) = refresh_gauges(&state).await {
         tracing::warn!(%err, "reading folder and outbox gauges");
@@ -61,6 +62,7 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
     let connected = state.presence.connected_by_folder();
     metrics.folder_files.reset();
     metrics.folder_bytes.reset();
+    metrics.folder_history_bytes.reset();
     metrics.connected_agents.reset();
     for folder in &folders {
         let stats = state.db.folder_stats(folder.id).await?;
@@ -79,6 +81,11 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
             .folder_bytes
             .with_label_values(&[name])
             .set(gauge(stats.total_bytes));
+        let (_, history_bytes) = state.db.folder_history(folder.id).await?;
+        metrics
+            .folder_history_bytes
+            .with_label_values(&[name])
+            .set(gauge(history_bytes));
         let n_agents = connected.get(name).copied().unwrap_or(0);
         metrics
             .connected_agents
@@ -93,5 +100,19 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
         (crate::metadata::now_ms() - at_ms).max(0) as f64 / 1000.0
     });
     metrics.outbox_oldest_age.set(oldest_age);
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let store = state.db.store_totals().await?;
+    metrics.store_chunks.set(gauge(store.n_chunks));
+    metrics.store_bytes.set(gauge(store.n_bytes));
+    metrics
+        .damaged_chunks
+        .set(gauge(state.db.damaged_chunks().await?.len() as u64));
+    match state.chunk_store.space().await {
+        Ok(space) => {
+            metrics.volume_free_bytes.set(gauge(space.available_bytes));
+            metrics.volume_size_bytes.set(gauge(space.total_bytes));
+        }
+        Err(err) => tracing::warn!(%err, "reading the data volume's free space"),
+    }
     Ok(())
 }

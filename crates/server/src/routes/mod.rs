@@ -7,6 +7,7 @@ mod chunks;
 mod commit;
 mod folders;
 mod health;
+mod maintenance;
 
 use std::sync::Arc;
 
@@ -87,6 +88,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/folders/{folder}/tokens/{token_id}",
             axum::routing::delete(admin::revoke_token),
+        )
+        .route(
+            "/v1/admin/gc",
+            post(maintenance::collect_garbage).layer(json_limit()),
+        )
+        .route(
+            "/v1/admin/scrub",
+            post(maintenance::scrub)
+                .get(maintenance::damage_report)
+                .layer(json_limit()),
         )
         .route_layer(GlobalConcurrencyLimitLayer::with_semaphore(concurrency));
 

@@ -14,8 +14,8 @@ use reqwest::{Method, StatusCode};
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{
     AnnounceRequest, CommitRequest, CreateFolderRequest, CreateTokenRequest, ErrorBody,
-    FetchChunksRequest, FolderSettingsPatch, MissingChunksRequest, RestoreRequest,
-    StreamChunksRequest, TokenScope, UploadResponse,
+    FetchChunksRequest, FolderSettingsPatch, GcRequest, MissingChunksRequest, RestoreRequest,
+    ScrubRequest, StreamChunksRequest, TokenScope, UploadResponse,
 };
 
 use crate::harness::{TestServer, file_change, ok_json};
@@ -101,6 +101,9 @@ const MATRIX: &[Row] = &[
     row("DELETE", "/v1/admin/folders/{folder}",                       [401,  401,  403,  403,  403,  200]),
     row("POST",   "/v1/admin/folders/{folder}/tokens",                [401,  401,  403,  403,  403,  200]),
     row("DELETE", "/v1/admin/folders/{folder}/tokens/{token_id}",     [401,  401,  403,  403,  403,  204]),
+    row("POST",   "/v1/admin/gc",                                     [401,  401,  403,  403,  403,  200]),
+    row("POST",   "/v1/admin/scrub",                                  [401,  401,  403,  403,  403,  200]),
+    row("GET",    "/v1/admin/scrub",                                  [401,  401,  403,  403,  403,  200]),
 ];
 
 /// The content of `docs/f` version 1, stored before any cell runs.
@@ -185,6 +188,7 @@ impl Fixture {
         let http = &self.server.http;
         let request = match (row.method, row.path) {
             ("GET", "/healthz" | "/readyz" | "/metrics")
+            | ("GET", "/v1/admin/scrub")
             | ("GET", "/v1/folders/{folder}")
             | ("GET", "/v1/admin/folders" | "/v1/admin/folders/{folder}")
             | ("DELETE", "/v1/admin/folders/{folder}") => http.request(method, url(&path)),
@@ -264,6 +268,12 @@ impl Fixture {
                 method,
                 url(&path.replace("{token_id}", &self.spare_token_id)),
             ),
+            ("POST", "/v1/admin/gc") => http
+                .request(method, url(&path))
+                .json(&GcRequest { dry_run: true }),
+            ("POST", "/v1/admin/scrub") => http
+                .request(method, url(&path))
+                .json(&ScrubRequest::default()),
             (method, path) => panic!("the matrix has no request for {method} {path}: add one"),
         };
         match self.token(caller) {

@@ -14,6 +14,7 @@ use syncfolder_core::Hash;
 use syncfolder_core::protocol::{
     CommitResult, FetchChunksRequest, MissingChunksRequest, MissingChunksResponse, UploadResponse,
 };
+use syncfolder_server::chunk_store::Space;
 use syncfolder_server::{ChunkStore, Server, ServerConfig, router};
 
 use crate::harness::{FolderClient, expect_error, file_change, ok_json};
@@ -50,6 +51,26 @@ impl ChunkStore for FillableStore {
             return Box::pin(async { Err(no_space()) });
         }
         self.inner.check_writable()
+    }
+
+    fn space(&self) -> BoxFuture<'_, io::Result<Space>> {
+        self.inner.space()
+    }
+
+    fn delete_many(&self, hashes: Vec<Hash>) -> BoxFuture<'_, io::Result<()>> {
+        self.inner.delete_many(hashes)
+    }
+
+    fn quarantine(&self, hash: Hash) -> BoxFuture<'_, io::Result<bool>> {
+        self.inner.quarantine(hash)
+    }
+
+    fn list_after(
+        &self,
+        after: Option<Hash>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>> {
+        self.inner.list_after(after, limit)
     }
 }
 

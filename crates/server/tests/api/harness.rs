@@ -12,7 +12,7 @@ use syncfolder_core::protocol::{
     CommitResult, Content, CreateFolderRequest, CreateFolderResponse, CreateTokenRequest,
     CreateTokenResponse, ErrorBody, FileRecord, FolderSettings, TokenScope,
 };
-use syncfolder_server::{Limits, Server, ServerConfig, ShipperConfig};
+use syncfolder_server::{AppState, Limits, Maintenance, Server, ServerConfig, ShipperConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -22,6 +22,9 @@ pub struct TestServer {
     pub admin_token: String,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The server's shared state: its database and store, for the jobs a
+    /// test runs by hand (garbage collection, the horizon, scrub).
+    pub state: AppState,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<syncfolder_server::Result<()>>>,
@@ -36,6 +39,16 @@ impl TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_path_buf();
         let mut server = TestServer::start_in(&data_dir, limits).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server in a temp dir with these maintenance settings.
+    pub async fn start_maintained(maintenance: Maintenance) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), temp.path());
+        config.maintenance = maintenance;
+        let mut server = TestServer::start_config(config).await;
         server._temp = Some(temp);
         server
     }
@@ -66,6 +79,7 @@ impl TestServer {
         let base = format!("{scheme}://{addr}");
         syncfolder_testkit::install_tls_provider();
         let admin_token = server.admin_token().to_owned();
+        let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
@@ -76,6 +90,7 @@ impl TestServer {
             admin_token,
             http: reqwest::Client::new(),
             data_dir,
+            state,
             _temp: None,
             stop: Some(stop),
             task: Some(task),

@@ -112,7 +112,7 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
 
 pub fn print_folder(info: &FolderInfo) {
     println!(
-        "{}\tmode={}\tfiles={}\tbytes={}\tversion={}\tkeep_versions={}\tkeep_days={}\tconflict_copies={}",
+        "{}\tmode={}\tfiles={}\tbytes={}\tversion={}\tkeep_versions={}\tkeep_days={}\tconflict_copies={}\thistory_versions={}\thistory_bytes={}\tstored_bytes={}",
         info.name,
         info.settings.mode,
         info.n_files,
@@ -120,6 +120,9 @@ pub fn print_folder(info: &FolderInfo) {
         info.latest_version,
         info.settings.retention.keep_versions,
         info.settings.retention.keep_days,
-        info.n_conflict_copies
+        info.n_conflict_copies,
+        info.n_history_versions,
+        info.history_bytes,
+        info.stored_bytes
     );
 }

@@ -4,6 +4,7 @@ pub mod controller;
 pub mod files;
 pub mod kubernetes;
 pub mod server;
+pub mod storage;
 
 /// Resolves on SIGINT or SIGTERM: graceful shutdown for every long-running role.
 pub async fn shutdown_signal() {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use syncfolder_server::{Limits, Server, ServerConfig, ShipperConfig, TlsFiles};
+use syncfolder_server::{Limits, Maintenance, Server, ServerConfig, ShipperConfig, TlsFiles};
 
 use crate::cli::ServerArgs;
 
@@ -19,6 +19,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
+    // a duration of 0 turns the job off
+    let every = |interval: Duration| (!interval.is_zero()).then_some(interval);
+    let maintenance = Maintenance {
+        gc_interval: every(args.gc_interval),
+        gc_grace: args.gc_grace,
+        tombstone_retention: every(args.tombstone_retention),
+        scrub_interval: every(args.scrub_interval),
+        scrub_bytes_per_second: args.scrub_bytes_per_second,
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
@@ -26,6 +35,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         limits,
         shipper: args.postgres_url.map(ShipperConfig::new),
         tls,
+        maintenance,
     };
     let server = Server::bind(config).await.context("starting the server")?;
     server

@@ -168,6 +168,73 @@ fn server_alerts_fire_when_it_is_down_unscraped_or_its_outbox_piles_up() {
     assert!(report.contains("SUCCESS"), "{report}");
 }
 
+#[test]
+fn storage_alerts_fire_for_failing_collections_unrepaired_damage_and_a_filling_volume() {
+    const HEALTHY: &str = r#"job="syncfolder-server",instance="10.0.0.7:8080""#;
+    const SICK: &str = r#"job="syncfolder-server",instance="10.0.0.8:8080""#;
+    let tests = format!(
+        r#"
+  - interval: 1m
+    input_series:
+      # one server collects fine; the other's collections fail one after another
+      - series: 'syncfolder_gc_runs_total{{{HEALTHY},result="success"}}'
+        values: '0+1x120'
+      - series: 'syncfolder_gc_runs_total{{{HEALTHY},result="failure"}}'
+        values: '0+1x120'
+      - series: 'syncfolder_gc_runs_total{{{SICK},result="success"}}'
+        values: '3x120'
+      - series: 'syncfolder_gc_runs_total{{{SICK},result="failure"}}'
+        values: '0+1x120'
+      - series: 'syncfolder_damaged_chunks{{{HEALTHY}}}'
+        values: '0x120'
+      - series: 'syncfolder_damaged_chunks{{{SICK}}}'
+        values: '0x10 3x110'
+      - series: 'syncfolder_data_volume_size_bytes{{{HEALTHY}}}'
+        values: '1000x120'
+      - series: 'syncfolder_data_volume_free_bytes{{{HEALTHY}}}'
+        values: '500x120'
+      - series: 'syncfolder_data_volume_size_bytes{{{SICK}}}'
+        values: '1000x120'
+      - series: 'syncfolder_data_volume_free_bytes{{{SICK}}}'
+        values: '500-10x45 50x75'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: SyncFolderGarbageCollectionFailing
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: SyncFolderGarbageCollectionFailing
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: syncfolder-server, instance: "10.0.0.8:8080"}}
+            exp_annotations:
+              summary: "Garbage collection keeps failing"
+              description: "No collection succeeded in six hours, so deleted and superseded data keeps its space. The server log says why (garbage collection failed); syncfolder admin gc runs one by hand."
+      - eval_time: 60m
+        alertname: SyncFolderDamagedChunks
+        exp_alerts: []
+      - eval_time: 80m
+        alertname: SyncFolderDamagedChunks
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: syncfolder-server, instance: "10.0.0.8:8080"}}
+            exp_annotations:
+              summary: "3 stored chunks are damaged and no agent has uploaded them again"
+              description: "A scrub found them corrupt or missing. Agents that hold the bytes upload them by themselves; syncfolder admin scrub --report lists the files that stay broken."
+      - eval_time: 40m
+        alertname: SyncFolderDataVolumeFilling
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: SyncFolderDataVolumeFilling
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: syncfolder-server, instance: "10.0.0.8:8080"}}
+            exp_annotations:
+              summary: "The server's data volume is over 90% full"
+              description: "Uploads fail with 507 once it is full. Grow the volume, shorten history retention, or check that garbage collection runs (syncfolder_gc_last_success_timestamp_seconds)."
+"#
+    );
+    let report =
+        test_rules(&default_prometheus_rule(), &tests).unwrap_or_else(|report| panic!("{report}"));
+    assert!(report.contains("SUCCESS"), "{report}");
+}
+
 /// Every `"syncfolder_..."` string in the components' `metrics.rs`.
 fn exported_metric_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();

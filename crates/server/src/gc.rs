@@ -1,0 +1,250 @@
+//! Garbage collection: deletes from the store the chunks that no current
+//! record and no retained history version references, once nothing has
+//! claimed them for the grace period, and objects the store holds without
+//! an inventory row.
+//!
+//! One run: finish what an interrupted run marked; read the referenced set
+//! in one snapshot (`metadata/gc.rs`); page through the unreferenced chunks
+//! whose claims are older than the grace period; mark each page `deleting`
+//! (only if its claim is unchanged), delete its objects, then its rows; then
+//! walk the store for objects without a row. It holds the database lease
+//! `gc` for the whole run, so at most one runs at a time on all the servers
+//! of one database; a lease that lapsed is harmless (two runs mark disjoint
+//! chunks, and deleting twice is no error), it only wastes work.
+//!
+//! Why nothing a user needs is deleted is argued in ARCHITECTURE.md.
+
+use std::time::{Duration, Instant};
+
+use syncfolder_core::Hash;
+use syncfolder_core::protocol::GcReport;
+
+use crate::error::{Error, Result};
+use crate::metadata::now_ms;
+use crate::state::AppState;
+
+/// The lease every collection holds.
+pub const LEASE: &str = "gc";
+/// How long the lease lasts without renewal; renewed after every page.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+/// Chunks marked and deleted per step.
+const PAGE: u32 = 1000;
+
+/// What one collection does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Count what would be freed, change nothing.
+    pub dry_run: bool,
+    /// Chunks claimed at or after this time (ms) are kept: now minus the
+    /// grace period. The simulation passes `i64::MAX` to collect every
+    /// unreferenced chunk at once.
+    pub claimed_before_ms: i64,
+}
+
+impl GcOptions {
+    /// A collection that keeps chunks claimed within `grace` of now.
+    pub fn with_grace(dry_run: bool, grace: Duration) -> GcOptions {
+        GcOptions {
+            dry_run,
+            claimed_before_ms: now_ms()
+                .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+fn lease_ttl_ms() -> i64 {
+    i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs one collection under the `gc` lease; [`Error::AlreadyRunning`]
+/// when another one holds it.
+pub async fn collect(state: &AppState, options: GcOptions) -> Result<GcReport> {
+    if let Err(holder) = state
+        .db
+        .acquire_lease(LEASE, &state.instance_id, lease_ttl_ms())
+        .await?
+    {
+        return Err(Error::AlreadyRunning(format!(
+            "a garbage collection is already running (on server {}); try again when it is done",
+            holder.holder
+        )));
+    }
+    let started = Instant::now();
+    let result = run(state, options).await;
+    if let Err(err) = state.db.release_lease(LEASE, &state.instance_id).await {
+        tracing::warn!(%err, "releasing the garbage collection lease; it expires by itself");
+    }
+    let metrics = &state.metrics;
+    match &result {
+        Ok(report) if !options.dry_run => {
+            metrics.gc_runs.with_label_values(&["success"]).inc();
+            metrics.gc_reclaimed_chunks.inc_by(report.n_chunks);
+            metrics.gc_reclaimed_bytes.inc_by(report.n_bytes);
+            metrics.gc_duration.observe(started.elapsed().as_secs_f64());
+            metrics.gc_last_success.set(now_ms() as f64 / 1000.0);
+        }
+        Ok(_) => {}
+        Err(err) => {
+            if !options.dry_run {
+                metrics.gc_runs.with_label_values(&["failure"]).inc();
+            }
+            tracing::error!(%err, "garbage collection failed");
+        }
+    }
+    result.map(|mut report| {
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        report
+    })
+}
+
+async fn renew(state: &AppState) -> Result<()> {
+    if !state
+        .db
+        .renew_lease(LEASE, &state.instance_id, lease_ttl_ms())
+        .await?
+    {
+        // another server took over: stopping here is safe, it finishes the marked ones
+        return Err(Error::AlreadyRunning(
+            "the garbage collection lease lapsed and another server took it".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes marked chunks' objects, then their rows.
+async fn delete(state: &AppState, chunks: &[(Hash, u64)], report: &mut GcReport) -> Result<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let hashes: Vec<Hash> = chunks.iter().map(|(hash, _)| *hash).collect();
+    state
+        .chunk_store
+        .delete_many(hashes.clone())
+        .await
+        .map_err(Error::io("deleting chunks from the store"))?;
+    state.db.forget_deleted_chunks(&hashes).await?;
+    report.n_chunks += chunks.len() as u64;
+    report.n_bytes += chunks.iter().map(|(_, size)| size).sum::<u64>();
+    Ok(())
+}
+
+async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        ..GcReport::default()
+    };
+    // first what an interrupted collection marked: nothing may use those any more
+    loop {
+        let marked = state.db.chunks_being_deleted(PAGE).await?;
+        if marked.is_empty() {
+            break;
+        }
+        if options.dry_run {
+            report.n_chunks += marked.len() as u64;
+            report.n_bytes += marked.iter().map(|(_, size)| size).sum::<u64>();
+            break;
+        }
+        delete(state, &marked, &mut report).await?;
+        renew(state).await?;
+    }
+
+    let mut scan = state.db.gc_scan(options.claimed_before_ms).await?;
+    report.n_referenced = scan.n_referenced;
+    let kept = scan.kept;
+    let swept = sweep_unreferenced(state, &mut scan, options, &mut report).await;
+    scan.finish().await;
+    swept?;
+    report.n_kept = kept.n_chunks;
+    report.n_kept_bytes = kept.n_bytes;
+    if !options.dry_run {
+        state
+            .metrics
+            .gc_unreferenced_chunks
+            .set(i64::try_from(kept.n_chunks).unwrap_or(i64::MAX));
+        state
+            .metrics
+            .gc_unreferenced_bytes
+            .set(i64::try_from(kept.n_bytes).unwrap_or(i64::MAX));
+    }
+
+    sweep_orphans(state, options, &mut report).await?;
+    tracing::info!(
+        dry_run = options.dry_run,
+        n_chunks = report.n_chunks,
+        n_bytes = report.n_bytes,
+        n_orphans = report.n_orphans,
+        n_referenced = report.n_referenced,
+        n_kept = report.n_kept,
+        "garbage collection done"
+    );
+    Ok(report)
+}
+
+/// Marks and deletes, a page at a time, the scan's candidates: unreferenced
+/// chunks claimed before the cut-off.
+async fn sweep_unreferenced(
+    state: &AppState,
+    scan: &mut crate::metadata::GcScan,
+    options: GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
+    let mut after: Option<Hash> = None;
+    loop {
+        let candidates = scan.candidates(after.as_ref(), PAGE).await?;
+        let Some(last) = candidates.last() else {
+            return Ok(());
+        };
+        after = Some(last.hash);
+        if options.dry_run {
+            report.n_chunks += candidates.len() as u64;
+            report.n_bytes += candidates
+                .iter()
+                .map(|candidate| candidate.size)
+                .sum::<u64>();
+            continue;
+        }
+        let marked = state.db.mark_deleting(&candidates).await?;
+        delete(state, &marked, report).await?;
+        renew(state).await?;
+    }
+}
+
+/// Deletes objects the store holds that the inventory does not know.
+async fn sweep_orphans(state: &AppState, options: GcOptions, report: &mut GcReport) -> Result<()> {
+    let mut after: Option<Hash> = None;
+    loop {
+        let listed = state
+            .chunk_store
+            .list_after(after, PAGE as usize)
+            .await
+            .map_err(Error::io("listing the chunk store"))?;
+        let Some((last, _)) = listed.last() else {
+            return Ok(());
+        };
+        after = Some(*last);
+        let hashes: Vec<Hash> = listed.iter().map(|(hash, _)| *hash).collect();
+        let unknown = state.db.unknown_chunks(&hashes).await?;
+        if unknown.is_empty() {
+            continue;
+        }
+        let orphans: Vec<(Hash, u64)> = listed
+            .into_iter()
+            .filter(|(hash, _)| unknown.contains(hash))
+            .collect();
+        if options.dry_run {
+            report.n_orphans += orphans.len() as u64;
+            report.n_chunks += orphans.len() as u64;
+            report.n_bytes += orphans.iter().map(|(_, size)| size).sum::<u64>();
+            continue;
+        }
+        // an upload that claims one of them meanwhile keeps it
+        let taken = state.db.adopt_orphans_for_deletion(&orphans).await?;
+        let taken: Vec<(Hash, u64)> = orphans
+            .into_iter()
+            .filter(|(hash, _)| taken.contains(hash))
+            .collect();
+        report.n_orphans += taken.len() as u64;
+        delete(state, &taken, report).await?;
+        renew(state).await?;
+    }
+}

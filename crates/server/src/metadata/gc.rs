@@ -1,0 +1,462 @@
+//! Garbage collection's side of the database: which chunks records and
+//! history reference, which chunks nothing references, and the steps that
+//! take an unreferenced chunk out of reach, then out of the inventory.
+//!
+//! Why marking is safe without a lock held across requests (the argument in
+//! full is in ARCHITECTURE.md): the referenced set *and* every candidate
+//! with its claim are read in one snapshot *S*; a candidate is live,
+//! unreferenced in *S* and claimed before the cut-off; it is marked
+//! `deleting` only if its `claimed_at_ms` is still the value *S* read.
+//! Every commit claims each chunk it references in its own transaction, and
+//! a claim always changes `claimed_at_ms`. So a reference committed after *S*
+//! changed the claim *S* read: either before the mark (the mark finds
+//! another value and spares the chunk) or not at all because the mark came
+//! first (the commit then sees the chunk is not live, answers "missing
+//! chunks", and the agent uploads it again). A reference committed before
+//! *S* is in *S*. Neither clocks nor the grace period enter the argument.
+
+use std::path::PathBuf;
+
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection};
+use syncfolder_core::Hash;
+
+use super::chunks::{ROWS_PER_STATEMENT, push_hashes};
+use super::{Db, from_db, to_db};
+use crate::error::Result;
+
+/// The scratch database, beside `metadata.db`, that holds the referenced
+/// set of one collection (on disk, so memory stays flat however many
+/// chunks there are). It is removed when the collection ends.
+pub const GC_SCRATCH_FILE: &str = "gc-scratch.db";
+
+/// A chunk nothing referenced when the collection looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcCandidate {
+    pub hash: Hash,
+    pub size: u64,
+    /// The claim read with it: the mark requires it unchanged.
+    pub claimed_at_ms: i64,
+}
+
+/// Chunks and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreTotals {
+    pub n_chunks: u64,
+    pub n_bytes: u64,
+}
+
+/// The referenced set and the candidates of one collection, read in one
+/// snapshot, and a connection that can see them.
+pub struct GcScan {
+    connection: SqliteConnection,
+    scratch_path: PathBuf,
+    /// Distinct chunks that records and history reference.
+    pub n_referenced: u64,
+    /// Stored, live chunks nothing references that were claimed at or after
+    /// the cut-off: kept for their grace period.
+    pub kept: StoreTotals,
+}
+
+impl std::fmt::Debug for GcScan {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GcScan")
+            .field("n_referenced", &self.n_referenced)
+            .finish_non_exhaustive()
+    }
+}
+
+fn remove_scratch(path: &std::path::Path) {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+fn hashes_of(rows: Vec<String>) -> Vec<Hash> {
+    rows.iter()
+        .filter_map(|hex| Hash::from_hex(hex).ok())
+        .collect()
+}
+
+impl Db {
+    /// Reads, in one snapshot, every chunk a current record or a retained
+    /// history version references (of every folder) and every live chunk
+    /// outside that set claimed before `claimed_before_ms` (the candidates,
+    /// with the claims the mark will require), into a scratch database.
+    /// Readers and writers of the metadata go on meanwhile.
+    pub async fn gc_scan(&self, claimed_before_ms: i64) -> Result<GcScan> {
+        let scratch_path = self.data_dir.join(GC_SCRATCH_FILE);
+        remove_scratch(&scratch_path);
+        let mut connection = self.pool.connect_options().connect().await?;
+        sqlx::query("ATTACH DATABASE $1 AS gc")
+            .bind(scratch_path.to_string_lossy().into_owned())
+            .execute(&mut connection)
+            .await?;
+        for statement in [
+            // a scratch database: a crash loses nothing worth keeping
+            "PRAGMA gc.journal_mode = OFF",
+            "PRAGMA gc.synchronous = OFF",
+            "CREATE TABLE gc.referenced (hash TEXT PRIMARY KEY) WITHOUT ROWID",
+            "CREATE TABLE gc.candidates (hash TEXT PRIMARY KEY, size BIGINT NOT NULL, \
+             claimed_at_ms BIGINT NOT NULL) WITHOUT ROWID",
+        ] {
+            sqlx::query(statement).execute(&mut connection).await?;
+        }
+        // one transaction: the metadata is read in one snapshot throughout
+        // (it is only written in the scratch database)
+        let mut tx = connection.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO gc.referenced (hash) \
+             SELECT json_extract(chunk.value, '$.hash') FROM main.files, json_each(main.files.chunks) AS chunk \
+             WHERE main.files.kind = 'file' \
+             UNION ALL \
+             SELECT json_extract(chunk.value, '$.hash') FROM main.history, json_each(main.history.chunks) AS chunk \
+             WHERE main.history.kind = 'file'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO gc.candidates (hash, size, claimed_at_ms) \
+             SELECT c.hash, c.size, c.claimed_at_ms FROM main.chunks c \
+             WHERE c.state = 'live' AND c.claimed_at_ms < $1 \
+             AND NOT EXISTS (SELECT 1 FROM gc.referenced r WHERE r.hash = c.hash)",
+        )
+        .bind(claimed_before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let n_referenced: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc.referenced")
+            .fetch_one(&mut *tx)
+            .await?;
+        let (n_kept, n_kept_bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(c.size), 0) FROM main.chunks c \
+             WHERE c.stored AND c.state = 'live' AND c.claimed_at_ms >= $1 \
+             AND NOT EXISTS (SELECT 1 FROM gc.referenced r WHERE r.hash = c.hash)",
+        )
+        .bind(claimed_before_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(GcScan {
+            connection,
+            scratch_path,
+            n_referenced: from_db(n_referenced),
+            kept: StoreTotals {
+                n_chunks: from_db(n_kept),
+                n_bytes: from_db(n_kept_bytes),
+            },
+        })
+    }
+
+    /// Marks candidates `deleting`, each only if it is still live and its
+    /// claim is the one read with it; returns the marked ones with sizes.
+    pub async fn mark_deleting(&self, candidates: &[GcCandidate]) -> Result<Vec<(Hash, u64)>> {
+        let mut marked = Vec::new();
+        let mut tx = self.begin_write().await?;
+        for batch in candidates.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "UPDATE chunks SET state = 'deleting' WHERE state = 'live' \
+                 AND (hash, claimed_at_ms) IN (VALUES ",
+            );
+            let mut rows = query.separated(", ");
+            for candidate in batch {
+                rows.push("(")
+                    .push_bind_unseparated(candidate.hash.to_hex())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(candidate.claimed_at_ms)
+                    .push_unseparated(")");
+            }
+            query.push(") RETURNING hash, size");
+            let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
+            marked.extend(
+                rows.into_iter()
+                    .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size)))),
+            );
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Up to `limit` chunks marked `deleting` (by this collection, or by one
+    /// that stopped half-way), in hash order, with their sizes.
+    pub async fn chunks_being_deleted(&self, limit: u32) -> Result<Vec<(Hash, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT hash, size FROM chunks WHERE state = 'deleting' ORDER BY hash LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size))))
+            .collect())
+    }
+
+    /// Forgets chunks marked `deleting` whose bytes are gone from the store:
+    /// their rows, every folder's right to read them and their damage.
+    pub async fn forget_deleted_chunks(&self, hashes: &[Hash]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for batch in hashes.chunks(ROWS_PER_STATEMENT) {
+            for statement in [
+                "DELETE FROM folder_chunks WHERE hash IN (",
+                "DELETE FROM damaged_chunks WHERE hash IN (",
+                "DELETE FROM chunks WHERE state = 'deleting' AND hash IN (",
+            ] {
+                let mut query = QueryBuilder::<Sqlite>::new(statement);
+                push_hashes(&mut query, batch);
+                query.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Those of `hashes` the inventory has no row for.
+    pub async fn unknown_chunks(&self, hashes: &[Hash]) -> Result<Vec<Hash>> {
+        let mut known = std::collections::HashSet::new();
+        for batch in hashes.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new("SELECT hash FROM chunks WHERE hash IN (");
+            push_hashes(&mut query, batch);
+            let found: Vec<String> = query.build_query_scalar().fetch_all(&self.pool).await?;
+            known.extend(hashes_of(found));
+        }
+        Ok(hashes
+            .iter()
+            .filter(|hash| !known.contains(*hash))
+            .copied()
+            .collect())
+    }
+
+    /// Takes objects the store holds without a row (an older server's, or
+    /// an upload's that gave up) into the inventory as `deleting`, unless an
+    /// upload claimed them meanwhile; returns those taken.
+    pub async fn adopt_orphans_for_deletion(&self, orphans: &[(Hash, u64)]) -> Result<Vec<Hash>> {
+        let mut taken = Vec::new();
+        let mut tx = self.begin_write().await?;
+        for batch in orphans.chunks(ROWS_PER_STATEMENT) {
+            let rows = batch
+                .iter()
+                .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
+                .collect::<Result<Vec<(String, i64)>>>()?;
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
+            );
+            query.push_values(rows, |mut row, (hash, size)| {
+                row.push_bind(hash)
+                    .push_bind(size)
+                    .push_bind(0_i64)
+                    .push_bind(false)
+                    .push_bind("deleting");
+            });
+            query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
+            let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            taken.extend(hashes_of(found));
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    /// What the store holds: chunks recorded as stored and their bytes.
+    pub async fn store_totals(&self) -> Result<StoreTotals> {
+        let (n_chunks, n_bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM chunks WHERE stored")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(StoreTotals {
+            n_chunks: from_db(n_chunks),
+            n_bytes: from_db(n_bytes),
+        })
+    }
+}
+
+impl GcScan {
+    /// Up to `limit` candidates after `after`, in hash order, each with the
+    /// claim the snapshot read.
+    pub async fn candidates(
+        &mut self,
+        after: Option<&Hash>,
+        limit: u32,
+    ) -> Result<Vec<GcCandidate>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT hash, size, claimed_at_ms FROM gc.candidates WHERE hash > $1 \
+             ORDER BY hash LIMIT $2",
+        )
+        .bind(after.map_or_else(String::new, Hash::to_hex))
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.connection)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(hex, size, claimed_at_ms)| {
+                Some(GcCandidate {
+                    hash: Hash::from_hex(&hex).ok()?,
+                    size: from_db(size),
+                    claimed_at_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Closes the scan's connection and removes the scratch database.
+    pub async fn finish(self) {
+        let GcScan {
+            connection,
+            scratch_path,
+            ..
+        } = self;
+        let _ = connection.close().await;
+        remove_scratch(&scratch_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncfolder_core::hash::content_hash;
+    use syncfolder_core::protocol::{Change, ChunkRef, CommitResult, Content, FolderSettings};
+
+    use super::*;
+
+    fn file(path: &str, bytes: &[u8]) -> Change {
+        let chunks = vec![ChunkRef {
+            hash: Hash::of(bytes),
+            size: bytes.len() as u64,
+        }];
+        Change {
+            path: path.to_owned(),
+            parent_version: 0,
+            content: Some(Content::File {
+                content_hash: content_hash(&chunks),
+                size: bytes.len() as u64,
+                executable: false,
+            }),
+            chunks,
+            mtime_ns: 0,
+        }
+    }
+
+    async fn folder_with_uploaded(bytes: &[u8]) -> (tempfile::TempDir, Db, i64) {
+        let data = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(data.path()).await.expect("db");
+        let folder = db
+            .create_folder("docs", &FolderSettings::default())
+            .await
+            .expect("folder");
+        db.add_folder_chunks(folder.id, &[(Hash::of(bytes), bytes.len() as u64)])
+            .await
+            .expect("chunks");
+        (data, db, folder.id)
+    }
+
+    #[tokio::test]
+    async fn a_commit_after_the_scan_changes_the_claim_so_the_mark_spares_the_chunk() {
+        let (_data, db, folder_id) = folder_with_uploaded(b"late commit").await;
+        let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
+        let candidates = scan.candidates(None, 10).await.expect("candidates");
+        assert_eq!(candidates.len(), 1, "unreferenced in the snapshot");
+        // the reference comes after the snapshot
+        let outcome = db
+            .commit(folder_id, vec![file("f", b"late commit")], "agent")
+            .await
+            .expect("commit");
+        assert!(matches!(outcome.results[0], CommitResult::Committed { .. }));
+        assert!(
+            db.mark_deleting(&candidates)
+                .await
+                .expect("mark")
+                .is_empty(),
+            "the commit's claim must stop the mark"
+        );
+        scan.finish().await;
+        assert!(
+            db.chunks_being_deleted(10)
+                .await
+                .expect("deleting")
+                .is_empty()
+        );
+        let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
+        assert_eq!(scan.n_referenced, 1);
+        assert!(
+            scan.candidates(None, 10)
+                .await
+                .expect("candidates")
+                .is_empty()
+        );
+        scan.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_between_the_scan_and_the_reading_of_candidates_is_spared_too() {
+        let (_data, db, folder_id) = folder_with_uploaded(b"commit mid-scan").await;
+        // the snapshot does not see the commit, whose claim is no older than
+        // the cut-off either: the candidates carry the claims of the snapshot
+        let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
+        let outcome = db
+            .commit(folder_id, vec![file("f", b"commit mid-scan")], "agent")
+            .await
+            .expect("commit");
+        assert!(matches!(outcome.results[0], CommitResult::Committed { .. }));
+        let candidates = scan.candidates(None, 10).await.expect("candidates");
+        assert_eq!(candidates.len(), 1);
+        assert!(
+            db.mark_deleting(&candidates)
+                .await
+                .expect("mark")
+                .is_empty()
+        );
+        scan.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_after_the_mark_hears_the_chunk_is_missing() {
+        let (_data, db, folder_id) = folder_with_uploaded(b"collected first").await;
+        let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
+        let candidates = scan.candidates(None, 10).await.expect("candidates");
+        scan.finish().await;
+        assert_eq!(db.mark_deleting(&candidates).await.expect("mark").len(), 1);
+        let outcome = db
+            .commit(folder_id, vec![file("f", b"collected first")], "agent")
+            .await
+            .expect("commit");
+        assert_eq!(
+            outcome.results[0],
+            CommitResult::MissingChunks {
+                missing: vec![Hash::of(b"collected first")]
+            }
+        );
+        // an upload meanwhile waits: the claim names it busy
+        assert_eq!(
+            db.claim_chunks(&[(Hash::of(b"collected first"), 15)])
+                .await
+                .expect("claim"),
+            vec![Hash::of(b"collected first")]
+        );
+        db.forget_deleted_chunks(&[Hash::of(b"collected first")])
+            .await
+            .expect("forget");
+        assert!(
+            db.claim_chunks(&[(Hash::of(b"collected first"), 15)])
+                .await
+                .expect("claim")
+                .is_empty(),
+            "gone: a new claim starts afresh"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_claim_after_the_scan_spares_the_chunk_too() {
+        let (_data, db, _folder_id) = folder_with_uploaded(b"dedup hit").await;
+        let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
+        let candidates = scan.candidates(None, 10).await.expect("candidates");
+        scan.finish().await;
+        db.claim_chunks(&[(Hash::of(b"dedup hit"), 9)])
+            .await
+            .expect("claim");
+        assert!(
+            db.mark_deleting(&candidates)
+                .await
+                .expect("mark")
+                .is_empty()
+        );
+    }
+}

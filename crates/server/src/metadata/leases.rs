@@ -1,0 +1,157 @@
+//! Leases: work that one server at a time does (garbage collection, scrub,
+//! the tombstone horizon), also when several servers share this database.
+//! A lease is a row with a holder and an expiry; the holder renews it while
+//! it works and releases it when done, and a holder that died loses it when
+//! it expires.
+
+use super::{Db, now_ms};
+use crate::error::Result;
+
+/// Who holds a lease, until when.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub expires_at_ms: i64,
+}
+
+impl Db {
+    /// Takes the lease `name` for `holder` for `ttl_ms` when nobody holds it
+    /// (or the holding expired). `Err` names whoever holds it now, `holder`
+    /// included: a lease is never taken twice.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<Result<(), Lease>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let current: Option<Lease> =
+            sqlx::query_as("SELECT name, holder, expires_at_ms FROM leases WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(current) = current.filter(|lease| lease.expires_at_ms > now) {
+            return Ok(Err(current));
+        }
+        sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now.saturating_add(ttl_ms))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Extends `holder`'s lease; false when it is not (any longer) theirs.
+    pub async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let renewed = sqlx::query(
+            "UPDATE leases SET expires_at_ms = $3 WHERE name = $1 AND holder = $2 AND expires_at_ms > $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now_ms().saturating_add(ttl_ms))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Gives the lease up, when `holder` holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_released_or_expired_even_across_handles() {
+        let data = tempfile::tempdir().expect("temp dir");
+        // two handles on one database: two servers sharing it
+        let first = Db::open(data.path()).await.expect("db");
+        let second = Db::open(data.path()).await.expect("db");
+        assert_eq!(
+            first
+                .acquire_lease("gc", "server-a", 60_000)
+                .await
+                .expect("acquire"),
+            Ok(())
+        );
+        let refused = second
+            .acquire_lease("gc", "server-b", 60_000)
+            .await
+            .expect("acquire");
+        assert_eq!(refused.expect_err("held").holder, "server-a");
+        assert!(
+            first
+                .acquire_lease("gc", "server-a", 60_000)
+                .await
+                .expect("acquire")
+                .is_err(),
+            "not twice, not even by its holder"
+        );
+        assert!(
+            second
+                .acquire_lease("scrub", "server-b", 60_000)
+                .await
+                .expect("acquire")
+                .is_ok()
+        );
+        assert!(
+            first
+                .renew_lease("gc", "server-a", 60_000)
+                .await
+                .expect("renew")
+        );
+        assert!(
+            !second
+                .renew_lease("gc", "server-b", 60_000)
+                .await
+                .expect("renew")
+        );
+        second
+            .release_lease("gc", "server-b")
+            .await
+            .expect("release");
+        assert!(
+            second
+                .acquire_lease("gc", "server-b", 60_000)
+                .await
+                .expect("acquire")
+                .is_err(),
+            "only the holder releases"
+        );
+        first
+            .release_lease("gc", "server-a")
+            .await
+            .expect("release");
+        assert!(
+            second
+                .acquire_lease("gc", "server-b", 0)
+                .await
+                .expect("acquire")
+                .is_ok()
+        );
+        // an expired lease is anybody's
+        assert!(
+            first
+                .acquire_lease("gc", "server-a", 60_000)
+                .await
+                .expect("acquire")
+                .is_ok()
+        );
+    }
+}
