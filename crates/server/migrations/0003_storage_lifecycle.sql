@@ -19,7 +19,9 @@ CREATE TABLE chunks (
     -- or read a chunk that is not live; uploads of it wait.
     state TEXT NOT NULL DEFAULT 'live'
 );
-CREATE INDEX chunks_not_live ON chunks (state) WHERE state != 'live';
+-- what a collection or a scrub left half done, in hash order
+CREATE INDEX chunks_deleting ON chunks (hash) WHERE state = 'deleting';
+CREATE INDEX chunks_repairing ON chunks (hash) WHERE state = 'repairing';
 
 -- Chunks every folder could read so far are stored and claimed now: a
 -- first garbage collection spares them for a grace period.

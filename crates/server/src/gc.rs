@@ -149,6 +149,10 @@ async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
     }
 
     let mut scan = state.db.gc_scan(options.claimed_before_ms).await?;
+    // the scan of a large store can outlast the lease
+    if !options.dry_run {
+        renew(state).await?;
+    }
     report.n_referenced = scan.n_referenced;
     let kept = scan.kept;
     let swept = sweep_unreferenced(state, &mut scan, options, &mut report).await;

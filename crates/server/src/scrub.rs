@@ -28,7 +28,7 @@ const LEASE_TTL: Duration = Duration::from_secs(120);
 const PAGE: u32 = 256;
 /// Where a background scrub got to, and when one last completed (ms).
 const CURSOR_KEY: &str = "scrub_cursor";
-const LAST_COMPLETED_KEY: &str = "scrub_last_completed_ms";
+pub const LAST_COMPLETED_KEY: &str = "scrub_last_completed_ms";
 /// A first background scrub starts this long after the server.
 const FIRST_SCRUB_DELAY: Duration = Duration::from_secs(600);
 
@@ -105,6 +105,7 @@ pub async fn scrub(
 
 async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Result<ScrubReport> {
     let started = Instant::now();
+    let mut last_renewal = Instant::now();
     let mut report = ScrubReport::default();
     finish_interrupted_repairs(state, &mut report).await?;
     let mut after: Option<Hash> = if background {
@@ -124,6 +125,16 @@ async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Resul
         };
         after = Some(last.hash);
         for chunk in page {
+            if last_renewal.elapsed() > LEASE_TTL / 4 {
+                renew(state).await?;
+                last_renewal = Instant::now();
+                tracing::info!(
+                    n_checked = report.n_checked,
+                    n_bytes = report.n_bytes,
+                    n_damaged = report.corrupt.len() + report.missing.len(),
+                    "scrubbing"
+                );
+            }
             let (outcome, n_bytes) = check(state, chunk.hash).await?;
             report.n_checked += 1;
             report.n_bytes += n_bytes;
@@ -143,15 +154,6 @@ async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Resul
         if background && let Some(hash) = after {
             state.db.set_meta(CURSOR_KEY, &hash.to_hex()).await?;
         }
-        if !state
-            .db
-            .renew_lease(LEASE, &state.instance_id, lease_ttl_ms())
-            .await?
-        {
-            return Err(Error::AlreadyRunning(
-                "the scrub lease lapsed and another server took it".to_owned(),
-            ));
-        }
     }
     let now = now_ms();
     state
@@ -169,6 +171,20 @@ async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Resul
         "scrub done"
     );
     Ok(report)
+}
+
+/// Keeps the `scrub` lease; fails when another server took it.
+async fn renew(state: &AppState) -> Result<()> {
+    if !state
+        .db
+        .renew_lease(LEASE, &state.instance_id, lease_ttl_ms())
+        .await?
+    {
+        return Err(Error::AlreadyRunning(
+            "the scrub lease lapsed and another server took it".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Chunks a scrub took out of reach and did not finish with: checked again.

@@ -80,6 +80,13 @@ impl Server {
             data_dir = %data_dir.display(),
             "server bound"
         );
+        if let Some(ms) = db
+            .meta(crate::scrub::LAST_COMPLETED_KEY)
+            .await?
+            .and_then(|text| text.parse::<f64>().ok())
+        {
+            metrics.scrub_last_completed.set(ms / 1000.0);
+        }
         let metrics = Arc::new(metrics);
         let outbox_wake = Arc::new(Notify::new());
         let shipper = match config.shipper {

@@ -144,6 +144,14 @@ impl Db {
             .collect())
     }
 
+    /// How many chunks await repair.
+    pub async fn n_damaged_chunks(&self) -> Result<u64> {
+        let n_chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM damaged_chunks")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(from_db(n_chunks))
+    }
+
     /// The damaged chunks that `folder_id` held, reported after `since_seq`,
     /// and the newest damage number (to continue from).
     pub async fn damaged_chunks_of_folder(

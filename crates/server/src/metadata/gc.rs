@@ -29,6 +29,17 @@ use crate::error::Result;
 /// chunks there are). It is removed when the collection ends.
 pub const GC_SCRATCH_FILE: &str = "gc-scratch.db";
 
+/// The mark: `MARK_HEAD (hash, claim), … MARK_TAIL`. A join with the
+/// candidates looks each one up by its key (a row-value `IN` scanned the
+/// whole table once per statement).
+const MARK_HEAD: &str = "UPDATE chunks SET state = 'deleting' FROM (VALUES ";
+const MARK_TAIL: &str = ") AS candidate WHERE chunks.hash = candidate.column1 \
+     AND chunks.claimed_at_ms = candidate.column2 AND chunks.state = 'live' \
+     RETURNING chunks.hash, chunks.size";
+/// Chunks marked `deleting`, through their partial index.
+const BEING_DELETED: &str =
+    "SELECT hash, size FROM chunks WHERE state = 'deleting' ORDER BY hash LIMIT $1";
+
 /// A chunk nothing referenced when the collection looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcCandidate {
@@ -155,10 +166,9 @@ impl Db {
         let mut marked = Vec::new();
         let mut tx = self.begin_write().await?;
         for batch in candidates.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE chunks SET state = 'deleting' WHERE state = 'live' \
-                 AND (hash, claimed_at_ms) IN (VALUES ",
-            );
+            // a join with the candidates looks each one up by its key (a
+            // row-value `IN` scanned the whole table per statement)
+            let mut query = QueryBuilder::<Sqlite>::new(MARK_HEAD);
             let mut rows = query.separated(", ");
             for candidate in batch {
                 rows.push("(")
@@ -167,7 +177,7 @@ impl Db {
                     .push_bind_unseparated(candidate.claimed_at_ms)
                     .push_unseparated(")");
             }
-            query.push(") RETURNING hash, size");
+            query.push(MARK_TAIL);
             let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
             marked.extend(
                 rows.into_iter()
@@ -181,12 +191,10 @@ impl Db {
     /// Up to `limit` chunks marked `deleting` (by this collection, or by one
     /// that stopped half-way), in hash order, with their sizes.
     pub async fn chunks_being_deleted(&self, limit: u32) -> Result<Vec<(Hash, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT hash, size FROM chunks WHERE state = 'deleting' ORDER BY hash LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(BEING_DELETED)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size))))
@@ -405,6 +413,33 @@ mod tests {
                 .is_empty()
         );
         scan.finish().await;
+    }
+
+    #[tokio::test]
+    async fn marking_and_resuming_look_chunks_up_by_index_not_by_scanning_them_all() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(data.path()).await.expect("db");
+        for statement in [
+            format!("{MARK_HEAD}('ab', 1), ('cd', 2){MARK_TAIL}"),
+            BEING_DELETED.replace("$1", "10"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {statement}"
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .expect("plan");
+            let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+            // a walk of the partial index of chunks being deleted is no scan of all
+            let scans_all = plan.iter().any(|detail| {
+                detail.starts_with("SCAN chunks") && !detail.contains("chunks_deleting")
+            });
+            assert!(
+                !scans_all,
+                "{statement}\nscans the whole table: {}",
+                plan.join("; ")
+            );
+        }
     }
 
     #[tokio::test]

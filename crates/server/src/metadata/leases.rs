@@ -48,17 +48,17 @@ impl Db {
         Ok(Ok(()))
     }
 
-    /// Extends `holder`'s lease; false when it is not (any longer) theirs.
+    /// Extends `holder`'s lease; false when it is not theirs any more
+    /// (another took it after it expired; a lapsed lease nobody took is
+    /// still theirs).
     pub async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
-        let renewed = sqlx::query(
-            "UPDATE leases SET expires_at_ms = $3 WHERE name = $1 AND holder = $2 AND expires_at_ms > $4",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now_ms().saturating_add(ttl_ms))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let renewed =
+            sqlx::query("UPDATE leases SET expires_at_ms = $3 WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .bind(now_ms().saturating_add(ttl_ms))
+                .execute(&self.pool)
+                .await?;
         Ok(renewed.rows_affected() == 1)
     }
 
@@ -145,13 +145,26 @@ mod tests {
                 .expect("acquire")
                 .is_ok()
         );
-        // an expired lease is anybody's
+        // a lapsed lease nobody took is still its holder's
+        assert!(
+            second
+                .renew_lease("gc", "server-b", 0)
+                .await
+                .expect("renew")
+        );
+        // an expired lease is anybody's, and then no longer the old holder's
         assert!(
             first
                 .acquire_lease("gc", "server-a", 60_000)
                 .await
                 .expect("acquire")
                 .is_ok()
+        );
+        assert!(
+            !second
+                .renew_lease("gc", "server-b", 60_000)
+                .await
+                .expect("renew")
         );
     }
 }

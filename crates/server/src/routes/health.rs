@@ -106,7 +106,7 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
     metrics.store_bytes.set(gauge(store.n_bytes));
     metrics
         .damaged_chunks
-        .set(gauge(state.db.damaged_chunks().await?.len() as u64));
+        .set(gauge(state.db.n_damaged_chunks().await?));
     match state.chunk_store.space().await {
         Ok(space) => {
             metrics.volume_free_bytes.set(gauge(space.available_bytes));
