@@ -1,10 +1,11 @@
-//! `cargo xtask bench [--quick] [--rounds N] [--no-build]`: syncfolder against rsync,
+//! `cargo xtask bench [--quick] [--rounds N] [--no-build] [--only CASE]`: syncfolder against rsync,
 //! Syncthing and rclone on this machine, in one run, alternating tools
 //! round by round (BENCHMARKING.md explains why), with a table on stdout
 //! and `target/bench/results.json`.
 //!
 //! The full run builds `syncfolder` optimised and moves a 1 GiB file and
-//! 10,000 files of 4 KiB; `--quick` uses the debug build and small data
+//! 10,000 files of 4 KiB, and collects the garbage of a store of a million
+//! chunks; `--quick` uses the debug build and small data
 //! and only proves that the harness works (`cargo xtask test` runs it):
 //! its numbers mean nothing, but it fails like the full run when a tool did
 //! not deliver the data set, checked by hash on the receiving side every
@@ -27,6 +28,7 @@ mod rclone;
 mod report;
 mod rsync;
 mod scratch;
+mod storage;
 mod syncfolder;
 mod syncthing;
 
@@ -43,6 +45,11 @@ pub const RSYNC: &str = "rsync";
 pub const SYNCTHING: &str = "syncthing";
 pub const RCLONE: &str = "rclone";
 
+/// The cases `--only` can pick: the big file (with one byte changed and
+/// the floors), the small files, latency, the idle costs (rescan, parked
+/// long-polls) and storage (garbage collection of a large store).
+const CASES: [&str; 5] = ["big", "small", "latency", "idle", "storage"];
+
 /// Sizes and counts of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +62,8 @@ pub struct Config {
     pub n_latency_samples: usize,
     pub n_rescan_files: usize,
     pub n_long_polls: usize,
+    /// Chunks in the store garbage collection works through (half garbage).
+    pub n_gc_chunks: usize,
 }
 
 impl Config {
@@ -75,6 +84,7 @@ impl Config {
                 n_latency_samples: 20,
                 n_rescan_files: 3_000,
                 n_long_polls: 50,
+                n_gc_chunks: 20_000,
             }
         } else {
             Config {
@@ -87,6 +97,7 @@ impl Config {
                 n_latency_samples: 200,
                 n_rescan_files: 100_000,
                 n_long_polls: 1_000,
+                n_gc_chunks: 1_000_000,
             }
         }
     }
@@ -94,14 +105,15 @@ impl Config {
     fn describe(&self) -> String {
         format!(
             "big file {} MiB; {} files of {} B in {} directories; {} latency samples; \
-             rescan of {} files; {} long-polls",
+             rescan of {} files; {} long-polls; a store of {} chunks collected",
             self.big_file_bytes >> 20,
             self.n_small_files,
             self.small_file_bytes,
             self.n_small_dirs,
             self.n_latency_samples,
             self.n_rescan_files,
-            self.n_long_polls
+            self.n_long_polls,
+            self.n_gc_chunks
         )
     }
 
@@ -125,11 +137,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut quick = false;
     let mut no_build = false;
     let mut rounds = 3;
+    let mut only: Option<String> = None;
     let mut args_iter = args.iter();
     while let Some(arg) = args_iter.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--no-build" => no_build = true,
+            "--only" => {
+                let case = args_iter.next().context("--only takes a case")?;
+                if !CASES.contains(&case.as_str()) {
+                    bail!("unknown case {case:?}: one of {}", CASES.join(", "));
+                }
+                only = Some(case.clone());
+            }
             "--rounds" => {
                 rounds = args_iter
                     .next()
@@ -137,7 +157,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .context("--rounds takes a number")?;
             }
             unknown => bail!(
-                "unknown bench option {unknown:?} (usage: cargo xtask bench [--quick] [--rounds N] [--no-build])"
+                "unknown bench option {unknown:?} (usage: cargo xtask bench [--quick] [--rounds N] [--no-build] [--only CASE])"
             ),
         }
     }
@@ -177,12 +197,25 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .map_or(0, |elapsed| elapsed.as_secs());
     let started = Instant::now();
     let mut bench = cases::Bench::new(&config, factory);
+    let runs = |case: &str| only.as_deref().is_none_or(|only| only == case);
     let outcome = (|| {
-        bench.run_big_file()?;
-        bench.run_small_files()?;
-        bench.run_latency()?;
-        bench.run_rescan()?;
-        bench.run_long_polls()
+        if runs("big") {
+            bench.run_big_file()?;
+        }
+        if runs("small") {
+            bench.run_small_files()?;
+        }
+        if runs("latency") {
+            bench.run_latency()?;
+        }
+        if runs("idle") {
+            bench.run_rescan()?;
+            bench.run_long_polls()?;
+        }
+        if runs("storage") {
+            storage::run(&config, &mut bench.factory, &mut bench.results)?;
+        }
+        Ok::<(), anyhow::Error>(())
     })();
     let _ = std::fs::remove_dir_all(bench_dir.join("work"));
     outcome?;

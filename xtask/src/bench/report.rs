@@ -176,6 +176,7 @@ pub mod names {
     pub const LATENCY: &str = "4 latency";
     pub const IDLE: &str = "5 idle cost";
     pub const FLOOR: &str = "6 floor";
+    pub const STORAGE: &str = "7 storage";
     pub const UPLOAD: &str = "upload (A to server durable)";
     pub const END_TO_END: &str = "end to end (A to B complete)";
     pub const TO_B: &str = "time to B";

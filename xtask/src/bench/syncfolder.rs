@@ -19,7 +19,7 @@ use super::measure::wait_until;
 use super::process::Guard;
 
 /// The admin token of the bench's servers (loopback only, thrown away).
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef0123456789";
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef0123456789";
 /// The folder every bench server syncs.
 pub const FOLDER: &str = "bench";
 /// How long start-up may take before the bench gives up.
@@ -35,6 +35,15 @@ impl Server {
     /// Starts a server with its data in `dir/server` and makes the folder;
     /// returns it and the folder's read-write token.
     pub fn start(binary: &Path, dir: &Path) -> anyhow::Result<(Server, String)> {
+        Server::start_with(binary, dir, &[])
+    }
+
+    /// [`Server::start`] with extra flags.
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<(Server, String)> {
         let port = free_port();
         let data_dir = dir.join("server");
         std::fs::create_dir_all(&data_dir)?;
@@ -42,7 +51,8 @@ impl Server {
         command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(&data_dir)
-            .args(["--admin-token", ADMIN_TOKEN]);
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(extra);
         let mut server = Server {
             guard: Guard::spawn("syncfolder server", &mut command, &dir.join("server.log"))?,
             port,
