@@ -20,13 +20,11 @@ use syncfolder_core::Hash;
 use syncfolder_core::protocol::GcReport;
 
 use crate::error::{Error, Result};
-use crate::metadata::now_ms;
+use crate::metadata::{LeaseHold, now_ms};
 use crate::state::AppState;
 
-/// The lease every collection holds.
+/// The lease every collection holds (renewed after every page).
 pub const LEASE: &str = "gc";
-/// How long the lease lasts without renewal; renewed after every page.
-pub const LEASE_TTL: Duration = Duration::from_secs(120);
 /// Chunks marked and deleted per step.
 const PAGE: u32 = 1000;
 
@@ -52,28 +50,16 @@ impl GcOptions {
     }
 }
 
-fn lease_ttl_ms() -> i64 {
-    i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Runs one collection under the `gc` lease; [`Error::AlreadyRunning`]
 /// when another one holds it.
 pub async fn collect(state: &AppState, options: GcOptions) -> Result<GcReport> {
-    if let Err(holder) = state
+    let lease = state
         .db
-        .acquire_lease(LEASE, &state.instance_id, lease_ttl_ms())
-        .await?
-    {
-        return Err(Error::AlreadyRunning(format!(
-            "a garbage collection is already running (on server {}); try again when it is done",
-            holder.holder
-        )));
-    }
+        .hold_lease(LEASE, &state.instance_id, "a garbage collection")
+        .await?;
     let started = Instant::now();
-    let result = run(state, options).await;
-    if let Err(err) = state.db.release_lease(LEASE, &state.instance_id).await {
-        tracing::warn!(%err, "releasing the garbage collection lease; it expires by itself");
-    }
+    let result = run(state, &lease, options).await;
+    lease.release().await;
     let metrics = &state.metrics;
     match &result {
         Ok(report) if !options.dry_run => {
@@ -97,20 +83,6 @@ pub async fn collect(state: &AppState, options: GcOptions) -> Result<GcReport> {
     })
 }
 
-async fn renew(state: &AppState) -> Result<()> {
-    if !state
-        .db
-        .renew_lease(LEASE, &state.instance_id, lease_ttl_ms())
-        .await?
-    {
-        // another server took over: stopping here is safe, it finishes the marked ones
-        return Err(Error::AlreadyRunning(
-            "the garbage collection lease lapsed and another server took it".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// Deletes marked chunks' objects, then their rows.
 async fn delete(state: &AppState, chunks: &[(Hash, u64)], report: &mut GcReport) -> Result<()> {
     if chunks.is_empty() {
@@ -128,7 +100,7 @@ async fn delete(state: &AppState, chunks: &[(Hash, u64)], report: &mut GcReport)
     Ok(())
 }
 
-async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
+async fn run(state: &AppState, lease: &LeaseHold, options: GcOptions) -> Result<GcReport> {
     let mut report = GcReport {
         dry_run: options.dry_run,
         ..GcReport::default()
@@ -145,17 +117,17 @@ async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
             break;
         }
         delete(state, &marked, &mut report).await?;
-        renew(state).await?;
+        lease.renew().await?;
     }
 
     let mut scan = state.db.gc_scan(options.claimed_before_ms).await?;
     // the scan of a large store can outlast the lease
     if !options.dry_run {
-        renew(state).await?;
+        lease.renew().await?;
     }
     report.n_referenced = scan.n_referenced;
     let kept = scan.kept;
-    let swept = sweep_unreferenced(state, &mut scan, options, &mut report).await;
+    let swept = sweep_unreferenced(state, lease, &mut scan, options, &mut report).await;
     scan.finish().await;
     swept?;
     report.n_kept = kept.n_chunks;
@@ -171,7 +143,7 @@ async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
             .set(i64::try_from(kept.n_bytes).unwrap_or(i64::MAX));
     }
 
-    sweep_orphans(state, options, &mut report).await?;
+    sweep_orphans(state, lease, options, &mut report).await?;
     tracing::info!(
         dry_run = options.dry_run,
         n_chunks = report.n_chunks,
@@ -188,6 +160,7 @@ async fn run(state: &AppState, options: GcOptions) -> Result<GcReport> {
 /// chunks claimed before the cut-off.
 async fn sweep_unreferenced(
     state: &AppState,
+    lease: &LeaseHold,
     scan: &mut crate::metadata::GcScan,
     options: GcOptions,
     report: &mut GcReport,
@@ -209,12 +182,17 @@ async fn sweep_unreferenced(
         }
         let marked = state.db.mark_deleting(&candidates).await?;
         delete(state, &marked, report).await?;
-        renew(state).await?;
+        lease.renew().await?;
     }
 }
 
 /// Deletes objects the store holds that the inventory does not know.
-async fn sweep_orphans(state: &AppState, options: GcOptions, report: &mut GcReport) -> Result<()> {
+async fn sweep_orphans(
+    state: &AppState,
+    lease: &LeaseHold,
+    options: GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
     let mut after: Option<Hash> = None;
     loop {
         let listed = state
@@ -249,6 +227,6 @@ async fn sweep_orphans(state: &AppState, options: GcOptions, report: &mut GcRepo
             .collect();
         report.n_orphans += taken.len() as u64;
         delete(state, &taken, report).await?;
-        renew(state).await?;
+        lease.renew().await?;
     }
 }

@@ -10,14 +10,12 @@
 //! conflict copy, and nothing local is deleted. A deletion that old may
 //! come back; nothing is lost.
 
-use std::time::Duration;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::metadata::LeaseHold;
 use crate::state::AppState;
 
 /// The lease every round holds.
 pub const LEASE: &str = "horizon";
-const LEASE_TTL: Duration = Duration::from_secs(120);
 
 /// What one round forgot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,29 +32,20 @@ pub async fn forget(
     tombstones_before_ms: Option<i64>,
     now_ms: i64,
 ) -> Result<ForgetReport> {
-    let ttl_ms = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
-    if let Err(holder) = state
+    let lease = state
         .db
-        .acquire_lease(LEASE, &state.instance_id, ttl_ms)
-        .await?
-    {
-        return Err(Error::AlreadyRunning(format!(
-            "the tombstone horizon is being applied (on server {})",
-            holder.holder
-        )));
-    }
-    let result = forget_all(state, tombstones_before_ms, now_ms, ttl_ms).await;
-    if let Err(err) = state.db.release_lease(LEASE, &state.instance_id).await {
-        tracing::warn!(%err, "releasing the horizon lease; it expires by itself");
-    }
+        .hold_lease(LEASE, &state.instance_id, "the tombstone horizon")
+        .await?;
+    let result = forget_all(state, &lease, tombstones_before_ms, now_ms).await;
+    lease.release().await;
     result
 }
 
 async fn forget_all(
     state: &AppState,
+    lease: &LeaseHold,
     tombstones_before_ms: Option<i64>,
     now_ms: i64,
-    ttl_ms: i64,
 ) -> Result<ForgetReport> {
     let mut report = ForgetReport::default();
     for folder in state.db.list_folders().await? {
@@ -74,10 +63,7 @@ async fn forget_all(
                     n_history_versions = forgotten.n_history_versions,
                     "tombstones past the horizon forgotten"
                 );
-                state
-                    .db
-                    .renew_lease(LEASE, &state.instance_id, ttl_ms)
-                    .await?;
+                lease.renew().await?;
             }
         }
         let n_pruned = state

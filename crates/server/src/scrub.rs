@@ -18,12 +18,11 @@ use syncfolder_core::protocol::ScrubReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::metadata::now_ms;
+use crate::metadata::{LEASE_TTL, LeaseHold, now_ms};
 use crate::state::AppState;
 
 /// The lease every scrub holds.
 pub const LEASE: &str = "scrub";
-const LEASE_TTL: Duration = Duration::from_secs(120);
 /// Chunks read per step (the lease is renewed and the cursor kept after each).
 const PAGE: u32 = 256;
 /// Where a background scrub got to, and when one last completed (ms).
@@ -31,10 +30,6 @@ const CURSOR_KEY: &str = "scrub_cursor";
 pub const LAST_COMPLETED_KEY: &str = "scrub_last_completed_ms";
 /// A first background scrub starts this long after the server.
 const FIRST_SCRUB_DELAY: Duration = Duration::from_secs(600);
-
-fn lease_ttl_ms() -> i64 {
-    i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// What a chunk turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,27 +78,24 @@ pub async fn scrub(
     bytes_per_second: u64,
     background: bool,
 ) -> Result<ScrubReport> {
-    if let Err(holder) = state
+    let lease = state
         .db
-        .acquire_lease(LEASE, &state.instance_id, lease_ttl_ms())
-        .await?
-    {
-        return Err(Error::AlreadyRunning(format!(
-            "a scrub is already running (on server {}); try again when it is done",
-            holder.holder
-        )));
-    }
-    let result = run(state, bytes_per_second, background).await;
-    if let Err(err) = state.db.release_lease(LEASE, &state.instance_id).await {
-        tracing::warn!(%err, "releasing the scrub lease; it expires by itself");
-    }
+        .hold_lease(LEASE, &state.instance_id, "a scrub")
+        .await?;
+    let result = run(state, &lease, bytes_per_second, background).await;
+    lease.release().await;
     if let Err(err) = &result {
         tracing::error!(%err, "scrub failed");
     }
     result
 }
 
-async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Result<ScrubReport> {
+async fn run(
+    state: &AppState,
+    lease: &LeaseHold,
+    bytes_per_second: u64,
+    background: bool,
+) -> Result<ScrubReport> {
     let started = Instant::now();
     let mut last_renewal = Instant::now();
     let mut report = ScrubReport::default();
@@ -126,7 +118,7 @@ async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Resul
         after = Some(last.hash);
         for chunk in page {
             if last_renewal.elapsed() > LEASE_TTL / 4 {
-                renew(state).await?;
+                lease.renew().await?;
                 last_renewal = Instant::now();
                 tracing::info!(
                     n_checked = report.n_checked,
@@ -171,20 +163,6 @@ async fn run(state: &AppState, bytes_per_second: u64, background: bool) -> Resul
         "scrub done"
     );
     Ok(report)
-}
-
-/// Keeps the `scrub` lease; fails when another server took it.
-async fn renew(state: &AppState) -> Result<()> {
-    if !state
-        .db
-        .renew_lease(LEASE, &state.instance_id, lease_ttl_ms())
-        .await?
-    {
-        return Err(Error::AlreadyRunning(
-            "the scrub lease lapsed and another server took it".to_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// Chunks a scrub took out of reach and did not finish with: checked again.

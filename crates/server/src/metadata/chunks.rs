@@ -101,6 +101,37 @@ pub(super) fn push_hashes(query: &mut QueryBuilder<Sqlite>, hashes: &[Hash]) {
     list.push_unseparated(")");
 }
 
+/// Hashes read back from hex columns.
+pub(super) fn hashes_of(rows: Vec<String>) -> Vec<Hash> {
+    rows.iter()
+        .filter_map(|hex| Hash::from_hex(hex).ok())
+        .collect()
+}
+
+/// `INSERT INTO chunks … VALUES` of `chunks`, claimed at `claimed_at_ms`,
+/// not stored, in `state`; the caller adds what happens on a conflict.
+pub(super) fn insert_chunks(
+    chunks: &[(Hash, u64)],
+    claimed_at_ms: i64,
+    state: &'static str,
+) -> Result<QueryBuilder<Sqlite>> {
+    let rows = chunks
+        .iter()
+        .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
+        .collect::<Result<Vec<(String, i64)>>>()?;
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
+    );
+    query.push_values(rows, |mut row, (hash, size)| {
+        row.push_bind(hash)
+            .push_bind(size)
+            .push_bind(claimed_at_ms)
+            .push_bind(false)
+            .push_bind(state);
+    });
+    Ok(query)
+}
+
 /// Claims the live ones of `hashes` again (a commit, a dedup hit or an
 /// announcement names them): each claim moves `claimed_at_ms` forward.
 pub(super) async fn reclaim_in(
@@ -133,7 +164,7 @@ async fn not_live_in(connection: &mut SqliteConnection, hashes: &[Hash]) -> Resu
             .build_query_scalar()
             .fetch_all(&mut *connection)
             .await?;
-        not_live.extend(found.iter().filter_map(|hex| Hash::from_hex(hex).ok()));
+        not_live.extend(hashes_of(found));
     }
     Ok(not_live)
 }
@@ -187,20 +218,7 @@ impl Db {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
-            let rows = batch
-                .iter()
-                .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
-                .collect::<Result<Vec<(String, i64)>>>()?;
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
-            );
-            query.push_values(rows, |mut row, (hash, size)| {
-                row.push_bind(hash)
-                    .push_bind(size)
-                    .push_bind(now)
-                    .push_bind(false)
-                    .push_bind(LIVE);
-            });
+            let mut query = insert_chunks(batch, now, LIVE)?;
             query.push(
                 " ON CONFLICT (hash) DO UPDATE SET \
                  claimed_at_ms = MAX(chunks.claimed_at_ms + 1, excluded.claimed_at_ms) \
@@ -242,10 +260,7 @@ impl Db {
             push_hashes(&mut query, &hashes);
             query.push(" RETURNING hash");
             let live: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-            let live: HashSet<Hash> = live
-                .iter()
-                .filter_map(|hex| Hash::from_hex(hex).ok())
-                .collect();
+            let live: HashSet<Hash> = hashes_of(live).into_iter().collect();
             let rows = batch
                 .iter()
                 .filter(|(hash, _)| live.contains(hash))

@@ -468,6 +468,7 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::file;
     use super::*;
     use syncfolder_core::Hash;
     use syncfolder_core::protocol::ChunkRef;
@@ -596,24 +597,6 @@ mod tests {
         ]);
         assert_eq!(events.len(), 2);
         assert!(events.iter().all(|event| event.action != "rename"));
-    }
-
-    fn file(path: &str, parent_version: u64, bytes: &[u8]) -> Change {
-        let chunks = vec![syncfolder_core::protocol::ChunkRef {
-            hash: Hash::of(bytes),
-            size: bytes.len() as u64,
-        }];
-        Change {
-            path: path.to_owned(),
-            parent_version,
-            content: Some(Content::File {
-                content_hash: content_hash(&chunks),
-                size: bytes.len() as u64,
-                executable: false,
-            }),
-            chunks,
-            mtime_ns: 0,
-        }
     }
 
     #[tokio::test]

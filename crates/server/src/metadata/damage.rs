@@ -11,7 +11,7 @@
 use sqlx::{QueryBuilder, Sqlite};
 use syncfolder_core::Hash;
 
-use super::chunks::push_hashes;
+use super::chunks::{hashes_of, push_hashes};
 use super::{Db, from_db, now_ms};
 use crate::error::Result;
 
@@ -40,12 +40,6 @@ pub struct DamagedFile {
     pub version: u64,
     /// The current record (not a history version).
     pub current: bool,
-}
-
-fn hashes_of(rows: Vec<String>) -> Vec<Hash> {
-    rows.iter()
-        .filter_map(|hex| Hash::from_hex(hex).ok())
-        .collect()
 }
 
 impl Db {

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection};
 use syncfolder_core::Hash;
 
-use super::chunks::{ROWS_PER_STATEMENT, push_hashes};
-use super::{Db, from_db, to_db};
+use super::chunks::{ROWS_PER_STATEMENT, hashes_of, insert_chunks, push_hashes};
+use super::{Db, from_db};
 use crate::error::Result;
 
 /// The scratch database, beside `metadata.db`, that holds the referenced
@@ -83,12 +83,6 @@ fn remove_scratch(path: &std::path::Path) {
         name.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(name));
     }
-}
-
-fn hashes_of(rows: Vec<String>) -> Vec<Hash> {
-    rows.iter()
-        .filter_map(|hex| Hash::from_hex(hex).ok())
-        .collect()
 }
 
 impl Db {
@@ -243,20 +237,7 @@ impl Db {
         let mut taken = Vec::new();
         let mut tx = self.begin_write().await?;
         for batch in orphans.chunks(ROWS_PER_STATEMENT) {
-            let rows = batch
-                .iter()
-                .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
-                .collect::<Result<Vec<(String, i64)>>>()?;
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
-            );
-            query.push_values(rows, |mut row, (hash, size)| {
-                row.push_bind(hash)
-                    .push_bind(size)
-                    .push_bind(0_i64)
-                    .push_bind(false)
-                    .push_bind("deleting");
-            });
+            let mut query = insert_chunks(batch, 0, "deleting")?;
             query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
             let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
             taken.extend(hashes_of(found));
@@ -320,28 +301,10 @@ impl GcScan {
 
 #[cfg(test)]
 mod tests {
-    use syncfolder_core::hash::content_hash;
-    use syncfolder_core::protocol::{Change, ChunkRef, CommitResult, Content, FolderSettings};
+    use syncfolder_core::protocol::{CommitResult, FolderSettings};
 
+    use super::super::test_support::file;
     use super::*;
-
-    fn file(path: &str, bytes: &[u8]) -> Change {
-        let chunks = vec![ChunkRef {
-            hash: Hash::of(bytes),
-            size: bytes.len() as u64,
-        }];
-        Change {
-            path: path.to_owned(),
-            parent_version: 0,
-            content: Some(Content::File {
-                content_hash: content_hash(&chunks),
-                size: bytes.len() as u64,
-                executable: false,
-            }),
-            chunks,
-            mtime_ns: 0,
-        }
-    }
 
     async fn folder_with_uploaded(bytes: &[u8]) -> (tempfile::TempDir, Db, i64) {
         let data = tempfile::tempdir().expect("temp dir");
@@ -364,7 +327,7 @@ mod tests {
         assert_eq!(candidates.len(), 1, "unreferenced in the snapshot");
         // the reference comes after the snapshot
         let outcome = db
-            .commit(folder_id, vec![file("f", b"late commit")], "agent")
+            .commit(folder_id, vec![file("f", 0, b"late commit")], "agent")
             .await
             .expect("commit");
         assert!(matches!(outcome.results[0], CommitResult::Committed { .. }));
@@ -400,7 +363,7 @@ mod tests {
         // the cut-off either: the candidates carry the claims of the snapshot
         let mut scan = db.gc_scan(i64::MAX).await.expect("scan");
         let outcome = db
-            .commit(folder_id, vec![file("f", b"commit mid-scan")], "agent")
+            .commit(folder_id, vec![file("f", 0, b"commit mid-scan")], "agent")
             .await
             .expect("commit");
         assert!(matches!(outcome.results[0], CommitResult::Committed { .. }));
@@ -450,7 +413,7 @@ mod tests {
         scan.finish().await;
         assert_eq!(db.mark_deleting(&candidates).await.expect("mark").len(), 1);
         let outcome = db
-            .commit(folder_id, vec![file("f", b"collected first")], "agent")
+            .commit(folder_id, vec![file("f", 0, b"collected first")], "agent")
             .await
             .expect("commit");
         assert_eq!(

@@ -134,45 +134,10 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use syncfolder_core::Hash;
-    use syncfolder_core::hash::content_hash;
-    use syncfolder_core::protocol::{Change, ChunkRef, CommitResult, Content, FolderSettings};
+    use syncfolder_core::protocol::{CommitResult, FolderSettings};
 
+    use super::super::test_support::{committed_version, file, tombstone};
     use super::*;
-
-    fn write(path: &str, parent_version: u64, bytes: &[u8]) -> Change {
-        let chunks = vec![ChunkRef {
-            hash: Hash::of(bytes),
-            size: bytes.len() as u64,
-        }];
-        Change {
-            path: path.to_owned(),
-            parent_version,
-            content: Some(Content::File {
-                content_hash: content_hash(&chunks),
-                size: bytes.len() as u64,
-                executable: false,
-            }),
-            chunks,
-            mtime_ns: 0,
-        }
-    }
-
-    fn delete(path: &str, parent_version: u64) -> Change {
-        Change {
-            path: path.to_owned(),
-            parent_version,
-            content: None,
-            chunks: Vec::new(),
-            mtime_ns: 0,
-        }
-    }
-
-    fn version_of(result: &CommitResult) -> u64 {
-        match result {
-            CommitResult::Committed { record } => record.version,
-            other => panic!("not committed: {other:?}"),
-        }
-    }
 
     #[tokio::test]
     async fn only_old_tombstones_go_with_their_history_and_the_horizon_rises() {
@@ -195,29 +160,29 @@ mod tests {
         let outcome = db
             .commit(
                 folder.id,
-                vec![write("a", 0, b"a1"), write("b", 0, b"b1")],
+                vec![file("a", 0, b"a1"), file("b", 0, b"b1")],
                 "agent",
             )
             .await
             .expect("commit");
-        let a1 = version_of(&outcome.results[0]);
-        let b1 = version_of(&outcome.results[1]);
-        let a2 = version_of(
-            &db.commit(folder.id, vec![write("a", a1, b"a2")], "agent")
+        let a1 = committed_version(&outcome.results[0]);
+        let b1 = committed_version(&outcome.results[1]);
+        let a2 = committed_version(
+            &db.commit(folder.id, vec![file("a", a1, b"a2")], "agent")
                 .await
                 .expect("commit")
                 .results[0],
         );
-        let a_deleted = version_of(
-            &db.commit(folder.id, vec![delete("a", a2)], "agent")
+        let a_deleted = committed_version(
+            &db.commit(folder.id, vec![tombstone("a", a2)], "agent")
                 .await
                 .expect("commit")
                 .results[0],
         );
         let after_first = super::super::now_ms() + 1;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let b_deleted = version_of(
-            &db.commit(folder.id, vec![delete("b", b1)], "agent")
+        let b_deleted = committed_version(
+            &db.commit(folder.id, vec![tombstone("b", b1)], "agent")
                 .await
                 .expect("commit")
                 .results[0],
@@ -264,7 +229,7 @@ mod tests {
         // whether its writer saw the tombstone, an older version or nothing
         for (path, parent) in [("a", a_deleted), ("b", b1), ("c", 0)] {
             let again = db
-                .commit(folder.id, vec![write(path, parent, b"a1")], "agent")
+                .commit(folder.id, vec![file(path, parent, b"a1")], "agent")
                 .await
                 .expect("commit");
             assert!(
@@ -275,7 +240,7 @@ mod tests {
         }
         // but not on a version the folder never had
         let bogus = db
-            .commit(folder.id, vec![write("d", b_deleted + 100, b"a1")], "agent")
+            .commit(folder.id, vec![file("d", b_deleted + 100, b"a1")], "agent")
             .await
             .expect("commit");
         assert_eq!(bogus.results[0], CommitResult::Conflict { current: None });
@@ -306,8 +271,8 @@ mod tests {
             .expect("chunks");
         let mut parent = 0;
         for bytes in &contents {
-            parent = version_of(
-                &db.commit(folder.id, vec![write("f", parent, bytes)], "agent")
+            parent = committed_version(
+                &db.commit(folder.id, vec![file("f", parent, bytes)], "agent")
                     .await
                     .expect("commit")
                     .results[0],

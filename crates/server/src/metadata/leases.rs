@@ -4,8 +4,52 @@
 //! it works and releases it when done, and a holder that died loses it when
 //! it expires.
 
+use std::time::Duration;
+
 use super::{Db, now_ms};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// How long a held lease lasts without renewal; holders renew well within.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+
+fn lease_ttl_ms() -> i64 {
+    i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A job's hold on its lease, from [`Db::hold_lease`] to [`LeaseHold::release`].
+#[derive(Debug)]
+pub struct LeaseHold {
+    db: Db,
+    name: &'static str,
+    holder: String,
+}
+
+impl LeaseHold {
+    /// Extends the lease; [`Error::AlreadyRunning`] when another server took
+    /// it over after it expired (stopping then is safe: every job here
+    /// leaves what it did consistent, and the other one goes on).
+    pub async fn renew(&self) -> Result<()> {
+        if self
+            .db
+            .renew_lease(self.name, &self.holder, lease_ttl_ms())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::AlreadyRunning(format!(
+                "the {} lease lapsed and another server took it",
+                self.name
+            )))
+        }
+    }
+
+    /// Gives the lease up; when that fails it expires by itself.
+    pub async fn release(self) {
+        if let Err(err) = self.db.release_lease(self.name, &self.holder).await {
+            tracing::warn!(%err, lease = self.name, "releasing a lease; it expires by itself");
+        }
+    }
+}
 
 /// Who holds a lease, until when.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -16,6 +60,28 @@ pub struct Lease {
 }
 
 impl Db {
+    /// Takes the lease `name` for `holder` for [`LEASE_TTL`];
+    /// [`Error::AlreadyRunning`], naming `job` and whoever holds it, when
+    /// another holds it.
+    pub async fn hold_lease(
+        &self,
+        name: &'static str,
+        holder: &str,
+        job: &str,
+    ) -> Result<LeaseHold> {
+        match self.acquire_lease(name, holder, lease_ttl_ms()).await? {
+            Ok(()) => Ok(LeaseHold {
+                db: self.clone(),
+                name,
+                holder: holder.to_owned(),
+            }),
+            Err(current) => Err(Error::AlreadyRunning(format!(
+                "{job} is already running (on server {}); try again when it is done",
+                current.holder
+            ))),
+        }
+    }
+
     /// Takes the lease `name` for `holder` for `ttl_ms` when nobody holds it
     /// (or the holding expired). `Err` names whoever holds it now, `holder`
     /// included: a lease is never taken twice.

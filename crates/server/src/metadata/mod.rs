@@ -21,6 +21,8 @@ mod horizon;
 mod leases;
 mod records;
 mod retention;
+#[cfg(test)]
+mod test_support;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +39,7 @@ pub use events::{Backlog, EventRow};
 pub use folders::{Folder, FolderStats, FolderUsage, validate_folder_name};
 pub use gc::{GcCandidate, GcScan, StoreTotals};
 pub use horizon::Forgotten;
-pub use leases::Lease;
+pub use leases::{LEASE_TTL, Lease, LeaseHold};
 pub use retention::should_drop;
 pub use tokens::TokenRow;
 
