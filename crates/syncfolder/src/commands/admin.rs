@@ -7,7 +7,7 @@ use syncfolder_core::protocol::{FolderInfo, FolderSettings, HistoryRetention, To
 
 use crate::cli::{AdminAuth, FolderCommand, TokenCommand};
 
-fn admin_client(auth: &AdminAuth) -> anyhow::Result<Client> {
+pub fn admin_client(auth: &AdminAuth) -> anyhow::Result<Client> {
     Client::with_ca_cert(
         &auth.server.server,
         &auth.admin_token,

@@ -1,19 +1,10 @@
 //! `syncfolder admin gc|scrub`: the server's storage jobs, on demand.
 
 use anyhow::Context;
-use syncfolder_client::Client;
 use syncfolder_core::protocol::{GcReport, ScrubReport};
 
-use crate::cli::{AdminAuth, AdminCommand};
-
-fn admin_client(auth: &AdminAuth) -> anyhow::Result<Client> {
-    Client::with_ca_cert(
-        &auth.server.server,
-        &auth.admin_token,
-        auth.server.ca_cert.as_deref(),
-    )
-    .context("connecting to the server")
-}
+use super::admin::admin_client;
+use crate::cli::AdminCommand;
 
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
