@@ -1,7 +1,9 @@
 //! `cargo xtask test`: what CI runs, and what a newcomer runs first.
 //! Installs what the tests need when it is missing (`deps`), then
 //! formatting, clippy with warnings denied, then every test of the
-//! workspace with one line that totals the tests run, then a quick bench
+//! workspace, then the server's metadata tests and whole API suite again
+//! with the metadata in PostgreSQL (a throwaway server from `testkit`),
+//! with one line that totals the tests run, then a quick bench
 //! run that proves the harness and every peer deliver their data
 //! (`bench --quick`; `--no-bench` skips it), then a short fuzz pass of
 //! every fuzz target (`fuzz`; `--no-fuzz` skips it).
@@ -34,7 +36,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    let totals = run_tests()?;
+    let mut totals = run_tests(&["--workspace", "--all-targets"], &[])?;
+    // the second metadata backend: the same tests, each on a database of its own
+    // (`--workspace` as above: selecting one package would resolve features
+    // differently and rebuild much of the workspace)
+    let postgres = syncfolder_testkit::TestPostgres::start();
+    let on_postgres = [("SYNCFOLDER_TEST_POSTGRES_URL", postgres.url())];
+    for selection in [
+        &["--workspace", "--test", "api"][..],
+        &["--workspace", "--lib", "--", "metadata::"][..],
+    ] {
+        let pass = run_tests(selection, &on_postgres)?;
+        totals.n_passed += pass.n_passed;
+        totals.n_failed += pass.n_failed;
+    }
+    drop(postgres);
     println!(
         "xtask test: {} passed, {} failed",
         totals.n_passed, totals.n_failed
@@ -79,13 +95,14 @@ struct Totals {
     n_failed: u64,
 }
 
-/// `cargo test --workspace --all-targets` with the project's tools first on
-/// the PATH, echoing its output and adding up
-/// its `test result:` lines.
-fn run_tests() -> anyhow::Result<Totals> {
+/// `cargo test` of `selection` with the project's tools first on the PATH
+/// and `envs` set, echoing its output and adding up its `test result:` lines.
+fn run_tests(selection: &[&str], envs: &[(&str, String)]) -> anyhow::Result<Totals> {
     let mut command = cargo();
     command
-        .args(["test", "--workspace", "--all-targets"])
+        .arg("test")
+        .args(selection)
+        .envs(envs.iter().map(|(name, value)| (name, value)))
         // helm, kubectl and kubernetes-validate from `cargo xtask deps`
         .env("PATH", crate::kube_tools::path_with_tools())
         .current_dir(project_root())

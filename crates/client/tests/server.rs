@@ -32,6 +32,7 @@ async fn start_server() -> TestServer {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: data_dir.path().to_path_buf(),
+        metadata: Default::default(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: Limits::default(),
         shipper: None,

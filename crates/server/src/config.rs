@@ -10,8 +10,11 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Holds `metadata.db`, `chunks/`, `tmp/` and `admin-token`.
+    /// Holds `metadata.db` (unless the metadata is elsewhere), `chunks/`,
+    /// `tmp/` and `admin-token`.
     pub data_dir: PathBuf,
+    /// Where the metadata lives: SQLite in the data directory by default.
+    pub metadata: crate::MetadataLocation,
     /// The admin token; `None` reuses `<data>/admin-token` or generates it.
     pub admin_token: Option<String>,
     pub limits: Limits,
@@ -72,6 +75,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             data_dir: data_dir.into(),
+            metadata: crate::MetadataLocation::default(),
             admin_token: None,
             limits: Limits::default(),
             shipper: None,

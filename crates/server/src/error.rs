@@ -78,6 +78,11 @@ pub enum Error {
     MethodNotAllowed,
     #[error("metadata database: {0}")]
     Database(sqlx::Error),
+    /// The metadata database cannot be reached (connection lost, pool
+    /// exhausted, shutting down) or gave up on a transaction that collided
+    /// with another too often: nothing was changed, try again.
+    #[error("metadata database unavailable: {0}")]
+    DatabaseUnavailable(sqlx::Error),
     #[error("metadata migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{context}: {source}")]
@@ -126,7 +131,7 @@ impl Error {
             | Error::NoRoute => StatusCode::NOT_FOUND,
             Error::FolderExists(_) | Error::AlreadyRunning(_) => StatusCode::CONFLICT,
             Error::CursorExpired { .. } => StatusCode::GONE,
-            Error::TryAgain(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TryAgain(_) | Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidFolderName(_)
             | Error::InvalidPath(_)
             | Error::InvalidHash(_)
@@ -166,6 +171,7 @@ impl Error {
             Error::CursorExpired { .. } => "cursor_expired",
             Error::AlreadyRunning(_) => "already_running",
             Error::TryAgain(_) => "try_again",
+            Error::DatabaseUnavailable(_) => "database_unavailable",
             Error::Rejected { code, .. } => code,
             Error::BodyTimeout => "body_timeout",
             Error::NoRoute => "not_found",
@@ -191,6 +197,11 @@ impl IntoResponse for Error {
             Error::TryAgain(message) => {
                 tracing::warn!(message, "request refused for now: try again");
                 message.clone()
+            }
+            Error::DatabaseUnavailable(err) => {
+                tracing::warn!(%err, "metadata database unavailable: request refused, nothing changed");
+                "the metadata database is unavailable, so nothing was changed: try again shortly"
+                    .to_owned()
             }
             _ if status.is_server_error() => {
                 tracing::error!(err = %self, "request failed");
@@ -218,25 +229,82 @@ pub fn is_storage_full(err: &std::io::Error) -> bool {
 /// SQLite's primary result code for "database or disk is full".
 const SQLITE_FULL: i64 = 13;
 
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Error {
-        let full = match &err {
+/// What a database error means for the request that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// The database's disk is full: 507.
+    StorageFull,
+    /// Unreachable or shutting down: 503, nothing changed.
+    Unavailable,
+    /// A deadlock or serialization failure: the transaction was rolled
+    /// back and may simply run again.
+    Collision,
+    /// Anything else: 500.
+    Other,
+}
+
+/// Classifies a database error by its backend's codes: SQLite's extended
+/// result codes, PostgreSQL's SQLSTATEs.
+pub fn classify_database_error(err: &sqlx::Error) -> DatabaseFailure {
+    match err {
+        sqlx::Error::Database(db_err) => {
+            if let Some(postgres) = db_err.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = postgres.code();
+                return match code {
+                    // disk_full, insufficient_resources' out of space
+                    "53100" => DatabaseFailure::StorageFull,
+                    // serialization_failure, deadlock_detected
+                    "40001" | "40P01" => DatabaseFailure::Collision,
+                    // connection exceptions; admin or crash shutdown, cannot connect now
+                    _ if code.starts_with("08") || code.starts_with("57P") => {
+                        DatabaseFailure::Unavailable
+                    }
+                    _ => DatabaseFailure::Other,
+                };
+            }
             // the code is SQLite's extended result code; the primary one is its low byte
-            sqlx::Error::Database(db_err) => db_err
+            let sqlite_full = db_err
                 .code()
                 .and_then(|code| code.parse::<i64>().ok())
-                .is_some_and(|code| code & 0xff == SQLITE_FULL),
-            sqlx::Error::Io(io_err) => is_storage_full(io_err),
-            _ => false,
-        };
-        if full {
-            Error::StorageFull {
+                .is_some_and(|code| code & 0xff == SQLITE_FULL);
+            if sqlite_full {
+                DatabaseFailure::StorageFull
+            } else {
+                DatabaseFailure::Other
+            }
+        }
+        sqlx::Error::Io(io_err) if is_storage_full(io_err) => DatabaseFailure::StorageFull,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => DatabaseFailure::Unavailable,
+        _ => DatabaseFailure::Other,
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        match classify_database_error(&err) {
+            DatabaseFailure::StorageFull => Error::StorageFull {
                 context: "writing the metadata database".to_owned(),
                 source: Box::new(err),
+            },
+            DatabaseFailure::Unavailable | DatabaseFailure::Collision => {
+                Error::DatabaseUnavailable(err)
             }
-        } else {
-            Error::Database(err)
+            DatabaseFailure::Other => Error::Database(err),
         }
+    }
+}
+
+impl Error {
+    /// True for a transaction that collided with another (a deadlock or a
+    /// serialization failure) and was rolled back: running it again is safe.
+    pub fn is_collision(&self) -> bool {
+        matches!(self, Error::DatabaseUnavailable(err)
+            if classify_database_error(err) == DatabaseFailure::Collision)
     }
 }
 

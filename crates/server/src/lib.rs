@@ -62,6 +62,7 @@ pub mod validate;
 pub use chunk_store::{ChunkStore, LooseChunkStore};
 pub use config::{Limits, Maintenance, ServerConfig, TlsFiles};
 pub use error::{Error, Result};
+pub use metadata::{MetadataLocation, PostgresMetadata};
 pub use routes::router;
 pub use server::Server;
 pub use shipper::ShipperConfig;

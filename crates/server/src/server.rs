@@ -65,7 +65,7 @@ impl Server {
             .await
             .map_err(|err| Error::Internal(format!("opening the chunk store: {err}")))?
             .map_err(Error::io("opening the chunk store"))?;
-        let db = Db::open(&data_dir).await?;
+        let db = Db::connect(&config.metadata, &data_dir).await?;
         let admin_token = admin_token::load_or_create(&data_dir, config.admin_token.as_deref())?;
         let metrics = Metrics::new().map_err(|err| Error::Internal(format!("metrics: {err}")))?;
         let listener = TcpListener::bind(config.listen)

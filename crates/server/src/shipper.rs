@@ -215,8 +215,9 @@ impl Shipper {
         let Some(last_id) = events.last().map(|event| event.id) else {
             return Ok(0);
         };
+        let ids: Vec<i64> = events.iter().map(|event| event.id).collect();
         if !self.migrated {
-            sqlx::migrate!("./migrations-postgres")
+            sqlx::migrate!("./migrations-event-log")
                 .run(&self.pool)
                 .await
                 .map_err(|err| match err {
@@ -231,7 +232,7 @@ impl Shipper {
             .map_err(ShipError::from_postgres)?;
         // PostgreSQL holds them; a crash before this line ships them again, harmlessly
         self.db
-            .mark_shipped_through(last_id)
+            .mark_shipped(&ids)
             .await
             .map_err(ShipError::Outbox)?;
         self.metrics

@@ -189,9 +189,36 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, env = "SYNCFOLDER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Data directory: metadata DB and chunk store.
+    /// Data directory: metadata DB (unless --metadata-url) and chunk store.
     #[arg(long, env = "SYNCFOLDER_DATA")]
     pub data: PathBuf,
+    /// Keep the metadata in this PostgreSQL database instead of SQLite in
+    /// the data directory, so that any number of servers can share it
+    /// (postgres://user@host:port/db?sslmode=require). Put the password in
+    /// --metadata-password-file, SYNCFOLDER_METADATA_PASSWORD or PGPASSWORD
+    /// rather than in the URL.
+    #[arg(long, env = "SYNCFOLDER_METADATA_URL", hide_env_values = true)]
+    pub metadata_url: Option<String>,
+    /// A file holding the metadata database's password (a mounted Secret).
+    #[arg(
+        long,
+        env = "SYNCFOLDER_METADATA_PASSWORD_FILE",
+        requires = "metadata_url"
+    )]
+    pub metadata_password_file: Option<PathBuf>,
+    /// The metadata database's password.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_METADATA_PASSWORD",
+        hide_env_values = true,
+        requires = "metadata_url",
+        conflicts_with = "metadata_password_file"
+    )]
+    pub metadata_password: Option<String>,
+    /// Most connections this server keeps to the metadata database.
+    #[arg(long, env = "SYNCFOLDER_METADATA_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub metadata_max_connections: u32,
     /// Admin token; when absent, one is generated (or reused) in DATA/admin-token.
     #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

@@ -87,6 +87,7 @@ impl TestServer {
         let server = Server::bind(ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data.path().to_path_buf(),
+            metadata: Default::default(),
             admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
             limits: Limits::default(),
             shipper: None,

@@ -15,14 +15,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use syncfolder_core::Hash;
 
+use super::backend::{Connection, on_connection};
 use super::{Db, from_db, now_ms, to_db};
 use crate::error::Result;
 
-/// Rows one statement reads or writes (three bound values each at most,
-/// well inside SQLite's limit on bound values).
+/// Rows one statement reads or writes (five bound values each at most,
+/// well inside SQLite's and PostgreSQL's limits on bound values).
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// A chunk that nothing may read, claim or reference: a garbage collection
@@ -31,18 +32,20 @@ pub(super) const LIVE: &str = "live";
 
 /// The size of `hash` when `folder_id` may read it.
 pub(super) async fn chunk_size_in(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     hash: &Hash,
 ) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
-         WHERE fc.folder_id = $1 AND fc.hash = $2 AND c.stored AND c.state = 'live'",
-    )
-    .bind(folder_id)
-    .bind(hash.to_hex())
-    .fetch_optional(connection)
-    .await?;
+    let size: Option<i64> = on_connection!(&mut connection, connection => {
+        sqlx::query_scalar(
+            "SELECT fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
+             WHERE fc.folder_id = $1 AND fc.hash = $2 AND c.stored AND c.state = 'live'",
+        )
+        .bind(folder_id)
+        .bind(hash.to_hex())
+        .fetch_optional(connection)
+        .await?
+    });
     Ok(size.map(from_db))
 }
 
@@ -57,7 +60,7 @@ fn unique(hashes: impl IntoIterator<Item = Hash>) -> Vec<Hash> {
 
 /// Which of `hashes` the folder can read.
 pub(super) async fn present_in(
-    connection: &mut SqliteConnection,
+    connection: Connection<'_>,
     folder_id: i64,
     hashes: &[Hash],
 ) -> Result<HashSet<Hash>> {
@@ -70,19 +73,21 @@ pub(super) async fn present_in(
 /// The sizes of those of `hashes` the folder can read, asked 500 at a time
 /// (a fetch of a thousand small chunks was a thousand round trips).
 pub(super) async fn sizes_in(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     hashes: &[Hash],
 ) -> Result<HashMap<Hash, u64>> {
     let mut sizes = HashMap::with_capacity(hashes.len());
     for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT fc.hash, fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
-             WHERE c.stored AND c.state = 'live' AND fc.folder_id = ",
-        );
-        query.push_bind(folder_id).push(" AND fc.hash IN (");
-        push_hashes(&mut query, batch);
-        let found: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *connection).await?;
+        let found: Vec<(String, i64)> = on_connection!(&mut connection, connection => {
+            let mut query = QueryBuilder::new(
+                "SELECT fc.hash, fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
+                 WHERE c.stored AND c.state = 'live' AND fc.folder_id = ",
+            );
+            query.push_bind(folder_id).push(" AND fc.hash IN (");
+            push_hashes(&mut query, batch);
+            query.build_query_as().fetch_all(&mut *connection).await?
+        });
         sizes.extend(
             found
                 .into_iter()
@@ -93,7 +98,10 @@ pub(super) async fn sizes_in(
 }
 
 /// `hash, hash, …)` as bound values, closing the list.
-pub(super) fn push_hashes(query: &mut QueryBuilder<Sqlite>, hashes: &[Hash]) {
+pub(super) fn push_hashes<DB: Database>(query: &mut QueryBuilder<DB>, hashes: &[Hash])
+where
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
     let mut list = query.separated(", ");
     for hash in hashes {
         list.push_bind(hash.to_hex());
@@ -110,18 +118,23 @@ pub(super) fn hashes_of(rows: Vec<String>) -> Vec<Hash> {
 
 /// `INSERT INTO chunks … VALUES` of `chunks`, claimed at `claimed_at_ms`,
 /// not stored, in `state`; the caller adds what happens on a conflict.
-pub(super) fn insert_chunks(
+pub(super) fn insert_chunks<DB: Database>(
     chunks: &[(Hash, u64)],
     claimed_at_ms: i64,
     state: &'static str,
-) -> Result<QueryBuilder<Sqlite>> {
+) -> Result<QueryBuilder<DB>>
+where
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> &'static str: Encode<'q, DB> + Type<DB>,
+{
     let rows = chunks
         .iter()
         .map(|(hash, size)| Ok((hash.to_hex(), to_db(*size, "chunk size")?)))
         .collect::<Result<Vec<(String, i64)>>>()?;
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ",
-    );
+    let mut query =
+        QueryBuilder::<DB>::new("INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ");
     query.push_values(rows, |mut row, (hash, size)| {
         row.push_bind(hash)
             .push_bind(size)
@@ -135,35 +148,40 @@ pub(super) fn insert_chunks(
 /// Claims the live ones of `hashes` again (a commit, a dedup hit or an
 /// announcement names them): each claim moves `claimed_at_ms` forward.
 pub(super) async fn reclaim_in(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     hashes: &[Hash],
     now_ms: i64,
 ) -> Result<()> {
+    // in hash order: two transactions that claim the same chunks lock their
+    // rows in the same order, so they wait for each other, never deadlock
+    let mut hashes = hashes.to_vec();
+    hashes.sort_unstable();
     for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE chunks SET claimed_at_ms = MAX(claimed_at_ms + 1, ",
-        );
-        query
-            .push_bind(now_ms)
-            .push(") WHERE state = 'live' AND hash IN (");
-        push_hashes(&mut query, batch);
-        query.build().execute(&mut *connection).await?;
+        let greatest = connection.greatest();
+        on_connection!(&mut connection, connection => {
+            let mut query = QueryBuilder::new(format!(
+                "UPDATE chunks SET claimed_at_ms = {greatest}(claimed_at_ms + 1, "
+            ));
+            query
+                .push_bind(now_ms)
+                .push(") WHERE state = 'live' AND hash IN (");
+            push_hashes(&mut query, batch);
+            query.build().execute(&mut *connection).await?;
+        });
     }
     Ok(())
 }
 
 /// Those of `hashes` that are not live (being deleted or repaired).
-async fn not_live_in(connection: &mut SqliteConnection, hashes: &[Hash]) -> Result<Vec<Hash>> {
+async fn not_live_in(mut connection: Connection<'_>, hashes: &[Hash]) -> Result<Vec<Hash>> {
     let mut not_live = Vec::new();
     for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT hash FROM chunks WHERE state != 'live' AND hash IN (",
-        );
-        push_hashes(&mut query, batch);
-        let found: Vec<String> = query
-            .build_query_scalar()
-            .fetch_all(&mut *connection)
-            .await?;
+        let found: Vec<String> = on_connection!(&mut connection, connection => {
+            let mut query =
+                QueryBuilder::new("SELECT hash FROM chunks WHERE state != 'live' AND hash IN (");
+            push_hashes(&mut query, batch);
+            query.build_query_scalar().fetch_all(&mut *connection).await?
+        });
         not_live.extend(hashes_of(found));
     }
     Ok(not_live)
@@ -183,13 +201,13 @@ impl Db {
     /// The sizes of those of `hashes` that `folder_id` may read; the others
     /// are absent from the map.
     pub async fn chunk_sizes(&self, folder_id: i64, hashes: &[Hash]) -> Result<HashMap<Hash, u64>> {
-        let mut connection = self.pool.acquire().await?;
-        sizes_in(&mut connection, folder_id, hashes).await
+        let mut pooled = self.backend.acquire().await?;
+        sizes_in(pooled.connection(), folder_id, hashes).await
     }
 
     pub async fn chunk_size(&self, folder_id: i64, hash: &Hash) -> Result<Option<u64>> {
-        let mut connection = self.pool.acquire().await?;
-        chunk_size_in(&mut connection, folder_id, hash).await
+        let mut pooled = self.backend.acquire().await?;
+        chunk_size_in(pooled.connection(), folder_id, hash).await
     }
 
     /// Those of `hashes` the folder cannot read, each once. The ones it can
@@ -198,8 +216,8 @@ impl Db {
     pub async fn missing_chunks(&self, folder_id: i64, hashes: &[Hash]) -> Result<Vec<Hash>> {
         let unique = unique(hashes.iter().copied());
         let present = {
-            let mut connection = self.pool.acquire().await?;
-            present_in(&mut connection, folder_id, &unique).await?
+            let mut pooled = self.backend.acquire().await?;
+            present_in(pooled.connection(), folder_id, &unique).await?
         };
         if !present.is_empty() {
             let present: Vec<Hash> = present.iter().copied().collect();
@@ -215,51 +233,79 @@ impl Db {
     /// those that are not live (a garbage collection or scrub is at work on
     /// them): the caller waits until they are, and claims them again.
     pub async fn claim_chunks(&self, chunks: &[(Hash, u64)]) -> Result<Vec<Hash>> {
+        self.retrying(|| self.claim_chunks_once(chunks)).await
+    }
+
+    async fn claim_chunks_once(&self, chunks: &[(Hash, u64)]) -> Result<Vec<Hash>> {
         let now = now_ms();
+        // each chunk once (PostgreSQL's upsert refuses to touch a row twice
+        // in one statement), in hash order (concurrent claims lock rows in
+        // one order and never deadlock)
+        let mut chunks: Vec<(Hash, u64)> = chunks.to_vec();
+        chunks.sort_unstable_by_key(|(hash, _)| *hash);
+        chunks.dedup_by_key(|(hash, _)| *hash);
+        let greatest = self.backend.greatest();
+        let on_conflict = format!(
+            " ON CONFLICT (hash) DO UPDATE SET \
+             claimed_at_ms = {greatest}(chunks.claimed_at_ms + 1, excluded.claimed_at_ms) \
+             WHERE chunks.state = 'live'"
+        );
         let mut tx = self.begin_write().await?;
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
-            let mut query = insert_chunks(batch, now, LIVE)?;
-            query.push(
-                " ON CONFLICT (hash) DO UPDATE SET \
-                 claimed_at_ms = MAX(chunks.claimed_at_ms + 1, excluded.claimed_at_ms) \
-                 WHERE chunks.state = 'live'",
-            );
-            query.build().execute(&mut *tx).await?;
+            on_connection!(&mut tx.connection(), connection => {
+                let mut query = insert_chunks(batch, now, LIVE)?;
+                query.push(&on_conflict);
+                query.build().execute(&mut *connection).await?;
+            });
         }
         let hashes: Vec<Hash> = chunks.iter().map(|(hash, _)| *hash).collect();
-        let not_live = not_live_in(&mut tx, &hashes).await?;
+        let not_live = not_live_in(tx.connection(), &hashes).await?;
         tx.commit().await?;
         Ok(not_live)
     }
 
     /// Those of `hashes` that are not live now.
     pub async fn chunks_not_live(&self, hashes: &[Hash]) -> Result<Vec<Hash>> {
-        let mut connection = self.pool.acquire().await?;
-        not_live_in(&mut connection, hashes).await
+        let mut pooled = self.backend.acquire().await?;
+        not_live_in(pooled.connection(), hashes).await
     }
 
     /// Claims the live ones of `hashes` again.
     pub async fn reclaim_chunks(&self, hashes: &[Hash]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        reclaim_in(&mut tx, hashes, now_ms()).await?;
-        tx.commit().await?;
-        Ok(())
+        self.retrying(|| async {
+            let mut tx = self.begin_write().await?;
+            reclaim_in(tx.connection(), hashes, now_ms()).await?;
+            tx.commit().await
+        })
+        .await
     }
 
     /// Records claimed chunks as stored and lets `folder_id` read them. Call
     /// only once they are durable. Chunks that stopped being live since the
     /// claim are refused and recorded nowhere.
     pub async fn record_stored(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<Recorded> {
+        self.retrying(|| self.record_stored_once(folder_id, chunks))
+            .await
+    }
+
+    async fn record_stored_once(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<Recorded> {
+        let mut chunks: Vec<(Hash, u64)> = chunks.to_vec();
+        chunks.sort_unstable_by_key(|(hash, _)| *hash);
+        chunks.dedup_by_key(|(hash, _)| *hash);
         let mut tx = self.begin_write().await?;
         let mut recorded = Recorded::default();
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE chunks SET stored = TRUE WHERE state = 'live' AND hash IN (",
-            );
             let hashes: Vec<Hash> = batch.iter().map(|(hash, _)| *hash).collect();
-            push_hashes(&mut query, &hashes);
-            query.push(" RETURNING hash");
-            let live: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            // the update locks the rows (PostgreSQL): a collection marking
+            // one of them waits, then finds it claimed again or stored
+            let live: Vec<String> = on_connection!(&mut tx.connection(), connection => {
+                let mut query = QueryBuilder::new(
+                    "UPDATE chunks SET stored = TRUE WHERE state = 'live' AND hash IN (",
+                );
+                push_hashes(&mut query, &hashes);
+                query.push(" RETURNING hash");
+                query.build_query_scalar().fetch_all(&mut *connection).await?
+            });
             let live: HashSet<Hash> = hashes_of(live).into_iter().collect();
             let rows = batch
                 .iter()
@@ -272,18 +318,18 @@ impl Db {
             if rows.is_empty() {
                 continue;
             }
-            let mut query =
-                QueryBuilder::<Sqlite>::new("INSERT INTO folder_chunks (folder_id, hash, size) ");
-            query.push_values(&rows, |mut row, (hash, size)| {
-                row.push_bind(folder_id).push_bind(hash).push_bind(size);
-            });
-            query.push(" ON CONFLICT (folder_id, hash) DO NOTHING");
-            query.build().execute(&mut *tx).await?;
-            let mut query =
-                QueryBuilder::<Sqlite>::new("DELETE FROM damaged_chunks WHERE hash IN (");
             let stored: Vec<Hash> = live.into_iter().collect();
-            push_hashes(&mut query, &stored);
-            recorded.n_repaired += query.build().execute(&mut *tx).await?.rows_affected();
+            recorded.n_repaired += on_connection!(&mut tx.connection(), connection => {
+                let mut query = QueryBuilder::new("INSERT INTO folder_chunks (folder_id, hash, size) ");
+                query.push_values(&rows, |mut row, (hash, size)| {
+                    row.push_bind(folder_id).push_bind(hash).push_bind(size);
+                });
+                query.push(" ON CONFLICT (folder_id, hash) DO NOTHING");
+                query.build().execute(&mut *connection).await?;
+                let mut query = QueryBuilder::new("DELETE FROM damaged_chunks WHERE hash IN (");
+                push_hashes(&mut query, &stored);
+                query.build().execute(&mut *connection).await?.rows_affected()
+            });
         }
         tx.commit().await?;
         Ok(recorded)
@@ -307,7 +353,7 @@ mod tests {
     #[tokio::test]
     async fn missing_chunks_are_each_listed_once_in_first_seen_order_across_batches() {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let folder = db
             .create_folder("docs", &FolderSettings::default())
             .await

@@ -5,13 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::QueryBuilder;
 use syncfolder_core::Hash;
 use syncfolder_core::conflict;
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::path::{self, MAX_PATH_BYTES};
 use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord};
 
+use super::backend::{Connection, Tx, on_connection};
 use super::folders::{Folder, FolderRow};
 use super::records::{RecordColumns, RecordRow, current_row, current_rows, row_at_version};
 use super::{Db, chunks, from_db, now_ms, retention, to_db};
@@ -145,7 +146,7 @@ fn detect_renames(events: Vec<PendingEvent>) -> Vec<PendingEvent> {
 
 /// One write transaction on one folder.
 struct FolderWriter<'a> {
-    connection: &'a mut SqliteConnection,
+    connection: Connection<'a>,
     folder: Folder,
     seq: u64,
     /// Bytes of current files, tracked only when the folder has a quota.
@@ -162,27 +163,33 @@ struct FolderWriter<'a> {
 }
 
 impl<'a> FolderWriter<'a> {
-    async fn start(
-        connection: &'a mut SqliteConnection,
-        folder_id: i64,
-        agent_id: &'a str,
-    ) -> Result<FolderWriter<'a>> {
-        let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
-        )
-        .bind(folder_id)
-        .fetch_optional(&mut *connection)
-        .await?;
+    /// Locks the folder (see `backend.rs`) and reads it.
+    async fn start(tx: &'a mut Tx, folder_id: i64, agent_id: &'a str) -> Result<FolderWriter<'a>> {
+        if !tx.lock_folder(folder_id).await? {
+            return Err(Error::FolderNotFound(folder_id.to_string()));
+        }
+        let mut connection = tx.connection();
+        let row: Option<FolderRow> = on_connection!(&mut connection, connection => {
+            sqlx::query_as(
+                "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
+            )
+            .bind(folder_id)
+            .fetch_optional(&mut *connection)
+            .await?
+        });
         let folder = row
             .ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?
             .into_folder()?;
         let total_bytes = if folder.settings.quota_bytes > 0 {
-            let total: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(size), 0) FROM files WHERE folder_id = $1 AND kind = 'file'",
-            )
-            .bind(folder_id)
-            .fetch_one(&mut *connection)
-            .await?;
+            let total: i64 = on_connection!(&mut connection, connection => {
+                sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files \
+                     WHERE folder_id = $1 AND kind = 'file'",
+                )
+                .bind(folder_id)
+                .fetch_one(&mut *connection)
+                .await?
+            });
             Some(from_db(total))
         } else {
             None
@@ -205,10 +212,16 @@ impl<'a> FolderWriter<'a> {
     /// two per change.
     async fn prefetch(&mut self, changes: &[Change]) -> Result<()> {
         let folder_id = self.folder.id;
-        let mut paths: Vec<&str> = changes.iter().map(|change| change.path.as_str()).collect();
+        // only valid paths are looked up (PostgreSQL refuses a NUL in text);
+        // `apply` rejects the others before it reads anything
+        let mut paths: Vec<&str> = changes
+            .iter()
+            .filter(|change| path::validate(&change.path).is_ok())
+            .map(|change| change.path.as_str())
+            .collect();
         paths.sort_unstable();
         paths.dedup();
-        let mut found = current_rows(self.connection, folder_id, &paths).await?;
+        let mut found = current_rows(self.connection.reborrow(), folder_id, &paths).await?;
         self.prefetched_rows = paths
             .into_iter()
             .map(|path| (path.to_owned(), found.remove(path)))
@@ -221,8 +234,9 @@ impl<'a> FolderWriter<'a> {
         // the batch claims every chunk it names, before it looks: a garbage
         // collection that found one unreferenced earlier then sees the claim
         // changed and spares it (see `gc.rs`)
-        chunks::reclaim_in(self.connection, &hashes, self.now_ms).await?;
-        self.readable_chunks = Some(chunks::present_in(self.connection, folder_id, &hashes).await?);
+        chunks::reclaim_in(self.connection.reborrow(), &hashes, self.now_ms).await?;
+        self.readable_chunks =
+            Some(chunks::present_in(self.connection.reborrow(), folder_id, &hashes).await?);
         Ok(())
     }
 
@@ -230,7 +244,7 @@ impl<'a> FolderWriter<'a> {
     async fn current_row(&mut self, path: &str) -> Result<Option<RecordRow>> {
         match self.prefetched_rows.remove(path) {
             Some(row) => Ok(row),
-            None => current_row(self.connection, self.folder.id, path).await,
+            None => current_row(self.connection.reborrow(), self.folder.id, path).await,
         }
     }
 
@@ -295,39 +309,42 @@ impl<'a> FolderWriter<'a> {
             (None, Some(row)) => row.content_hash()?,
             _ => None,
         };
-        if current.is_some() {
+        let db_version = to_db(version, "version")?;
+        on_connection!(&mut self.connection, connection => {
+            if current.is_some() {
+                sqlx::query(
+                    "INSERT INTO history (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
+                     agent_id, committed_at_ms, replaced_at_ms) \
+                     SELECT folder_id, path, version, kind, size, content, chunks, mtime_ns, agent_id, \
+                     committed_at_ms, $3 FROM files WHERE folder_id = $1 AND path = $2",
+                )
+                .bind(folder_id)
+                .bind(&change.path)
+                .bind(self.now_ms)
+                .execute(&mut *connection)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO history (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
-                 agent_id, committed_at_ms, replaced_at_ms) \
-                 SELECT folder_id, path, version, kind, size, content, chunks, mtime_ns, agent_id, \
-                 committed_at_ms, $3 FROM files WHERE folder_id = $1 AND path = $2",
+                "INSERT INTO files (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
+                 agent_id, committed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (folder_id, path) DO UPDATE SET version = excluded.version, \
+                 kind = excluded.kind, size = excluded.size, content = excluded.content, \
+                 chunks = excluded.chunks, mtime_ns = excluded.mtime_ns, \
+                 agent_id = excluded.agent_id, committed_at_ms = excluded.committed_at_ms",
             )
             .bind(folder_id)
             .bind(&change.path)
+            .bind(db_version)
+            .bind(columns.kind)
+            .bind(columns.size)
+            .bind(&columns.content)
+            .bind(&columns.chunks)
+            .bind(change.mtime_ns)
+            .bind(self.agent_id)
             .bind(self.now_ms)
-            .execute(&mut *self.connection)
+            .execute(&mut *connection)
             .await?;
-        }
-        sqlx::query(
-            "INSERT INTO files (folder_id, path, version, kind, size, content, chunks, mtime_ns, \
-             agent_id, committed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (folder_id, path) DO UPDATE SET version = excluded.version, \
-             kind = excluded.kind, size = excluded.size, content = excluded.content, \
-             chunks = excluded.chunks, mtime_ns = excluded.mtime_ns, \
-             agent_id = excluded.agent_id, committed_at_ms = excluded.committed_at_ms",
-        )
-        .bind(folder_id)
-        .bind(&change.path)
-        .bind(to_db(version, "version")?)
-        .bind(columns.kind)
-        .bind(columns.size)
-        .bind(&columns.content)
-        .bind(&columns.chunks)
-        .bind(change.mtime_ns)
-        .bind(self.agent_id)
-        .bind(self.now_ms)
-        .execute(&mut *self.connection)
-        .await?;
+        });
         let content_hash = match &change.content {
             Some(Content::File { content_hash, .. }) => Some(content_hash.to_hex()),
             _ => None,
@@ -345,7 +362,7 @@ impl<'a> FolderWriter<'a> {
         if current.is_some() {
             let retention = self.folder.settings.retention;
             retention::prune(
-                self.connection,
+                self.connection.reborrow(),
                 folder_id,
                 &change.path,
                 &retention,
@@ -369,34 +386,39 @@ impl<'a> FolderWriter<'a> {
 
     /// Writes the batch's events and stores the advanced sequence; returns
     /// the sequence and the events' actions.
-    async fn finish(self) -> Result<(u64, Vec<&'static str>)> {
-        let events = detect_renames(self.events);
+    async fn finish(mut self) -> Result<(u64, Vec<&'static str>)> {
+        let events = detect_renames(std::mem::take(&mut self.events));
         for batch in events.chunks(chunks::ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (folder, path, from_path, action, size, version, content_hash, \
-                 agent_id, at_ms, shipped) ",
-            );
-            query.push_values(batch, |mut row, event| {
-                row.push_bind(&self.folder.name)
-                    .push_bind(&event.path)
-                    .push_bind(&event.from_path)
-                    .push_bind(event.action)
-                    .push_bind(event.size)
-                    .push_bind(event.version)
-                    .push_bind(&event.content_hash)
-                    .push_bind(self.agent_id)
-                    .push_bind(self.now_ms)
-                    .push_bind(false);
+            on_connection!(&mut self.connection, connection => {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO events (folder, path, from_path, action, size, version, content_hash, \
+                     agent_id, at_ms, shipped) ",
+                );
+                query.push_values(batch, |mut row, event| {
+                    row.push_bind(&self.folder.name)
+                        .push_bind(&event.path)
+                        .push_bind(&event.from_path)
+                        .push_bind(event.action)
+                        .push_bind(event.size)
+                        .push_bind(event.version)
+                        .push_bind(&event.content_hash)
+                        .push_bind(self.agent_id)
+                        .push_bind(self.now_ms)
+                        .push_bind(false);
+                });
+                query.build().execute(&mut *connection).await?;
             });
-            query.build().execute(&mut *self.connection).await?;
         }
         let actions = events.iter().map(|event| event.action).collect();
         if self.seq != self.folder.seq {
-            sqlx::query("UPDATE folders SET seq = $1 WHERE id = $2")
-                .bind(to_db(self.seq, "sequence")?)
-                .bind(self.folder.id)
-                .execute(&mut *self.connection)
-                .await?;
+            let seq = to_db(self.seq, "sequence")?;
+            on_connection!(&mut self.connection, connection => {
+                sqlx::query("UPDATE folders SET seq = $1 WHERE id = $2")
+                    .bind(seq)
+                    .bind(self.folder.id)
+                    .execute(&mut *connection)
+                    .await?;
+            });
         }
         Ok((self.seq, actions))
     }
@@ -405,6 +427,20 @@ impl<'a> FolderWriter<'a> {
 impl Db {
     /// Commits a batch of changes to a folder, each with its own result.
     pub async fn commit(
+        &self,
+        folder_id: i64,
+        changes: Vec<Change>,
+        agent_id: &str,
+    ) -> Result<CommitOutcome> {
+        if !self.is_shared() {
+            // SQLite's writers take turns and never collide
+            return self.commit_once(folder_id, changes, agent_id).await;
+        }
+        self.retrying(|| self.commit_once(folder_id, changes.clone(), agent_id))
+            .await
+    }
+
+    async fn commit_once(
         &self,
         folder_id: i64,
         changes: Vec<Change>,
@@ -434,15 +470,30 @@ impl Db {
         version: u64,
         agent_id: &str,
     ) -> Result<CommitOutcome> {
+        self.retrying(|| self.restore_once(folder_id, path, version, agent_id))
+            .await
+    }
+
+    async fn restore_once(
+        &self,
+        folder_id: i64,
+        path: &str,
+        version: u64,
+        agent_id: &str,
+    ) -> Result<CommitOutcome> {
         let mut tx = self.begin_write().await?;
-        let old = row_at_version(&mut tx, folder_id, path, version)
+        // locked before anything is read, so the current version read is the latest
+        if !tx.lock_folder(folder_id).await? {
+            return Err(Error::FolderNotFound(folder_id.to_string()));
+        }
+        let old = row_at_version(tx.connection(), folder_id, path, version)
             .await?
             .ok_or_else(|| Error::VersionNotFound {
                 path: path.to_owned(),
                 version,
             })?
             .into_record()?;
-        let current = current_row(&mut tx, folder_id, path).await?;
+        let current = current_row(tx.connection(), folder_id, path).await?;
         let change = Change {
             path: path.to_owned(),
             parent_version: current.map_or(0, |row| from_db(row.version)),
@@ -602,7 +653,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_checks_each_change_against_what_came_before_it_in_the_batch() {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let folder = db
             .create_folder(
                 "docs",

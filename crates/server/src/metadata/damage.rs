@@ -8,9 +8,10 @@
 //! again and moves the bad copy aside, so an upload of the same chunk waits
 //! and writes good bytes afterwards instead of racing the move.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 use syncfolder_core::Hash;
 
+use super::backend::{on_connection, on_pool};
 use super::chunks::{hashes_of, push_hashes};
 use super::{Db, from_db, now_ms};
 use crate::error::Result;
@@ -49,14 +50,16 @@ impl Db {
         after: Option<&Hash>,
         limit: u32,
     ) -> Result<Vec<StoredChunk>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT hash, size FROM chunks WHERE hash > $1 AND stored AND state = 'live' \
-             ORDER BY hash LIMIT $2",
-        )
-        .bind(after.map_or_else(String::new, Hash::to_hex))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT hash, size FROM chunks WHERE hash > $1 AND stored AND state = 'live' \
+                 ORDER BY hash LIMIT $2",
+            )
+            .bind(after.map_or_else(String::new, Hash::to_hex))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
         Ok(rows
             .into_iter()
             .filter_map(|(hex, size)| {
@@ -71,12 +74,14 @@ impl Db {
     /// Takes a live chunk out of reach for a repair; false when it is not
     /// live (a collection or another repair has it) or gone.
     pub async fn begin_repair(&self, hash: &Hash) -> Result<bool> {
-        let taken =
+        let n_taken = on_pool!(self, pool => {
             sqlx::query("UPDATE chunks SET state = 'repairing' WHERE hash = $1 AND state = 'live'")
                 .bind(hash.to_hex())
-                .execute(&self.pool)
-                .await?;
-        Ok(taken.rows_affected() == 1)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n_taken == 1)
     }
 
     /// Ends a repair: the chunk is live again, stored as `stored` says; when
@@ -84,47 +89,51 @@ impl Db {
     /// the damage is new.
     pub async fn end_repair(&self, hash: &Hash, stored: bool, problem: &str) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE chunks SET state = 'live', stored = $2 WHERE hash = $1 AND state = 'repairing'",
-        )
-        .bind(hash.to_hex())
-        .bind(stored)
-        .execute(&mut *tx)
-        .await?;
-        let mut is_new = false;
-        if !stored {
-            is_new = sqlx::query(
-                "INSERT INTO damaged_chunks (hash, problem, found_at_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (hash) DO NOTHING",
+        let is_new = on_connection!(&mut tx.connection(), connection => {
+            sqlx::query(
+                "UPDATE chunks SET state = 'live', stored = $2 WHERE hash = $1 AND state = 'repairing'",
             )
             .bind(hash.to_hex())
-            .bind(problem)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-        }
+            .bind(stored)
+            .execute(&mut *connection)
+            .await?;
+            if stored {
+                false
+            } else {
+                sqlx::query(
+                    "INSERT INTO damaged_chunks (hash, problem, found_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash.to_hex())
+                .bind(problem)
+                .bind(now_ms())
+                .execute(&mut *connection)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+        });
         tx.commit().await?;
         Ok(is_new)
     }
 
     /// Chunks a scrub took out of reach and did not finish with (it stopped).
     pub async fn chunks_being_repaired(&self) -> Result<Vec<Hash>> {
-        let rows: Vec<String> =
+        let rows: Vec<String> = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT hash FROM chunks WHERE state = 'repairing' ORDER BY hash")
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(pool)
+                .await?
+        });
         Ok(hashes_of(rows))
     }
 
     /// Every damaged chunk awaiting repair, oldest first.
     pub async fn damaged_chunks(&self) -> Result<Vec<DamagedChunk>> {
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT seq, hash, problem, found_at_ms FROM damaged_chunks ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(i64, String, String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT seq, hash, problem, found_at_ms FROM damaged_chunks ORDER BY seq")
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows
             .into_iter()
             .filter_map(|(seq, hex, problem, found_at_ms)| {
@@ -140,9 +149,11 @@ impl Db {
 
     /// How many chunks await repair.
     pub async fn n_damaged_chunks(&self) -> Result<u64> {
-        let n_chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM damaged_chunks")
-            .fetch_one(&self.pool)
-            .await?;
+        let n_chunks: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM damaged_chunks")
+                .fetch_one(pool)
+                .await?
+        });
         Ok(from_db(n_chunks))
     }
 
@@ -153,21 +164,25 @@ impl Db {
         folder_id: i64,
         since_seq: u64,
     ) -> Result<(Vec<Hash>, u64)> {
-        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM damaged_chunks")
-            .fetch_one(&self.pool)
-            .await?;
+        let latest: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(seq) FROM damaged_chunks")
+                .fetch_one(pool)
+                .await?
+        });
         let latest = latest.map_or(0, from_db);
         if latest <= since_seq {
             return Ok((Vec::new(), latest));
         }
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT d.hash FROM damaged_chunks d JOIN folder_chunks fc ON fc.hash = d.hash \
-             WHERE fc.folder_id = $1 AND d.seq > $2 ORDER BY d.seq",
-        )
-        .bind(folder_id)
-        .bind(i64::try_from(since_seq).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT d.hash FROM damaged_chunks d JOIN folder_chunks fc ON fc.hash = d.hash \
+                 WHERE fc.folder_id = $1 AND d.seq > $2 ORDER BY d.seq",
+            )
+            .bind(folder_id)
+            .bind(i64::try_from(since_seq).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?
+        });
         Ok((hashes_of(rows), latest))
     }
 
@@ -176,31 +191,34 @@ impl Db {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT DISTINCT folder_id FROM folder_chunks WHERE hash IN (",
-        );
-        push_hashes(&mut query, hashes);
-        Ok(query.build_query_scalar().fetch_all(&self.pool).await?)
+        Ok(on_pool!(self, pool => {
+            let mut query =
+                QueryBuilder::new("SELECT DISTINCT folder_id FROM folder_chunks WHERE hash IN (");
+            push_hashes(&mut query, hashes);
+            query.build_query_scalar().fetch_all(pool).await?
+        }))
     }
 
     /// Up to `limit` file versions (current and history, of every folder)
     /// whose content includes `hash`.
     pub async fn files_using_chunk(&self, hash: &Hash, limit: u32) -> Result<Vec<DamagedFile>> {
         let pattern = format!("%{}%", hash.to_hex());
-        let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
-            "SELECT f.name, r.path, r.version, r.current FROM ( \
-               SELECT folder_id, path, version, TRUE AS current FROM files \
-               WHERE kind = 'file' AND chunks LIKE $1 \
-               UNION ALL \
-               SELECT folder_id, path, version, FALSE AS current FROM history \
-               WHERE kind = 'file' AND chunks LIKE $1 \
-             ) r JOIN folders f ON f.id = r.folder_id \
-             ORDER BY f.name, r.path, r.version DESC LIMIT $2",
-        )
-        .bind(pattern)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, i64, bool)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT f.name, r.path, r.version, r.current FROM ( \
+                   SELECT folder_id, path, version, TRUE AS current FROM files \
+                   WHERE kind = 'file' AND chunks LIKE $1 \
+                   UNION ALL \
+                   SELECT folder_id, path, version, FALSE AS current FROM history \
+                   WHERE kind = 'file' AND chunks LIKE $1 \
+                 ) r JOIN folders f ON f.id = r.folder_id \
+                 ORDER BY f.name, r.path, r.version DESC LIMIT $2",
+            )
+            .bind(&pattern)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
         Ok(rows
             .into_iter()
             .map(|(folder, path, version, current)| DamagedFile {
@@ -222,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_chunk_is_unreadable_until_uploaded_again() {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let folder = db
             .create_folder("docs", &FolderSettings::default())
             .await

@@ -2,6 +2,7 @@
 
 use syncfolder_core::protocol::{FolderInfo, FolderSettings, FolderSettingsPatch};
 
+use super::backend::{Backend, on_connection, on_pool};
 use super::{Db, from_db, now_ms};
 use crate::error::{Error, Result};
 
@@ -110,23 +111,26 @@ impl Db {
     pub async fn create_folder(&self, name: &str, settings: &FolderSettings) -> Result<Folder> {
         validate_folder_name(name)?;
         let created_at_ms = now_ms();
-        let mut tx = self.begin_write().await?;
-        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM folders WHERE name = $1")
+        let settings_text = settings_json(settings)?;
+        // one statement: two servers creating the same name meet at the
+        // unique constraint, and the second one is told the name is taken
+        let inserted: std::result::Result<i64, sqlx::Error> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "INSERT INTO folders (name, settings, seq, created_at_ms) VALUES ($1, $2, 0, $3) RETURNING id",
+            )
             .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if taken.is_some() {
-            return Err(Error::FolderExists(name.to_owned()));
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO folders (name, settings, seq, created_at_ms) VALUES ($1, $2, 0, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(settings_json(settings)?)
-        .bind(created_at_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            .bind(&settings_text)
+            .bind(created_at_ms)
+            .fetch_one(pool)
+            .await
+        });
+        let id = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                return Err(Error::FolderExists(name.to_owned()));
+            }
+            Err(err) => return Err(err.into()),
+        };
         Ok(Folder {
             id,
             name: name.to_owned(),
@@ -138,31 +142,37 @@ impl Db {
     }
 
     pub async fn folder_by_name(&self, name: &str) -> Result<Option<Folder>> {
-        let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<FolderRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(FolderRow::into_folder).transpose()
     }
 
     pub async fn folder_by_id(&self, id: i64) -> Result<Option<Folder>> {
-        let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<FolderRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(FolderRow::into_folder).transpose()
     }
 
     pub async fn list_folders(&self) -> Result<Vec<Folder>> {
-        let rows: Vec<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<FolderRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter().map(FolderRow::into_folder).collect()
     }
 
@@ -172,15 +182,17 @@ impl Db {
             i64,
             i64,
             Option<i64>,
-        ) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE kind = 'file'), \
-             COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0), \
-             COUNT(*) FILTER (WHERE kind = 'file' AND path LIKE '%.sync-conflict-%'), \
-             MAX(committed_at_ms) FROM files WHERE folder_id = $1",
-        )
-        .bind(folder_id)
-        .fetch_one(&self.pool)
-        .await?;
+        ) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*) FILTER (WHERE kind = 'file'), \
+                 CAST(COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0) AS BIGINT), \
+                 COUNT(*) FILTER (WHERE kind = 'file' AND path LIKE '%.sync-conflict-%'), \
+                 MAX(committed_at_ms) FROM files WHERE folder_id = $1",
+            )
+            .bind(folder_id)
+            .fetch_one(pool)
+            .await?
+        });
         Ok(FolderStats {
             n_files: from_db(n_files),
             total_bytes: from_db(total_bytes),
@@ -193,17 +205,34 @@ impl Db {
     /// needs stored.
     pub async fn folder_usage(&self, folder_id: i64) -> Result<FolderUsage> {
         let (n_history_versions, history_bytes) = self.folder_history(folder_id).await?;
-        let stored_bytes: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.stored AND c.hash IN ( \
-             SELECT json_extract(chunk.value, '$.hash') FROM files, json_each(files.chunks) AS chunk \
-             WHERE files.folder_id = $1 AND files.kind = 'file' \
-             UNION \
-             SELECT json_extract(chunk.value, '$.hash') FROM history, json_each(history.chunks) AS chunk \
-             WHERE history.folder_id = $1 AND history.kind = 'file')",
-        )
-        .bind(folder_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let stored_bytes: i64 = match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.stored AND c.hash IN ( \
+                     SELECT json_extract(chunk.value, '$.hash') FROM files, json_each(files.chunks) AS chunk \
+                     WHERE files.folder_id = $1 AND files.kind = 'file' \
+                     UNION \
+                     SELECT json_extract(chunk.value, '$.hash') FROM history, json_each(history.chunks) AS chunk \
+                     WHERE history.folder_id = $1 AND history.kind = 'file')",
+                )
+                .bind(folder_id)
+                .fetch_one(pool)
+                .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(c.size), 0) AS BIGINT) FROM chunks c WHERE c.stored AND c.hash IN ( \
+                     SELECT chunk ->> 'hash' FROM files, jsonb_array_elements(files.chunks::jsonb) AS chunk \
+                     WHERE files.folder_id = $1 AND files.kind = 'file' \
+                     UNION \
+                     SELECT chunk ->> 'hash' FROM history, jsonb_array_elements(history.chunks::jsonb) AS chunk \
+                     WHERE history.folder_id = $1 AND history.kind = 'file')",
+                )
+                .bind(folder_id)
+                .fetch_one(pool)
+                .await?
+            }
+        };
         Ok(FolderUsage {
             n_history_versions,
             history_bytes,
@@ -213,13 +242,15 @@ impl Db {
 
     /// Versions the folder keeps as history, and their bytes.
     pub async fn folder_history(&self, folder_id: i64) -> Result<(u64, u64)> {
-        let (n_versions, n_bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0) \
-             FROM history WHERE folder_id = $1",
-        )
-        .bind(folder_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let (n_versions, n_bytes): (i64, i64) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size) FILTER (WHERE kind = 'file'), 0) AS BIGINT) \
+                 FROM history WHERE folder_id = $1",
+            )
+            .bind(folder_id)
+            .fetch_one(pool)
+            .await?
+        });
         Ok((from_db(n_versions), from_db(n_bytes)))
     }
 
@@ -230,21 +261,30 @@ impl Db {
         patch: &FolderSettingsPatch,
     ) -> Result<Folder> {
         let mut tx = self.begin_write().await?;
-        let row: Option<FolderRow> = sqlx::query_as(
-            "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
-        )
-        .bind(folder_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // locked: two patches at once apply one after the other
+        if !tx.lock_folder(folder_id).await? {
+            return Err(Error::FolderNotFound(folder_id.to_string()));
+        }
+        let row: Option<FolderRow> = on_connection!(&mut tx.connection(), connection => {
+            sqlx::query_as(
+                "SELECT id, name, settings, seq, created_at_ms, horizon_version FROM folders WHERE id = $1",
+            )
+            .bind(folder_id)
+            .fetch_optional(&mut *connection)
+            .await?
+        });
         let mut folder = row
             .ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?
             .into_folder()?;
         folder.settings.apply(patch);
-        sqlx::query("UPDATE folders SET settings = $1 WHERE id = $2")
-            .bind(settings_json(&folder.settings)?)
-            .bind(folder_id)
-            .execute(&mut *tx)
-            .await?;
+        let settings_text = settings_json(&folder.settings)?;
+        on_connection!(&mut tx.connection(), connection => {
+            sqlx::query("UPDATE folders SET settings = $1 WHERE id = $2")
+                .bind(&settings_text)
+                .bind(folder_id)
+                .execute(&mut *connection)
+                .await?;
+        });
         tx.commit().await?;
         Ok(folder)
     }
@@ -262,10 +302,12 @@ impl Db {
             "DELETE FROM folder_chunks WHERE folder_id = $1",
             "DELETE FROM folders WHERE id = $1",
         ] {
-            sqlx::query(statement)
-                .bind(folder_id)
-                .execute(&mut *tx)
-                .await?;
+            on_connection!(&mut tx.connection(), connection => {
+                sqlx::query(statement)
+                    .bind(folder_id)
+                    .execute(&mut *connection)
+                    .await?;
+            });
         }
         tx.commit().await?;
         Ok(())

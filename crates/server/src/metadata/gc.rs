@@ -17,16 +17,18 @@
 
 use std::path::PathBuf;
 
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection, QueryBuilder, SqliteConnection};
 use syncfolder_core::Hash;
 
+use super::backend::{Backend, on_connection, on_pool};
 use super::chunks::{ROWS_PER_STATEMENT, hashes_of, insert_chunks, push_hashes};
 use super::{Db, from_db};
 use crate::error::Result;
 
 /// The scratch database, beside `metadata.db`, that holds the referenced
 /// set of one collection (on disk, so memory stays flat however many
-/// chunks there are). It is removed when the collection ends.
+/// chunks there are). It is removed when the collection ends. (On
+/// PostgreSQL the scan's connection keeps them in temporary tables.)
 pub const GC_SCRATCH_FILE: &str = "gc-scratch.db";
 
 /// The mark: `MARK_HEAD (hash, claim), … MARK_TAIL`. A join with the
@@ -59,8 +61,7 @@ pub struct StoreTotals {
 /// The referenced set and the candidates of one collection, read in one
 /// snapshot, and a connection that can see them.
 pub struct GcScan {
-    connection: SqliteConnection,
-    scratch_path: PathBuf,
+    scratch: Scratch,
     /// Distinct chunks that records and history reference.
     pub n_referenced: u64,
     /// Stored, live chunks nothing references that were claimed at or after
@@ -75,6 +76,17 @@ impl std::fmt::Debug for GcScan {
             .field("n_referenced", &self.n_referenced)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a scan keeps its sets.
+enum Scratch {
+    /// An attached scratch database file.
+    Sqlite {
+        connection: SqliteConnection,
+        path: PathBuf,
+    },
+    /// Temporary tables of the scan's own session.
+    Postgres { connection: PgConnection },
 }
 
 fn remove_scratch(path: &std::path::Path) {
@@ -92,9 +104,25 @@ impl Db {
     /// with the claims the mark will require), into a scratch database.
     /// Readers and writers of the metadata go on meanwhile.
     pub async fn gc_scan(&self, claimed_before_ms: i64) -> Result<GcScan> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let connection = pool.connect_options().connect().await?;
+                self.gc_scan_sqlite(connection, claimed_before_ms).await
+            }
+            Backend::Postgres(pool) => {
+                let connection = pool.connect_options().connect().await?;
+                gc_scan_postgres(connection, claimed_before_ms).await
+            }
+        }
+    }
+
+    async fn gc_scan_sqlite(
+        &self,
+        mut connection: SqliteConnection,
+        claimed_before_ms: i64,
+    ) -> Result<GcScan> {
         let scratch_path = self.data_dir.join(GC_SCRATCH_FILE);
         remove_scratch(&scratch_path);
-        let mut connection = self.pool.connect_options().connect().await?;
         sqlx::query("ATTACH DATABASE $1 AS gc")
             .bind(scratch_path.to_string_lossy().into_owned())
             .execute(&mut connection)
@@ -144,8 +172,10 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(GcScan {
-            connection,
-            scratch_path,
+            scratch: Scratch::Sqlite {
+                connection,
+                path: scratch_path,
+            },
             n_referenced: from_db(n_referenced),
             kept: StoreTotals {
                 n_chunks: from_db(n_kept),
@@ -157,22 +187,28 @@ impl Db {
     /// Marks candidates `deleting`, each only if it is still live and its
     /// claim is the one read with it; returns the marked ones with sizes.
     pub async fn mark_deleting(&self, candidates: &[GcCandidate]) -> Result<Vec<(Hash, u64)>> {
+        self.retrying(|| self.mark_deleting_once(candidates)).await
+    }
+
+    async fn mark_deleting_once(&self, candidates: &[GcCandidate]) -> Result<Vec<(Hash, u64)>> {
         let mut marked = Vec::new();
         let mut tx = self.begin_write().await?;
         for batch in candidates.chunks(ROWS_PER_STATEMENT) {
             // a join with the candidates looks each one up by its key (a
             // row-value `IN` scanned the whole table per statement)
-            let mut query = QueryBuilder::<Sqlite>::new(MARK_HEAD);
-            let mut rows = query.separated(", ");
-            for candidate in batch {
-                rows.push("(")
-                    .push_bind_unseparated(candidate.hash.to_hex())
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(candidate.claimed_at_ms)
-                    .push_unseparated(")");
-            }
-            query.push(MARK_TAIL);
-            let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
+            let rows: Vec<(String, i64)> = on_connection!(&mut tx.connection(), connection => {
+                let mut query = QueryBuilder::new(MARK_HEAD);
+                let mut rows = query.separated(", ");
+                for candidate in batch {
+                    rows.push("(")
+                        .push_bind_unseparated(candidate.hash.to_hex())
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(candidate.claimed_at_ms)
+                        .push_unseparated(")");
+                }
+                query.push(MARK_TAIL);
+                query.build_query_as().fetch_all(&mut *connection).await?
+            });
             marked.extend(
                 rows.into_iter()
                     .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size)))),
@@ -185,10 +221,12 @@ impl Db {
     /// Up to `limit` chunks marked `deleting` (by this collection, or by one
     /// that stopped half-way), in hash order, with their sizes.
     pub async fn chunks_being_deleted(&self, limit: u32) -> Result<Vec<(Hash, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(BEING_DELETED)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(BEING_DELETED)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows
             .into_iter()
             .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size))))
@@ -205,9 +243,11 @@ impl Db {
                 "DELETE FROM damaged_chunks WHERE hash IN (",
                 "DELETE FROM chunks WHERE state = 'deleting' AND hash IN (",
             ] {
-                let mut query = QueryBuilder::<Sqlite>::new(statement);
-                push_hashes(&mut query, batch);
-                query.build().execute(&mut *tx).await?;
+                on_connection!(&mut tx.connection(), connection => {
+                    let mut query = QueryBuilder::new(statement);
+                    push_hashes(&mut query, batch);
+                    query.build().execute(&mut *connection).await?;
+                });
             }
         }
         tx.commit().await?;
@@ -218,9 +258,11 @@ impl Db {
     pub async fn unknown_chunks(&self, hashes: &[Hash]) -> Result<Vec<Hash>> {
         let mut known = std::collections::HashSet::new();
         for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new("SELECT hash FROM chunks WHERE hash IN (");
-            push_hashes(&mut query, batch);
-            let found: Vec<String> = query.build_query_scalar().fetch_all(&self.pool).await?;
+            let found: Vec<String> = on_pool!(self, pool => {
+                let mut query = QueryBuilder::new("SELECT hash FROM chunks WHERE hash IN (");
+                push_hashes(&mut query, batch);
+                query.build_query_scalar().fetch_all(pool).await?
+            });
             known.extend(hashes_of(found));
         }
         Ok(hashes
@@ -237,9 +279,11 @@ impl Db {
         let mut taken = Vec::new();
         let mut tx = self.begin_write().await?;
         for batch in orphans.chunks(ROWS_PER_STATEMENT) {
-            let mut query = insert_chunks(batch, 0, "deleting")?;
-            query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
-            let found: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+            let found: Vec<String> = on_connection!(&mut tx.connection(), connection => {
+                let mut query = insert_chunks(batch, 0, "deleting")?;
+                query.push(" ON CONFLICT (hash) DO NOTHING RETURNING hash");
+                query.build_query_scalar().fetch_all(&mut *connection).await?
+            });
             taken.extend(hashes_of(found));
         }
         tx.commit().await?;
@@ -248,10 +292,13 @@ impl Db {
 
     /// What the store holds: chunks recorded as stored and their bytes.
     pub async fn store_totals(&self) -> Result<StoreTotals> {
-        let (n_chunks, n_bytes): (i64, i64) =
-            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM chunks WHERE stored")
-                .fetch_one(&self.pool)
-                .await?;
+        let (n_chunks, n_bytes): (i64, i64) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM chunks WHERE stored",
+            )
+            .fetch_one(pool)
+            .await?
+        });
         Ok(StoreTotals {
             n_chunks: from_db(n_chunks),
             n_bytes: from_db(n_bytes),
@@ -267,14 +314,29 @@ impl GcScan {
         after: Option<&Hash>,
         limit: u32,
     ) -> Result<Vec<GcCandidate>> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT hash, size, claimed_at_ms FROM gc.candidates WHERE hash > $1 \
-             ORDER BY hash LIMIT $2",
-        )
-        .bind(after.map_or_else(String::new, Hash::to_hex))
-        .bind(i64::from(limit))
-        .fetch_all(&mut self.connection)
-        .await?;
+        let after = after.map_or_else(String::new, Hash::to_hex);
+        let rows: Vec<(String, i64, i64)> = match &mut self.scratch {
+            Scratch::Sqlite { connection, .. } => {
+                sqlx::query_as(
+                    "SELECT hash, size, claimed_at_ms FROM gc.candidates WHERE hash > $1 \
+                     ORDER BY hash LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await?
+            }
+            Scratch::Postgres { connection } => {
+                sqlx::query_as(
+                    "SELECT hash, size, claimed_at_ms FROM gc_candidates WHERE hash > $1 \
+                     ORDER BY hash LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await?
+            }
+        };
         Ok(rows
             .into_iter()
             .filter_map(|(hex, size, claimed_at_ms)| {
@@ -289,14 +351,72 @@ impl GcScan {
 
     /// Closes the scan's connection and removes the scratch database.
     pub async fn finish(self) {
-        let GcScan {
-            connection,
-            scratch_path,
-            ..
-        } = self;
-        let _ = connection.close().await;
-        remove_scratch(&scratch_path);
+        match self.scratch {
+            Scratch::Sqlite { connection, path } => {
+                let _ = connection.close().await;
+                remove_scratch(&path);
+            }
+            // temporary tables end with their session
+            Scratch::Postgres { connection } => {
+                let _ = connection.close().await;
+            }
+        }
     }
+}
+
+/// [`Db::gc_scan`] on PostgreSQL: the sets in temporary tables of the
+/// scan's own session, filled in one REPEATABLE READ transaction (one
+/// snapshot, as the argument at the top of this file needs).
+async fn gc_scan_postgres(mut connection: PgConnection, claimed_before_ms: i64) -> Result<GcScan> {
+    for statement in [
+        "CREATE TEMPORARY TABLE gc_referenced (hash TEXT COLLATE \"C\" PRIMARY KEY)",
+        "CREATE TEMPORARY TABLE gc_candidates (hash TEXT COLLATE \"C\" PRIMARY KEY, \
+         size BIGINT NOT NULL, claimed_at_ms BIGINT NOT NULL)",
+    ] {
+        sqlx::query(statement).execute(&mut connection).await?;
+    }
+    let mut tx = connection
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    sqlx::query(
+        "INSERT INTO gc_referenced (hash) \
+         SELECT chunk ->> 'hash' FROM files, jsonb_array_elements(files.chunks::jsonb) AS chunk \
+         WHERE files.kind = 'file' \
+         UNION \
+         SELECT chunk ->> 'hash' FROM history, jsonb_array_elements(history.chunks::jsonb) AS chunk \
+         WHERE history.kind = 'file'",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO gc_candidates (hash, size, claimed_at_ms) \
+         SELECT c.hash, c.size, c.claimed_at_ms FROM chunks c \
+         WHERE c.state = 'live' AND c.claimed_at_ms < $1 \
+         AND NOT EXISTS (SELECT 1 FROM gc_referenced r WHERE r.hash = c.hash)",
+    )
+    .bind(claimed_before_ms)
+    .execute(&mut *tx)
+    .await?;
+    let n_referenced: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gc_referenced")
+        .fetch_one(&mut *tx)
+        .await?;
+    let (n_kept, n_kept_bytes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(c.size), 0) AS BIGINT) FROM chunks c \
+         WHERE c.stored AND c.state = 'live' AND c.claimed_at_ms >= $1 \
+         AND NOT EXISTS (SELECT 1 FROM gc_referenced r WHERE r.hash = c.hash)",
+    )
+    .bind(claimed_before_ms)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(GcScan {
+        scratch: Scratch::Postgres { connection },
+        n_referenced: from_db(n_referenced),
+        kept: StoreTotals {
+            n_chunks: from_db(n_kept),
+            n_bytes: from_db(n_kept_bytes),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -308,7 +428,7 @@ mod tests {
 
     async fn folder_with_uploaded(bytes: &[u8]) -> (tempfile::TempDir, Db, i64) {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let folder = db
             .create_folder("docs", &FolderSettings::default())
             .await
@@ -380,16 +500,20 @@ mod tests {
 
     #[tokio::test]
     async fn marking_and_resuming_look_chunks_up_by_index_not_by_scanning_them_all() {
+        // SQLite's query plans (PostgreSQL plans by its statistics instead)
         let data = tempfile::tempdir().expect("temp dir");
         let db = Db::open(data.path()).await.expect("db");
         for statement in [
             format!("{MARK_HEAD}('ab', 1), ('cd', 2){MARK_TAIL}"),
             BEING_DELETED.replace("$1", "10"),
         ] {
+            let Backend::Sqlite(pool) = &db.backend else {
+                unreachable!("opened on SQLite")
+            };
             let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "EXPLAIN QUERY PLAN {statement}"
             )))
-            .fetch_all(&db.pool)
+            .fetch_all(pool)
             .await
             .expect("plan");
             let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();

@@ -9,9 +9,10 @@
 //! nothing). Nothing that is current is ever forgotten: only paths whose
 //! current record is a tombstone, and only versions the retention drops.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 use syncfolder_core::protocol::HistoryRetention;
 
+use super::backend::{on_connection, on_pool};
 use super::{Db, from_db, retention};
 use crate::error::Result;
 
@@ -37,42 +38,55 @@ impl Db {
         committed_before_ms: i64,
     ) -> Result<Forgotten> {
         let mut tx = self.begin_write().await?;
-        let tombstones: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT path, version FROM files WHERE folder_id = $1 AND kind IS NULL \
-             AND committed_at_ms < $2 ORDER BY committed_at_ms LIMIT $3",
-        )
-        .bind(folder_id)
-        .bind(committed_before_ms)
-        .bind(i64::from(FORGET_BATCH))
-        .fetch_all(&mut *tx)
-        .await?;
+        // locked: no commit of the folder comes between reading and deleting
+        if !tx.lock_folder(folder_id).await? {
+            return Ok(Forgotten::default());
+        }
+        let tombstones: Vec<(String, i64)> = on_connection!(&mut tx.connection(), connection => {
+            sqlx::query_as(
+                "SELECT path, version FROM files WHERE folder_id = $1 AND kind IS NULL \
+                 AND committed_at_ms < $2 ORDER BY committed_at_ms LIMIT $3",
+            )
+            .bind(folder_id)
+            .bind(committed_before_ms)
+            .bind(i64::from(FORGET_BATCH))
+            .fetch_all(&mut *connection)
+            .await?
+        });
         let Some(horizon) = tombstones.iter().map(|(_, version)| *version).max() else {
             return Ok(Forgotten::default());
         };
         let mut forgotten = Forgotten::default();
         for (table, counts) in [("history", true), ("files", false)] {
-            let mut query =
-                QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE folder_id = "));
-            query.push_bind(folder_id).push(" AND path IN (");
-            let mut list = query.separated(", ");
-            for (path, _) in &tombstones {
-                list.push_bind(path);
-            }
-            list.push_unseparated(")");
-            if table == "files" {
-                // only the tombstone, never a record committed meanwhile
-                query.push(" AND kind IS NULL");
-            }
-            let n_rows = query.build().execute(&mut *tx).await?.rows_affected();
+            let n_rows = on_connection!(&mut tx.connection(), connection => {
+                let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE folder_id = "));
+                query.push_bind(folder_id).push(" AND path IN (");
+                let mut list = query.separated(", ");
+                for (path, _) in &tombstones {
+                    list.push_bind(path);
+                }
+                list.push_unseparated(")");
+                if table == "files" {
+                    // only the tombstone, never a record committed meanwhile
+                    query.push(" AND kind IS NULL");
+                }
+                query.build().execute(&mut *connection).await?.rows_affected()
+            });
             if counts {
                 forgotten.n_history_versions = n_rows;
             }
         }
-        sqlx::query("UPDATE folders SET horizon_version = MAX(horizon_version, $1) WHERE id = $2")
-            .bind(horizon)
-            .bind(folder_id)
-            .execute(&mut *tx)
-            .await?;
+        let raise = format!(
+            "UPDATE folders SET horizon_version = {}(horizon_version, $1) WHERE id = $2",
+            self.backend.greatest()
+        );
+        on_connection!(&mut tx.connection(), connection => {
+            sqlx::query(sqlx::AssertSqlSafe(raise))
+                .bind(horizon)
+                .bind(folder_id)
+                .execute(&mut *connection)
+                .await?;
+        });
         tx.commit().await?;
         forgotten.paths = tombstones.into_iter().map(|(path, _)| path).collect();
         Ok(forgotten)
@@ -94,16 +108,18 @@ impl Db {
         }
         let older_than_ms = now_ms - i64::from(retention.keep_days) * 24 * 3600 * 1000;
         // versions past the age limit, each with how many newer versions its path has
-        let aged: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT h.path, h.version, h.replaced_at_ms, \
-             (SELECT COUNT(*) FROM history n WHERE n.folder_id = h.folder_id AND n.path = h.path \
-              AND n.version > h.version) \
-             FROM history h WHERE h.folder_id = $1 AND h.replaced_at_ms < $2",
-        )
-        .bind(folder_id)
-        .bind(older_than_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        let aged: Vec<(String, i64, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT h.path, h.version, h.replaced_at_ms, \
+                 (SELECT COUNT(*) FROM history n WHERE n.folder_id = h.folder_id AND n.path = h.path \
+                  AND n.version > h.version) \
+                 FROM history h WHERE h.folder_id = $1 AND h.replaced_at_ms < $2",
+            )
+            .bind(folder_id)
+            .bind(older_than_ms)
+            .fetch_all(pool)
+            .await?
+        });
         let dropped: Vec<(String, i64)> = aged
             .into_iter()
             .filter(|(_, _, replaced_at_ms, newer)| {
@@ -115,15 +131,17 @@ impl Db {
         for batch in dropped.chunks(super::chunks::ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
             for (path, version) in batch {
-                n_dropped += sqlx::query(
-                    "DELETE FROM history WHERE folder_id = $1 AND path = $2 AND version = $3",
-                )
-                .bind(folder_id)
-                .bind(path)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                n_dropped += on_connection!(&mut tx.connection(), connection => {
+                    sqlx::query(
+                        "DELETE FROM history WHERE folder_id = $1 AND path = $2 AND version = $3",
+                    )
+                    .bind(folder_id)
+                    .bind(path)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?
+                    .rows_affected()
+                });
             }
             tx.commit().await?;
         }
@@ -142,7 +160,7 @@ mod tests {
     #[tokio::test]
     async fn only_old_tombstones_go_with_their_history_and_the_horizon_rises() {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let folder = db
             .create_folder("docs", &FolderSettings::default())
             .await
@@ -249,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn the_history_sweep_applies_the_age_limit_to_paths_nobody_writes_again() {
         let data = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(data.path()).await.expect("db");
+        let db = super::super::test_support::test_db(data.path()).await;
         let retention = HistoryRetention {
             keep_versions: 1,
             keep_days: 1,

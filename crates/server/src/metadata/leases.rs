@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::backend::on_pool;
 use super::{Db, now_ms};
 use crate::error::{Error, Result};
 
@@ -92,63 +93,77 @@ impl Db {
         ttl_ms: i64,
     ) -> Result<Result<(), Lease>> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let current: Option<Lease> =
+        // one statement, so that two servers asking at once (on PostgreSQL,
+        // where nothing else serializes them) cannot both take it: the
+        // update's condition is checked again on the row it changes
+        let taken: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "INSERT INTO leases (name, holder, expires_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at_ms = excluded.expires_at_ms WHERE leases.expires_at_ms <= $4 \
+                 RETURNING holder",
+            )
+            .bind(name)
+            .bind(holder)
+            .bind(now.saturating_add(ttl_ms))
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        });
+        if taken.is_some() {
+            return Ok(Ok(()));
+        }
+        let current: Option<Lease> = on_pool!(self, pool => {
             sqlx::query_as("SELECT name, holder, expires_at_ms FROM leases WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(current) = current.filter(|lease| lease.expires_at_ms > now) {
-            return Ok(Err(current));
-        }
-        sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now.saturating_add(ttl_ms))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(Err(current.unwrap_or(Lease {
+            // released between the two statements: someone had it a moment ago
+            name: name.to_owned(),
+            holder: "another server".to_owned(),
+            expires_at_ms: now,
+        })))
     }
 
     /// Extends `holder`'s lease; false when it is not theirs any more
     /// (another took it after it expired; a lapsed lease nobody took is
     /// still theirs).
     pub async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
-        let renewed =
+        let n_renewed = on_pool!(self, pool => {
             sqlx::query("UPDATE leases SET expires_at_ms = $3 WHERE name = $1 AND holder = $2")
                 .bind(name)
                 .bind(holder)
                 .bind(now_ms().saturating_add(ttl_ms))
-                .execute(&self.pool)
-                .await?;
-        Ok(renewed.rows_affected() == 1)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n_renewed == 1)
     }
 
     /// Gives the lease up, when `holder` holds it.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[tokio::test]
     async fn a_lease_has_one_holder_until_released_or_expired_even_across_handles() {
         let data = tempfile::tempdir().expect("temp dir");
         // two handles on one database: two servers sharing it
-        let first = Db::open(data.path()).await.expect("db");
-        let second = Db::open(data.path()).await.expect("db");
+        let first = super::super::test_support::test_db(data.path()).await;
+        let second = super::super::test_support::test_db(data.path()).await;
         assert_eq!(
             first
                 .acquire_lease("gc", "server-a", 60_000)

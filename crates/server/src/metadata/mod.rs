@@ -1,16 +1,18 @@
 //! The metadata database: folders, tokens, file records and their history,
 //! which chunks each folder may read, and the event outbox.
 //!
-//! SQLite in WAL mode with `synchronous=FULL`, through runtime `sqlx`
-//! queries in SQL that PostgreSQL also accepts. Every write transaction that
-//! reads before it writes starts with `BEGIN IMMEDIATE`, so writers are
-//! serialized by SQLite's write lock: folder sequences are gap-free and a
+//! Two backends behind one [`Db`] (see `backend.rs`): SQLite in WAL mode
+//! with `synchronous=FULL` (the embedded default, one server), and
+//! PostgreSQL (shared by any number of servers), each with its own
+//! migrations. Writers of one folder take turns (SQLite's write lock, or the
+//! folder row's lock on PostgreSQL): folder sequences are gap-free and a
 //! compare-and-swap sees the latest committed version.
 //!
 //! Architecture invariant: this module knows nothing of HTTP or of the chunk
 //! store; a `folder_chunks` row is written only after the caller made the
 //! chunk durable.
 
+mod backend;
 mod chunks;
 mod commit;
 mod damage;
@@ -19,6 +21,7 @@ mod folders;
 mod gc;
 mod horizon;
 mod leases;
+mod postgres;
 mod records;
 mod retention;
 #[cfg(test)]
@@ -29,8 +32,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
+
+use backend::{Backend, Tx, on_pool};
 
 pub use chunks::Recorded;
 pub use commit::{CommitOutcome, validate_change};
@@ -40,6 +45,7 @@ pub use folders::{Folder, FolderStats, FolderUsage, validate_folder_name};
 pub use gc::{GcCandidate, GcScan, StoreTotals};
 pub use horizon::Forgotten;
 pub use leases::{LEASE_TTL, Lease, LeaseHold};
+pub use postgres::PostgresMetadata;
 pub use retention::should_drop;
 pub use tokens::TokenRow;
 
@@ -51,13 +57,21 @@ pub const DB_FILE: &str = "metadata.db";
 /// A handle on the metadata database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: SqlitePool,
-    /// Where `metadata.db` lives; garbage collection keeps its scratch
-    /// database beside it.
+    backend: Backend,
+    /// The server's data directory: SQLite's garbage collection keeps its
+    /// scratch database there.
     data_dir: PathBuf,
 }
 
 impl Db {
+    /// Opens the metadata where `location` says and runs its migrations.
+    pub async fn connect(location: &MetadataLocation, data_dir: &Path) -> Result<Db> {
+        match location {
+            MetadataLocation::DataDir => Db::open(data_dir).await,
+            MetadataLocation::Postgres(postgres) => Db::open_postgres(postgres, data_dir).await,
+        }
+    }
+
     /// Opens (or creates) `<data_dir>/metadata.db` and runs the migrations.
     pub async fn open(data_dir: &Path) -> Result<Db> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
@@ -78,56 +92,110 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Db {
-            pool,
+            backend: Backend::Sqlite(pool),
             data_dir: data_dir.to_path_buf(),
         })
     }
 
+    /// Connects to PostgreSQL and brings its schema up to date (one server
+    /// at a time: the migrator holds an advisory lock).
+    pub async fn open_postgres(postgres: &PostgresMetadata, data_dir: &Path) -> Result<Db> {
+        Ok(Db {
+            backend: Backend::Postgres(postgres.connect().await?),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// True on PostgreSQL, shared by any number of servers.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
     /// True when the database answers a query.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, pool => pool.close().await);
     }
 
     /// A value this data directory keeps in `server_meta`.
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(
+        Ok(on_pool!(self, pool => {
             sqlx::query_scalar("SELECT value FROM server_meta WHERE key = $1")
                 .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO server_meta (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO server_meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn delete_meta(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM server_meta WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM server_meta WHERE key = $1")
+                .bind(key)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
-    /// A write transaction that holds the database's write lock from its start.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction (see `backend.rs` for what each backend locks).
+    async fn begin_write(&self) -> Result<Tx> {
+        self.backend.begin_write().await
     }
+
+    /// Runs a whole transaction again when PostgreSQL rolled it back for
+    /// colliding with another (a deadlock between, say, a commit and a
+    /// garbage collection marking the same chunks): a few attempts after
+    /// short random pauses, then the error (503) goes to the client.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut n_collisions = 0;
+        loop {
+            match attempt().await {
+                Err(err) if err.is_collision() && n_collisions < MAX_COLLISIONS => {
+                    n_collisions += 1;
+                    tracing::debug!(%err, n_collisions, "transaction collided; running it again");
+                    let pause_ms = rand::random_range(5..50u64) * n_collisions;
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
+/// Collisions a transaction survives before its error goes to the client.
+const MAX_COLLISIONS: u64 = 5;
+
+/// Where a server keeps its metadata.
+#[derive(Debug, Clone, Default)]
+pub enum MetadataLocation {
+    /// SQLite in `<data>/metadata.db`: one server.
+    #[default]
+    DataDir,
+    /// A PostgreSQL database that any number of servers share.
+    Postgres(PostgresMetadata),
 }
 
 /// Milliseconds since the Unix epoch.

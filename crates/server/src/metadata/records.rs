@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::QueryBuilder;
 use syncfolder_core::protocol::{ChangesResponse, ChunkRef, Content, FileRecord};
 
+use super::backend::{Connection, on_connection};
 use super::{Db, from_db, to_db};
 use crate::error::{Error, Result};
 
@@ -101,39 +102,43 @@ impl RecordColumns {
 
 /// The current record of `path`, tombstones included.
 pub(super) async fn current_row(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     path: &str,
 ) -> Result<Option<RecordRow>> {
-    Ok(sqlx::query_as(
-        "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-         FROM files WHERE folder_id = $1 AND path = $2",
-    )
-    .bind(folder_id)
-    .bind(path)
-    .fetch_optional(connection)
-    .await?)
+    Ok(on_connection!(&mut connection, connection => {
+        sqlx::query_as(
+            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM files WHERE folder_id = $1 AND path = $2",
+        )
+        .bind(folder_id)
+        .bind(path)
+        .fetch_optional(connection)
+        .await?
+    }))
 }
 
 /// The current rows of those of `paths` that have one, by path.
 pub(super) async fn current_rows(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     paths: &[&str],
 ) -> Result<HashMap<String, RecordRow>> {
     let mut rows = HashMap::with_capacity(paths.len());
     for batch in paths.chunks(super::chunks::ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-             FROM files WHERE folder_id = ",
-        );
-        query.push_bind(folder_id).push(" AND path IN (");
-        let mut list = query.separated(", ");
-        for path in batch {
-            list.push_bind(*path);
-        }
-        list.push_unseparated(")");
-        let found: Vec<RecordRow> = query.build_query_as().fetch_all(&mut *connection).await?;
+        let found: Vec<RecordRow> = on_connection!(&mut connection, connection => {
+            let mut query = QueryBuilder::new(
+                "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+                 FROM files WHERE folder_id = ",
+            );
+            query.push_bind(folder_id).push(" AND path IN (");
+            let mut list = query.separated(", ");
+            for path in batch {
+                list.push_bind(*path);
+            }
+            list.push_unseparated(")");
+            query.build_query_as().fetch_all(&mut *connection).await?
+        });
         rows.extend(found.into_iter().map(|row| (row.path.clone(), row)));
     }
     Ok(rows)
@@ -141,38 +146,41 @@ pub(super) async fn current_rows(
 
 /// The record of `path` at `version`, current or historical.
 pub(super) async fn row_at_version(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     path: &str,
     version: u64,
 ) -> Result<Option<RecordRow>> {
     let version = to_db(version, "version")?;
-    Ok(sqlx::query_as(
-        "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-         FROM files WHERE folder_id = $1 AND path = $2 AND version = $3 \
-         UNION ALL \
-         SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-         FROM history WHERE folder_id = $1 AND path = $2 AND version = $3",
-    )
-    .bind(folder_id)
-    .bind(path)
-    .bind(version)
-    .fetch_optional(connection)
-    .await?)
+    Ok(on_connection!(&mut connection, connection => {
+        sqlx::query_as(
+            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM files WHERE folder_id = $1 AND path = $2 AND version = $3 \
+             UNION ALL \
+             SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+             FROM history WHERE folder_id = $1 AND path = $2 AND version = $3",
+        )
+        .bind(folder_id)
+        .bind(path)
+        .bind(version)
+        .fetch_optional(connection)
+        .await?
+    }))
 }
 
 impl Db {
     /// Current records with `version > since`, in version order, at most `limit`.
     pub async fn changes(&self, folder_id: i64, since: u64, limit: u64) -> Result<ChangesResponse> {
         // one snapshot: the horizon checked is the one of the records read
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_snapshot().await?;
         // the sequence is read first: every version up to it is committed, so
         // a client that continues from `latest` after an empty answer misses nothing
-        let folder: Option<(i64, i64)> =
+        let folder: Option<(i64, i64)> = on_connection!(&mut tx.connection(), connection => {
             sqlx::query_as("SELECT seq, horizon_version FROM folders WHERE id = $1")
                 .bind(folder_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *connection)
+                .await?
+        });
         let (latest, horizon) =
             folder.ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?;
         // a cursor of 0 knows nothing yet, so it missed no deletion
@@ -184,15 +192,17 @@ impl Db {
         }
         let since = to_db(since.min(i64::MAX as u64), "since")?;
         let fetch = to_db(limit.saturating_add(1), "limit")?;
-        let rows: Vec<RecordRow> = sqlx::query_as(
-            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-             FROM files WHERE folder_id = $1 AND version > $2 ORDER BY version LIMIT $3",
-        )
-        .bind(folder_id)
-        .bind(since)
-        .bind(fetch)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<RecordRow> = on_connection!(&mut tx.connection(), connection => {
+            sqlx::query_as(
+                "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+                 FROM files WHERE folder_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            )
+            .bind(folder_id)
+            .bind(since)
+            .bind(fetch)
+            .fetch_all(&mut *connection)
+            .await?
+        });
         tx.commit().await?;
         let more = rows.len() as u64 > limit;
         let records = rows
@@ -213,19 +223,23 @@ impl Db {
 
     /// The current record of `path` first, then older versions, newest first.
     pub async fn history(&self, folder_id: i64, path: &str) -> Result<Vec<FileRecord>> {
-        let mut connection = self.pool.acquire().await?;
+        // one snapshot: a commit in between neither hides nor repeats a version
+        let mut tx = self.backend.begin_snapshot().await?;
         let mut versions = Vec::new();
-        if let Some(current) = current_row(&mut connection, folder_id, path).await? {
+        if let Some(current) = current_row(tx.connection(), folder_id, path).await? {
             versions.push(current.into_record()?);
         }
-        let older: Vec<RecordRow> = sqlx::query_as(
-            "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
-             FROM history WHERE folder_id = $1 AND path = $2 ORDER BY version DESC",
-        )
-        .bind(folder_id)
-        .bind(path)
-        .fetch_all(&mut *connection)
-        .await?;
+        let older: Vec<RecordRow> = on_connection!(&mut tx.connection(), connection => {
+            sqlx::query_as(
+                "SELECT path, version, kind, size, content, chunks, mtime_ns, agent_id, committed_at_ms \
+                 FROM history WHERE folder_id = $1 AND path = $2 ORDER BY version DESC",
+            )
+            .bind(folder_id)
+            .bind(path)
+            .fetch_all(&mut *connection)
+            .await?
+        });
+        tx.commit().await?;
         for row in older {
             versions.push(row.into_record()?);
         }

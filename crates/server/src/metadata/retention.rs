@@ -1,8 +1,8 @@
 //! History retention: which previous versions of a path a folder keeps.
 
-use sqlx::SqliteConnection;
 use syncfolder_core::protocol::HistoryRetention;
 
+use super::backend::{Connection, on_connection};
 use crate::error::Result;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -30,32 +30,34 @@ pub fn should_drop(
 
 /// Deletes the history rows of `path` that the retention no longer keeps.
 pub(super) async fn prune(
-    connection: &mut SqliteConnection,
+    mut connection: Connection<'_>,
     folder_id: i64,
     path: &str,
     retention: &HistoryRetention,
     now_ms: i64,
 ) -> Result<u64> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT version, replaced_at_ms FROM history WHERE folder_id = $1 AND path = $2 ORDER BY version DESC",
-    )
-    .bind(folder_id)
-    .bind(path)
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut n_dropped = 0;
-    for (newer, (version, replaced_at_ms)) in rows.into_iter().enumerate() {
-        if should_drop(retention, newer as u64, replaced_at_ms, now_ms) {
-            sqlx::query("DELETE FROM history WHERE folder_id = $1 AND path = $2 AND version = $3")
-                .bind(folder_id)
-                .bind(path)
-                .bind(version)
-                .execute(&mut *connection)
-                .await?;
-            n_dropped += 1;
+    on_connection!(&mut connection, connection => {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT version, replaced_at_ms FROM history WHERE folder_id = $1 AND path = $2 ORDER BY version DESC",
+        )
+        .bind(folder_id)
+        .bind(path)
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut n_dropped = 0;
+        for (newer, (version, replaced_at_ms)) in rows.into_iter().enumerate() {
+            if should_drop(retention, newer as u64, replaced_at_ms, now_ms) {
+                sqlx::query("DELETE FROM history WHERE folder_id = $1 AND path = $2 AND version = $3")
+                    .bind(folder_id)
+                    .bind(path)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
+                n_dropped += 1;
+            }
         }
-    }
-    Ok(n_dropped)
+        Ok(n_dropped)
+    })
 }
 
 #[cfg(test)]

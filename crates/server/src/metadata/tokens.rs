@@ -2,6 +2,7 @@
 
 use syncfolder_core::protocol::TokenScope;
 
+use super::backend::on_pool;
 use super::{Db, now_ms};
 use crate::error::{Error, Result};
 
@@ -39,28 +40,32 @@ impl Db {
         scope: TokenScope,
         secret_sha256: &[u8; 32],
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (id, folder_id, scope, secret_sha256, revoked, created_at_ms) \
-             VALUES ($1, $2, $3, $4, FALSE, $5)",
-        )
-        .bind(token_id)
-        .bind(folder_id)
-        .bind(scope_text(scope))
-        .bind(hex::encode(secret_sha256))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO tokens (id, folder_id, scope, secret_sha256, revoked, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, FALSE, $5)",
+            )
+            .bind(token_id)
+            .bind(folder_id)
+            .bind(scope_text(scope))
+            .bind(hex::encode(secret_sha256))
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn token(&self, token_id: &str) -> Result<Option<TokenRow>> {
-        let row: Option<(i64, String, String, String, bool)> = sqlx::query_as(
-            "SELECT t.folder_id, f.name, t.scope, t.secret_sha256, t.revoked \
-             FROM tokens t JOIN folders f ON f.id = t.folder_id WHERE t.id = $1",
-        )
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64, String, String, String, bool)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.folder_id, f.name, t.scope, t.secret_sha256, t.revoked \
+                 FROM tokens t JOIN folders f ON f.id = t.folder_id WHERE t.id = $1",
+            )
+            .bind(token_id)
+            .fetch_optional(pool)
+            .await?
+        });
         let Some((folder_id, folder_name, scope, secret_hex, revoked)) = row else {
             return Ok(None);
         };
@@ -80,13 +85,15 @@ impl Db {
 
     /// Revokes a token of a folder; [`Error::TokenNotFound`] when the folder has no such token.
     pub async fn revoke_token(&self, folder_id: i64, token_id: &str) -> Result<()> {
-        let result =
+        let n_revoked = on_pool!(self, pool => {
             sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1 AND folder_id = $2")
                 .bind(token_id)
                 .bind(folder_id)
-                .execute(&self.pool)
-                .await?;
-        if result.rows_affected() == 0 {
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if n_revoked == 0 {
             return Err(Error::TokenNotFound(token_id.to_owned()));
         }
         Ok(())

@@ -18,7 +18,7 @@ use syncfolder_core::protocol::{
     ScrubRequest, StreamChunksRequest, TokenScope, UploadResponse,
 };
 
-use crate::harness::{TestServer, file_change, ok_json};
+use crate::harness::{MetadataPool, TestServer, file_change, ok_json};
 
 /// Who calls. Folder tokens are tokens of the folder the route names
 /// (`docs`), except `OtherFolder`'s.
@@ -119,7 +119,7 @@ struct Fixture {
     other_read_write: String,
     /// A token of `docs` that the token-revoking row revokes.
     spare_token_id: String,
-    db: sqlx::SqlitePool,
+    db: MetadataPool,
 }
 
 impl Fixture {
@@ -138,12 +138,7 @@ impl Fixture {
             .token_id;
         let other_read_write = server.create_folder("other").await.token;
         server.create_folder("third").await;
-        let db = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            server.data_dir.join("metadata.db").display()
-        ))
-        .await
-        .expect("open the metadata db");
+        let db = MetadataPool::open(&server.data_dir).await;
         Fixture {
             docs_read_write: docs.token,
             docs_read_only,
@@ -296,14 +291,16 @@ impl Fixture {
             .text()
             .await
             .expect("folders body");
-        let counts: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM tokens WHERE revoked), \
-             (SELECT COUNT(*) FROM folder_chunks), (SELECT COUNT(*) FROM files), \
-             (SELECT COUNT(*) FROM history), (SELECT COUNT(*) FROM events)",
-        )
-        .fetch_one(&self.db)
-        .await
-        .expect("count rows");
+        let counts: (i64, i64, i64, i64, i64, i64) = on_metadata!(self.db, pool => {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM tokens WHERE revoked), \
+                 (SELECT COUNT(*) FROM folder_chunks), (SELECT COUNT(*) FROM files), \
+                 (SELECT COUNT(*) FROM history), (SELECT COUNT(*) FROM events)",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("count rows")
+        });
         let n_chunk_files = count_files(&self.server.data_dir.join("chunks"));
         format!("{folders}\ntables: {counts:?}\nchunk files: {n_chunk_files}")
     }

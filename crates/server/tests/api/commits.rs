@@ -160,14 +160,15 @@ async fn every_accepted_change_writes_an_outbox_event_in_its_transaction() {
 
     let data_dir = server.data_dir.clone();
     server.stop().await;
-    let url = format!("sqlite://{}", data_dir.join("metadata.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
-    let events: Vec<(String, String, String, i64, i64, String, bool)> = sqlx::query_as(
-        "SELECT folder, path, action, size, version, agent_id, shipped FROM events ORDER BY id",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("events");
+    let db = crate::harness::MetadataPool::open(&data_dir).await;
+    let events: Vec<(String, String, String, i64, i64, String, bool)> = on_metadata!(db, pool => {
+        sqlx::query_as(
+            "SELECT folder, path, action, size, version, agent_id, shipped FROM events ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("events")
+    });
     let actions: Vec<(&str, i64, i64)> = events
         .iter()
         .map(|event| (event.2.as_str(), event.3, event.4))

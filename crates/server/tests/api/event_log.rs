@@ -183,19 +183,16 @@ async fn every_kind_of_change_arrives_once_and_a_reshipped_outbox_duplicates_not
 
     // as if every batch's "shipped" mark had been lost: all of it goes again
     {
-        let sqlite = sqlx::SqlitePool::connect(&format!(
-            "sqlite:{}",
-            data.path().join("metadata.db").display()
-        ))
-        .await
-        .expect("metadata.db");
-        let n_reset = sqlx::query("UPDATE events SET shipped = FALSE")
-            .execute(&sqlite)
-            .await
-            .expect("reset shipped")
-            .rows_affected();
+        let db = crate::harness::MetadataPool::open(data.path()).await;
+        let n_reset = on_metadata!(db, pool => {
+            sqlx::query("UPDATE events SET shipped = FALSE")
+                .execute(pool)
+                .await
+                .expect("reset shipped")
+                .rows_affected()
+        });
         assert_eq!(n_reset, 7);
-        sqlite.close().await;
+        db.close().await;
     }
     let server =
         TestServer::start_shipping(data.path(), Limits::default(), Some(shipper(&postgres))).await;

@@ -244,20 +244,17 @@ async fn purging_a_folder_frees_only_the_chunks_no_other_folder_uses() {
     assert_eq!(read.bytes().await.expect("bytes").as_ref(), shared);
 
     // the purged folder's events stay in the outbox (and files_log)
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        server.data_dir.join("metadata.db").display()
-    ))
-    .await
-    .expect("open the metadata db");
-    let (n_events, n_rows): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM events WHERE folder = 'docs'), \
-         (SELECT COUNT(*) FROM files) + (SELECT COUNT(*) FROM history) + \
-         (SELECT COUNT(*) FROM folder_chunks WHERE folder_id NOT IN (SELECT id FROM folders))",
-    )
-    .fetch_one(&db)
-    .await
-    .expect("count");
+    let db = crate::harness::MetadataPool::open(&server.data_dir).await;
+    let (n_events, n_rows): (i64, i64) = on_metadata!(db, pool => {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events WHERE folder = 'docs'), \
+             (SELECT COUNT(*) FROM files) + (SELECT COUNT(*) FROM history) + \
+             (SELECT COUNT(*) FROM folder_chunks WHERE folder_id NOT IN (SELECT id FROM folders))",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("count")
+    });
     assert_eq!(n_events, 1);
     assert_eq!(n_rows, 1, "only team's record is left");
 }
@@ -286,9 +283,7 @@ async fn objects_the_inventory_does_not_know_are_collected() {
 async fn one_collection_runs_at_a_time_across_servers_of_one_database() {
     let server = TestServer::start_maintained(no_grace()).await;
     // a second server of the same database holds the lease
-    let other = syncfolder_server::metadata::Db::open(&server.data_dir)
-        .await
-        .expect("db");
+    let other = crate::harness::open_db(&server.data_dir).await;
     other
         .acquire_lease(syncfolder_server::gc::LEASE, "another-server", 60_000)
         .await

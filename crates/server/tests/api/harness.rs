@@ -1,5 +1,10 @@
 //! A real server on 127.0.0.1:0 over a temp data dir, and a small HTTP
 //! client for it.
+//!
+//! The metadata is SQLite in the data dir, or, when
+//! `SYNCFOLDER_TEST_POSTGRES_URL` names a PostgreSQL server (`cargo xtask
+//! test` runs this whole suite a second time so), a database of its own on
+//! that server for each data dir: the same tests, the other backend.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +17,10 @@ use syncfolder_core::protocol::{
     CommitResult, Content, CreateFolderRequest, CreateFolderResponse, CreateTokenRequest,
     CreateTokenResponse, ErrorBody, FileRecord, FolderSettings, TokenScope,
 };
-use syncfolder_server::{AppState, Limits, Maintenance, Server, ServerConfig, ShipperConfig};
+use syncfolder_server::{
+    AppState, Limits, Maintenance, MetadataLocation, PostgresMetadata, Server, ServerConfig,
+    ShipperConfig,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -70,9 +78,13 @@ impl TestServer {
         TestServer::start_config(config).await
     }
 
-    /// A server with exactly this config (its data dir kept alive by the caller).
-    pub async fn start_config(config: ServerConfig) -> TestServer {
+    /// A server with exactly this config (its data dir kept alive by the
+    /// caller), its metadata where this run keeps it.
+    pub async fn start_config(mut config: ServerConfig) -> TestServer {
         let data_dir = config.data_dir.clone();
+        if matches!(config.metadata, MetadataLocation::DataDir) {
+            config.metadata = metadata_location(&data_dir).await;
+        }
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
         let scheme = if server.is_tls() { "https" } else { "http" };
@@ -364,4 +376,101 @@ pub fn encode(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The PostgreSQL server this run keeps metadata on, if any.
+fn test_postgres_url() -> Option<String> {
+    std::env::var("SYNCFOLDER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// The file in a data dir that names its PostgreSQL database, so that a
+/// server started again on the data dir finds its metadata.
+const POSTGRES_DATABASE_FILE: &str = "test-postgres-database";
+
+/// Where the server of `data_dir` keeps its metadata in this run: SQLite in
+/// the data dir, or its own database on the run's PostgreSQL server.
+pub async fn metadata_location(data_dir: &Path) -> MetadataLocation {
+    let Some(base_url) = test_postgres_url() else {
+        return MetadataLocation::DataDir;
+    };
+    let marker = data_dir.join(POSTGRES_DATABASE_FILE);
+    let database = match std::fs::read_to_string(&marker) {
+        Ok(name) => name.trim().to_owned(),
+        Err(_) => {
+            let name = format!("api_{:016x}", rand_u64());
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&base_url)
+                .await
+                .expect("connecting to the test PostgreSQL server");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("creating a test database");
+            std::fs::create_dir_all(data_dir).expect("data dir");
+            std::fs::write(&marker, &name).expect("writing the database marker");
+            name
+        }
+    };
+    let (server, _) = base_url.rsplit_once('/').expect("a URL with a database");
+    MetadataLocation::Postgres(PostgresMetadata::new(format!("{server}/{database}")))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// A direct connection to a server's metadata, for checks the API does not
+/// offer; [`on_metadata!`] runs one text of SQL on either backend.
+pub enum MetadataPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl MetadataPool {
+    /// The metadata of the server whose data dir is `data_dir`.
+    pub async fn open(data_dir: &Path) -> MetadataPool {
+        match metadata_location(data_dir).await {
+            MetadataLocation::DataDir => MetadataPool::Sqlite(
+                sqlx::SqlitePool::connect(&format!(
+                    "sqlite://{}",
+                    data_dir.join("metadata.db").display()
+                ))
+                .await
+                .expect("open the metadata db"),
+            ),
+            MetadataLocation::Postgres(postgres) => MetadataPool::Postgres(
+                sqlx::PgPool::connect(&postgres.url)
+                    .await
+                    .expect("connect to the metadata db"),
+            ),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            MetadataPool::Sqlite(pool) => pool.close().await,
+            MetadataPool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the [`MetadataPool`]'s own pool.
+macro_rules! on_metadata {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match &$db {
+            $crate::harness::MetadataPool::Sqlite($pool) => $body,
+            $crate::harness::MetadataPool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A second handle on the metadata of the server of `data_dir`, as another
+/// server of the same database would have.
+pub async fn open_db(data_dir: &Path) -> syncfolder_server::metadata::Db {
+    syncfolder_server::metadata::Db::connect(&metadata_location(data_dir).await, data_dir)
+        .await
+        .expect("db")
 }

@@ -1,5 +1,9 @@
 //! The server over real HTTP, real SQLite and a temp data dir.
 
+// first: its macros are used by the modules after it
+#[macro_use]
+mod harness;
+
 mod admin;
 mod auth;
 mod auth_matrix;
@@ -11,9 +15,9 @@ mod event_log;
 mod feed;
 mod fuzz_corpus;
 mod gc;
-mod harness;
 mod history;
 mod horizon;
 mod limits;
+mod replicas;
 mod restart;
 mod streaming;

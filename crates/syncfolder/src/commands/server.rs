@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use syncfolder_server::{Limits, Maintenance, Server, ServerConfig, ShipperConfig, TlsFiles};
+use syncfolder_server::{
+    Limits, Maintenance, MetadataLocation, PostgresMetadata, Server, ServerConfig, ShipperConfig,
+    TlsFiles,
+};
 
 use crate::cli::ServerArgs;
 
@@ -28,9 +31,31 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         scrub_interval: every(args.scrub_interval),
         scrub_bytes_per_second: args.scrub_bytes_per_second,
     };
+    let metadata = match args.metadata_url {
+        None => MetadataLocation::DataDir,
+        Some(url) => {
+            let password = match (args.metadata_password_file, args.metadata_password) {
+                (Some(file), _) => Some(
+                    std::fs::read_to_string(&file)
+                        .with_context(|| {
+                            format!("reading the metadata password from {}", file.display())
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                (None, password) => password,
+            };
+            MetadataLocation::Postgres(PostgresMetadata {
+                password,
+                max_connections: args.metadata_max_connections,
+                ..PostgresMetadata::new(url)
+            })
+        }
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
+        metadata,
         admin_token: args.admin_token,
         limits,
         shipper: args.postgres_url.map(ShipperConfig::new),
