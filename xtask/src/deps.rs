@@ -1,9 +1,12 @@
 //! `cargo xtask deps`: installs the programs the tests run for real —
 //! PostgreSQL's server binaries and Prometheus (with promtool) from Debian's
 //! packages, the bench's peers rsync, Syncthing and rclone (also Debian's;
-//! [`ensure_bench_peers`], which `cargo xtask bench` runs itself), and helm, kubectl and kubernetes-validate into the project's
-//! tools directory (`kube_tools`) — when they are missing, and `cargo-fuzz`
-//! ([`CARGO_FUZZ_VERSION`], from crates.io) for `cargo xtask fuzz`.
+//! [`ensure_bench_peers`], which `cargo xtask bench` runs itself), helm,
+//! kubectl and kubernetes-validate into the project's tools directory
+//! (`kube_tools`), and Garage ([`GARAGE_VERSION`], built from crates.io into
+//! the machine's cache directory, outside the clone; [`ensure_garage`]) —
+//! when they are missing, and `cargo-fuzz` ([`CARGO_FUZZ_VERSION`], from
+//! crates.io) for `cargo xtask fuzz`.
 //! `cargo xtask test` runs it first, so a fresh machine needs nothing by
 //! hand; a machine where they cannot be installed fails here, with the list
 //! of what is missing. Only cargo-fuzz may be missing outside CI: the test
@@ -13,6 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use syncfolder_testkit::garage::{GARAGE_VERSION, find_garage, garage_path, install_root};
 use syncfolder_testkit::tools::{
     find_on_path, find_postgres_bin_dir, project_tools_bin_dir, project_tools_dir,
 };
@@ -52,12 +56,13 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Installs whatever is missing; fails when something still is (cargo-fuzz
-/// only with `CI=true`).
+/// only with `CI=true`; Garage always, the tests need it).
 pub fn ensure() -> anyhow::Result<()> {
     ensure_debian_packages()?;
     // the test run ends with `cargo xtask bench --quick`
     ensure_bench_peers()?;
     crate::kube_tools::ensure()?;
+    ensure_garage()?;
     if let Err(err) = ensure_cargo_fuzz() {
         if is_ci() {
             return Err(err);
@@ -65,6 +70,40 @@ pub fn ensure() -> anyhow::Result<()> {
         eprintln!("warning: {err:#}; `cargo xtask test` will skip its fuzz step");
     }
     Ok(())
+}
+
+/// The pinned Garage in the machine's cache directory ([`install_root`]),
+/// built from crates.io with `cargo install --locked` when it is missing or
+/// another version: about 11 minutes on two cores, once per machine, since
+/// every clone looks for it there.
+pub fn ensure_garage() -> anyhow::Result<PathBuf> {
+    if let Some(garage) = find_garage() {
+        return Ok(garage);
+    }
+    eprintln!(
+        "building Garage {GARAGE_VERSION} from crates.io into {} (~11 minutes cold on two cores; \
+         later clones on this machine reuse it)",
+        install_root().display()
+    );
+    run_command(
+        cargo()
+            .args(["install", "garage", "--locked", "--force", "--version"])
+            .arg(GARAGE_VERSION)
+            .arg("--root")
+            .arg(install_root())
+            // build in a temp directory that cargo removes, not in target/
+            .env_remove("CARGO_TARGET_DIR"),
+    )
+    .context(
+        "building Garage from crates.io (needs network access to crates.io and a C compiler; \
+         the tests need it)",
+    )?;
+    find_garage().with_context(|| {
+        format!(
+            "{} does not report version {GARAGE_VERSION} after installing it",
+            garage_path().display()
+        )
+    })
 }
 
 /// True on CI (`CI=true`, as CI services set it).

@@ -3,7 +3,8 @@
 //! - `test`: everything CI checks (formatting, lints, the whole test suite,
 //!   a quick bench run and a short fuzz pass);
 //! - `deps`: installs what the tests run for real (PostgreSQL, Prometheus,
-//!   helm, kubectl, kubernetes-validate, cargo-fuzz);
+//!   helm, kubectl, kubernetes-validate, cargo-fuzz, and Garage, the
+//!   S3-compatible object store, built once per machine into its cache);
 //! - `demo`: a server and two agents on `./synced` and `./synced-2`, with
 //!   `--observability` also PostgreSQL and Prometheus;
 //! - `crdgen`: writes the SyncFolder CRD into the chart;
@@ -51,7 +52,8 @@ fn main() -> anyhow::Result<()> {
                  tasks:\n  \
                  test   formatting, clippy, every test, a quick bench and a short fuzz pass (what CI runs)\n  \
                  deps   install what the tests need (PostgreSQL, Prometheus from Debian packages;\n         \
-                 helm, kubectl, kubernetes-validate, cargo-fuzz into target/tools)\n  \
+                 helm, kubectl, kubernetes-validate, cargo-fuzz into target/tools;\n         \
+                 Garage into ~/.cache/syncfolder, about 11 minutes the first time)\n  \
                  demo   a local server and two agents syncing ./synced and ./synced-2\n         \
                  (--observability: also PostgreSQL's files_log and Prometheus)\n  \
                  crdgen      write the SyncFolder CRD into the chart\n  \

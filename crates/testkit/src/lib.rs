@@ -1,23 +1,28 @@
-//! Test support: real PostgreSQL and Prometheus servers, each started as a
-//! process of its own on a free loopback port with its data in a temp
-//! directory, and torn down when dropped.
+//! Test support: real PostgreSQL and Prometheus servers and a Garage
+//! cluster, each started as processes of their own on free loopback ports
+//! with their data in a temp directory, and torn down when dropped.
 //!
 //! A missing binary is a failed test, never a skipped one: the message says
 //! how to install it (`cargo xtask test` installs what is missing).
 //!
 //! - [`postgres`]: [`TestPostgres`] — initdb, start, stop, start again;
 //! - [`prometheus`]: [`TestPrometheus`] — scrapes given targets every second;
+//! - [`garage`]: [`TestGarage`] — a 3-node S3-compatible object store with a
+//!   bucket and a key; nodes killed and started again;
 //! - [`tools`]: finding the binaries, also those `cargo xtask deps` puts in
-//!   the project's tools directory (helm, kubectl, kubernetes-validate);
+//!   the project's tools directory (helm, kubectl, kubernetes-validate) and
+//!   the machine's cache directory (Garage);
 //! - [`chart`]: the files generated from the Helm chart, made by `cargo xtask
 //!   manifests` and checked for drift by the chart tests, defined once;
 //! - [`free_port`], [`install_tls_provider`].
 
 pub mod chart;
+pub mod garage;
 pub mod postgres;
 pub mod prometheus;
 pub mod tools;
 
+pub use garage::TestGarage;
 pub use postgres::TestPostgres;
 pub use prometheus::TestPrometheus;
 

@@ -100,3 +100,19 @@ pub fn required_tool(name: &str) -> PathBuf {
         )
     })
 }
+
+/// Where builds that outlive a clone go, so that fresh clones on the same
+/// machine reuse them (Garage, [`crate::garage::install_root`]):
+/// `SYNCFOLDER_CACHE_DIR` when set, else `$XDG_CACHE_HOME/syncfolder`, else
+/// `$HOME/.cache/syncfolder`. Never inside the repository.
+pub fn cache_dir() -> PathBuf {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = non_empty("SYNCFOLDER_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("syncfolder");
+    }
+    let home = non_empty("HOME").expect("HOME is not set: set SYNCFOLDER_CACHE_DIR instead");
+    PathBuf::from(home).join(".cache").join("syncfolder")
+}
