@@ -40,6 +40,7 @@ struct Shared {
     http: auto::Builder<TokioExecutor>,
     header_timeout: Duration,
     tls_handshake_timeout: Duration,
+    max_connection_age: Option<Duration>,
 }
 
 /// Accepts connections on `listener` and serves `router` on them (over TLS
@@ -57,6 +58,7 @@ pub(crate) async fn serve(
         http: http_builder(limits),
         header_timeout: limits.header_timeout,
         tls_handshake_timeout: limits.tls_handshake_timeout,
+        max_connection_age: limits.max_connection_age,
     });
     let max_connections = limits.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -204,6 +206,16 @@ where
     tokio::pin!(first_request_deadline);
     let mut waiting_for_first_request = true;
     let mut draining = false;
+    // past its age a connection is closed gracefully (HTTP/2 GOAWAY; HTTP/1
+    // after the request in flight), so that clients reconnect and a
+    // per-connection balancer (kube-proxy) spreads them over new replicas;
+    // each connection's age varies by up to a tenth, so they do not all go at once
+    let max_age = shared.max_connection_age.map(|age| {
+        let spread = age.mul_f64(rand::random_range(0.0..0.1));
+        age.saturating_sub(spread)
+    });
+    let aged = tokio::time::sleep(max_age.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
+    tokio::pin!(aged);
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -220,6 +232,11 @@ where
                 }
             }
             () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut aged, if !draining && max_age.is_some() => {
+                tracing::debug!(%peer, "connection reached its maximum age; closing it gracefully");
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -124,6 +124,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Longest a client may take to finish the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// How long a connection lives before the server closes it gracefully
+    /// (HTTP/2 GOAWAY; HTTP/1 after the request in flight), so that clients
+    /// reconnect and new server replicas get their share; `None`: forever.
+    pub max_connection_age: Option<Duration>,
     /// Most connections open at once, idle long-polls included. Past it the
     /// server stops accepting: new connections wait in the listen backlog
     /// until others close. Each one is a file descriptor, so the process's
@@ -150,11 +154,16 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
             // max_waiting_requests parked long-polls plus room for everything else
             max_connections: 16_384,
         }
     }
 }
+
+/// Connections are renewed every quarter of an hour: cheap for clients
+/// (one handshake), and within that time a new replica gets its share.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// The default number of records in one `changes` answer.
 pub const DEFAULT_CHANGES_LIMIT: u64 = 1000;

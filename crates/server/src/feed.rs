@@ -47,6 +47,27 @@ impl Feed {
         }
     }
 
+    /// Wakes every waiter of every folder: each looks again once (after a
+    /// lost connection to the other servers' wake-ups).
+    pub fn wake_all(&self) {
+        let senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for sender in senders.values() {
+            sender.send_modify(|_| {});
+        }
+    }
+
+    /// The sequence last published for a folder with waiters, if any.
+    pub fn published(&self, folder_id: i64) -> Option<u64> {
+        let senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        senders.get(&folder_id).map(|sender| *sender.borrow())
+    }
+
     /// Forgets a deleted folder; its waiters wake and find it gone.
     pub fn remove(&self, folder_id: i64) {
         let mut senders = self

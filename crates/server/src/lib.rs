@@ -17,7 +17,9 @@
 //!   folder chunks, events — and the commit logic;
 //! - [`chunk_store`]: the [`ChunkStore`] trait and loose-file storage, written
 //!   around the page cache by [`direct_write`];
-//! - [`feed`]: per-folder wake-ups for long-polls;
+//! - [`feed`]: per-folder wake-ups for long-polls; [`fanout`]: the same
+//!   wake-ups between servers sharing a PostgreSQL metadata database
+//!   (`LISTEN`/`NOTIFY`, with a backstop poll);
 //! - [`announcements`]: streaming sync — files being uploaded right now,
 //!   whose chunks receivers may fetch as they arrive;
 //! - [`presence`]: which agents are connected, per folder;
@@ -26,6 +28,7 @@
 //!   (unreferenced chunks); [`scrub`]: re-reading every chunk, quarantine
 //!   and repair — each on one server at a time (database leases);
 //! - [`shipper`]: copies the event outbox to PostgreSQL's `files_log`;
+//!   [`singleton`]: standing jobs one server at a time does (leases);
 //! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
 //! - [`fuzz_targets`]: properties of every request body, for the fuzzers
@@ -41,6 +44,7 @@ pub mod config;
 mod direct_write;
 pub mod error;
 pub mod extract;
+pub mod fanout;
 pub mod feed;
 pub mod fuzz_targets;
 pub mod gc;
@@ -55,6 +59,7 @@ pub mod scrub;
 pub mod server;
 pub mod shipper;
 pub mod shutdown;
+pub mod singleton;
 pub mod state;
 pub mod tls;
 pub mod validate;

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     pub file_changes: IntCounterVec,
     pub changefeed_waiting: IntGauge,
+    pub fanout_listener_connects: IntCounter,
     // set when scraped, from the database and the presence table
     pub folder_files: IntGaugeVec,
     pub folder_bytes: IntGaugeVec,
@@ -140,6 +141,10 @@ impl Metrics {
         let changefeed_waiting = IntGauge::new(
             "syncfolder_changefeed_waiting_requests",
             "Change-feed requests parked in a long-poll",
+        )?;
+        let fanout_listener_connects = IntCounter::new(
+            "syncfolder_fanout_listener_connects_total",
+            "Connections of the listener for other servers' commits (PostgreSQL metadata); more than one means it reconnected",
         )?;
         let file_changes = IntCounterVec::new(
             Opts::new(
@@ -336,6 +341,7 @@ impl Metrics {
         registry.register(Box::new(chunk_stream_waiting.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(changefeed_waiting.clone()))?;
+        registry.register(Box::new(fanout_listener_connects.clone()))?;
         registry.register(Box::new(file_changes.clone()))?;
         registry.register(Box::new(folder_files.clone()))?;
         registry.register(Box::new(folder_bytes.clone()))?;
@@ -368,6 +374,7 @@ impl Metrics {
             commits,
             file_changes,
             changefeed_waiting,
+            fanout_listener_connects,
             folder_files,
             folder_bytes,
             connected_agents,

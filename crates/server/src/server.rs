@@ -33,6 +33,8 @@ pub struct Server {
     admin_token: String,
     state: AppState,
     shipper: Option<Shipper>,
+    /// Signals for the other servers, to send once serving (shared metadata).
+    fanout_outgoing: Option<tokio::sync::mpsc::UnboundedReceiver<crate::fanout::Signal>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -101,8 +103,15 @@ impl Server {
             ),
             None => None,
         };
+        let (fanout, fanout_outgoing) = if db.is_shared() {
+            let (fanout, outgoing) = crate::fanout::Fanout::postgres();
+            (fanout, Some(outgoing))
+        } else {
+            (crate::fanout::Fanout::local(), None)
+        };
         let state = AppState {
             db,
+            fanout,
             chunk_store: Arc::new(chunk_store),
             feed: Arc::new(Feed::default()),
             announcements: Arc::new(Announcements::default()),
@@ -122,6 +131,7 @@ impl Server {
             admin_token,
             state,
             shipper,
+            fanout_outgoing,
         })
     }
 
@@ -151,18 +161,39 @@ impl Server {
             tls,
             state,
             shipper,
+            fanout_outgoing,
             ..
         } = self;
         let cancel = state.shutdown.clone();
         let background = CancellationToken::new();
         let mut tasks = Vec::new();
+        if let (Some(outgoing), Some(pool)) = (fanout_outgoing, state.db.postgres_pool()) {
+            tasks.push(tokio::spawn(crate::fanout::send_batches(
+                pool.clone(),
+                state.instance_id.clone(),
+                outgoing,
+                background.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::fanout::listen(
+                pool.clone(),
+                state.clone(),
+                background.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::fanout::backstop(
+                state.clone(),
+                background.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::outbox::prune_periodically(
             state.db.clone(),
             shipper.is_some(),
+            state.instance_id.clone(),
             background.clone(),
         )));
         if let Some(shipper) = shipper {
-            tasks.push(tokio::spawn(shipper.run(background.clone())));
+            tasks.push(tokio::spawn(
+                shipper.run(state.instance_id.clone(), background.clone()),
+            ));
         }
         let maintenance = Arc::clone(&state.maintenance);
         if let Some(interval) = maintenance.gc_interval {

@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metadata::{Db, EventRow};
+use crate::singleton::Singleton;
+
+/// The lease of the one server that ships the event log.
+pub const LEASE: &str = "shipper";
 use crate::metrics::Metrics;
 
 /// How the shipper reaches PostgreSQL and how much it sends at once.
@@ -157,13 +161,23 @@ impl Shipper {
         })
     }
 
-    /// Ships until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Ships until `shutdown` is cancelled, while this server (`holder`)
+    /// holds the shipping lease: of several servers sharing the metadata,
+    /// one ships at a time.
+    pub async fn run(mut self, holder: String, shutdown: CancellationToken) {
         tracing::info!(server_id = self.server_id, "shipping events to PostgreSQL");
+        let mut singleton = Singleton::new(self.db.clone(), LEASE, &holder);
         let mut failures: u32 = 0;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if !singleton.held().await {
+                tokio::select! {
+                    () = tokio::time::sleep(Singleton::ASK_EVERY) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
             }
             let delay = match self.ship_batch().await {
                 Ok(0) => {
@@ -202,6 +216,7 @@ impl Shipper {
                 }
             }
         }
+        singleton.release().await;
         self.pool.close().await;
     }
 

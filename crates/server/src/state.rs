@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::announcements::Announcements;
 use crate::chunk_store::ChunkStore;
 use crate::config::{Limits, Maintenance};
+use crate::fanout::{Fanout, Signal};
 use crate::feed::Feed;
 use crate::metadata::Db;
 use crate::metrics::Metrics;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub db: Db,
     pub chunk_store: Arc<dyn ChunkStore>,
     pub feed: Arc<Feed>,
+    /// The same wake-ups for the other servers of a shared database.
+    pub fanout: Fanout,
     /// Streaming sync: files being uploaded right now, per folder.
     pub announcements: Arc<Announcements>,
     pub metrics: Arc<Metrics>,
@@ -52,6 +55,10 @@ impl AppState {
             return;
         }
         self.feed.publish(folder_id, latest);
+        self.fanout.send(Signal::Commit {
+            folder_id,
+            seq: latest,
+        });
         self.outbox_wake.notify_one();
         for action in actions {
             self.metrics
@@ -59,6 +66,28 @@ impl AppState {
                 .with_label_values(&[folder_name, action])
                 .inc();
         }
+    }
+}
+
+impl AppState {
+    /// Wakes the folder's long-polls here and on the other servers (an
+    /// announcement, not a commit).
+    pub fn wake_folder(&self, folder_id: i64) {
+        self.feed.wake(folder_id);
+        self.fanout.send(Signal::Wake { folder_id });
+    }
+
+    /// Wakes streaming readers waiting for chunks, here and elsewhere.
+    pub fn chunks_stored(&self) {
+        self.announcements.chunks_stored();
+        self.fanout.send(Signal::ChunksStored);
+    }
+
+    /// Forgets a deleted folder's waiters and announcements everywhere.
+    pub fn forget_folder(&self, folder_id: i64) {
+        self.feed.remove(folder_id);
+        self.announcements.remove_folder(folder_id);
+        self.fanout.send(Signal::FolderRemoved { folder_id });
     }
 }
 

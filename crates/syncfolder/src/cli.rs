@@ -246,6 +246,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SYNCFOLDER_TLS_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = default_limits().tls_handshake_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub tls_handshake_timeout_seconds: u64,
+    /// How long a connection lives before the server closes it gracefully
+    /// (HTTP/2 GOAWAY), so that clients reconnect and new server replicas
+    /// get their share, such as 15m (0: forever).
+    #[arg(long, env = "SYNCFOLDER_MAX_CONNECTION_AGE", default_value = "15m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
     /// Most connections open at once, idle long-polls included; more wait
     /// until others close. Keep `ulimit -n` above it.
     #[arg(long, env = "SYNCFOLDER_MAX_CONNECTIONS", default_value_t = default_limits().max_connections,

@@ -165,6 +165,19 @@ impl Db {
         row.map(FolderRow::into_folder).transpose()
     }
 
+    /// Every folder's id and sequence (a backstop for lost wake-ups).
+    pub async fn folder_sequences(&self) -> Result<Vec<(i64, u64)>> {
+        let rows: Vec<(i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, seq FROM folders")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, seq)| (id, from_db(seq)))
+            .collect())
+    }
+
     pub async fn list_folders(&self) -> Result<Vec<Folder>> {
         let rows: Vec<FolderRow> = on_pool!(self, pool => {
             sqlx::query_as(

@@ -113,6 +113,14 @@ impl Db {
         matches!(self.backend, Backend::Postgres(_))
     }
 
+    /// The PostgreSQL pool, for the fan-out between servers (`fanout.rs`).
+    pub(crate) fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     /// True when the database answers a query.
     pub async fn ping(&self) -> bool {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())

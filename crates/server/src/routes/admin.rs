@@ -115,8 +115,7 @@ pub async fn delete_folder(
     let folder = folder_named(&state, &name).await?;
     let info = info_of(&state, &folder).await?;
     state.db.delete_folder(folder.id).await?;
-    state.feed.remove(folder.id);
-    state.announcements.remove_folder(folder.id);
+    state.forget_folder(folder.id);
     tracing::info!(folder = %folder.name, "folder deleted");
     Ok(axum::Json(info))
 }

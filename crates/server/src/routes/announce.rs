@@ -31,7 +31,7 @@ pub async fn announce(
     let seqs = state
         .announcements
         .announce(folder.id, &agent_id, request.changes, growing);
-    state.feed.wake(folder.id);
+    state.wake_folder(folder.id);
     state.metrics.announcements.inc_by(n_files as u64);
     tracing::debug!(folder = %folder.name, %agent_id, n_files, growing, "announced");
     Ok(axum::Json(AnnounceResponse { seqs }))

@@ -90,7 +90,7 @@ async fn store_for_folder(
         pending.retain(|(hash, _)| recorded.refused.contains(hash));
     }
     state.metrics.chunk_bytes_stored.inc_by(bytes_written);
-    state.announcements.chunks_stored();
+    state.chunks_stored();
     tracing::debug!(folder = %folder.name, n_chunks, bytes_written, "chunks stored");
     Ok(UploadResponse {
         stored: n_chunks,

@@ -109,6 +109,12 @@ impl TestServer {
         }
     }
 
+    /// Keeps `temp` (the server's data dir) until the server is dropped.
+    pub fn owning(mut self, temp: tempfile::TempDir) -> TestServer {
+        self._temp = Some(temp);
+        self
+    }
+
     /// Shuts the server down gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -330,3 +330,55 @@ async fn a_tls_handshake_that_stalls_is_cut_off_and_plain_http_gets_no_answer() 
     let answer = read_until_closed(&mut plain).await;
     assert!(!answer.contains("HTTP/1.1"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_connection_past_its_maximum_age_is_closed_gracefully_with_a_goaway() {
+    let limits = Limits {
+        max_connection_age: Some(Duration::from_secs(1)),
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(limits).await;
+
+    // HTTP/2 (prior knowledge): the server says GOAWAY, then closes
+    let mut h2 = connect(&server).await;
+    let started = Instant::now();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut frame_types = Vec::new();
+    loop {
+        let mut header = [0u8; 9];
+        let read = tokio::time::timeout(PATIENCE, h2.read_exact(&mut header)).await;
+        let Ok(Ok(_)) = read else { break };
+        let length =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; length];
+        h2.read_exact(&mut payload).await.expect("frame payload");
+        frame_types.push(header[3]);
+        if header[3] == 0x7 {
+            break;
+        }
+    }
+    let aged_after = started.elapsed();
+    assert_eq!(
+        frame_types.last(),
+        Some(&0x7),
+        "frames {frame_types:?}: no GOAWAY"
+    );
+    assert!(
+        aged_after >= Duration::from_millis(850) && aged_after < Duration::from_secs(5),
+        "GOAWAY after {aged_after:?}"
+    );
+
+    // HTTP/1.1 keep-alive: closed after its answer once the age has passed
+    let mut h1 = connect(&server).await;
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("request");
+    let started = Instant::now();
+    let answer = tokio::time::timeout(PATIENCE, read_until_closed(&mut h1))
+        .await
+        .expect("the connection was never closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(850));
+}

@@ -6,9 +6,10 @@
 //! folder row's lock keeps the writers in turn.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use syncfolder_core::protocol::{CommitResult, UploadResponse};
-use syncfolder_server::{Limits, ServerConfig};
+use syncfolder_core::protocol::{Change, CommitResult, Content, UploadResponse};
+use syncfolder_server::{Limits, MetadataLocation, PostgresMetadata, ServerConfig, ShipperConfig};
 
 use crate::harness::{FolderClient, TestServer, file_change, ok_json};
 
@@ -130,4 +131,210 @@ async fn two_servers_committing_to_one_folder_keep_versions_gap_free_and_every_s
     );
     second.stop().await;
     first.stop().await;
+}
+
+fn directory(path: &str) -> Change {
+    Change {
+        path: path.to_owned(),
+        parent_version: 0,
+        content: Some(Content::Directory),
+        chunks: Vec::new(),
+        mtime_ns: 0,
+    }
+}
+
+/// A server of its own data dir whose metadata is `postgres`'s database.
+async fn server_on(postgres: &syncfolder_testkit::TestPostgres, admin_token: &str) -> TestServer {
+    server_shipping(postgres, admin_token, None).await
+}
+
+/// [`server_on`], shipping its event log when given a shipper.
+async fn server_shipping(
+    postgres: &syncfolder_testkit::TestPostgres,
+    admin_token: &str,
+    shipper: Option<ShipperConfig>,
+) -> TestServer {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data.path());
+    config.metadata = MetadataLocation::Postgres(PostgresMetadata::new(postgres.url()));
+    config.admin_token = Some(admin_token.to_owned());
+    config.shipper = shipper;
+    TestServer::start_config(config).await.owning(data)
+}
+
+/// Parks a long-poll on `folder` after `since`, commits `path` through
+/// `committer`, and returns how long after the commit the long-poll answered
+/// with it.
+async fn wake_delay(
+    folder: &FolderClient,
+    committer: &FolderClient,
+    since: u64,
+    path: &str,
+) -> Duration {
+    let parked = {
+        let folder = folder.as_agent("waiting-agent");
+        tokio::spawn(async move {
+            let page = folder.changes(since, None, 30).await;
+            (Instant::now(), page)
+        })
+    };
+    // parked before the commit (it subscribes before it reads)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let committed_at = Instant::now();
+    committer.commit_one(directory(path)).await;
+    let (answered_at, page) = parked.await.expect("long-poll");
+    assert_eq!(
+        page.records
+            .iter()
+            .map(|record| record.path.as_str())
+            .collect::<Vec<_>>(),
+        [path]
+    );
+    answered_at.saturating_duration_since(committed_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_server_wakes_at_once_when_another_commits_also_after_its_listener_reconnects()
+ {
+    let postgres = tokio::task::spawn_blocking(syncfolder_testkit::TestPostgres::start)
+        .await
+        .expect("postgres");
+    let admin_token = "admin-token-shared-by-both-servers-0123";
+    let first = server_on(&postgres, admin_token).await;
+    let second = server_on(&postgres, admin_token).await;
+    let created = first.create_folder("docs").await;
+    let on_first = first.client("docs", &created.token);
+    let on_second = second.client("docs", &created.token);
+
+    let delay = wake_delay(&on_second, &on_first, 0, "one").await;
+    assert!(
+        delay < Duration::from_secs(1),
+        "woke {delay:?} after the commit"
+    );
+    let delay = wake_delay(&on_first, &on_second, 1, "two").await;
+    assert!(
+        delay < Duration::from_secs(1),
+        "woke {delay:?} after the commit"
+    );
+
+    // the second server's listener loses its connection: it reconnects and
+    // nothing is missed
+    assert_eq!(
+        second
+            .metric("syncfolder_fanout_listener_connects_total")
+            .await,
+        1.0
+    );
+    let pool = sqlx::PgPool::connect(&postgres.url())
+        .await
+        .expect("connect");
+    let n_terminated: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%') AS terminated",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("terminate listeners");
+    assert_eq!(n_terminated, 2, "one listener per server");
+    let delay = wake_delay(&on_second, &on_first, 2, "three").await;
+    assert!(
+        delay < Duration::from_secs(2),
+        "woke {delay:?} after the commit"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second
+        .metric("syncfolder_fanout_listener_connects_total")
+        .await
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "the listener never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delay = wake_delay(&on_second, &on_first, 3, "four").await;
+    assert!(
+        delay < Duration::from_secs(1),
+        "woke {delay:?} after the commit"
+    );
+    pool.close().await;
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Which server holds the lease `name`, if any.
+async fn lease_holder(pool: &sqlx::PgPool, name: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1 AND expires_at_ms > $2")
+        .bind(name)
+        .bind(syncfolder_server::metadata::now_ms())
+        .fetch_optional(pool)
+        .await
+        .expect("lease")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_ships_the_event_log_and_another_takes_over_when_it_stops() {
+    let postgres = tokio::task::spawn_blocking(syncfolder_testkit::TestPostgres::start)
+        .await
+        .expect("postgres");
+    let shipper = || {
+        let mut config = ShipperConfig::new(postgres.url());
+        config.idle_poll = Duration::from_millis(100);
+        Some(config)
+    };
+    let admin_token = "admin-token-shared-by-both-servers-0123";
+    let first = server_shipping(&postgres, admin_token, shipper()).await;
+    let second = server_shipping(&postgres, admin_token, shipper()).await;
+    let created = first.create_folder("docs").await;
+    let on_first = first.client("docs", &created.token);
+    let on_second = second.client("docs", &created.token);
+    let pool = sqlx::PgPool::connect(&postgres.url())
+        .await
+        .expect("connect");
+    let n_logged = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM files_log")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+    };
+
+    for idx in 0..10 {
+        let client = if idx % 2 == 0 { &on_first } else { &on_second };
+        client.commit_one(directory(&format!("dir-{idx}"))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n_logged(pool.clone()).await < 10 {
+        assert!(Instant::now() < deadline, "events never shipped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let holder = lease_holder(&pool, syncfolder_server::shipper::LEASE)
+        .await
+        .expect("a server holds the shipping lease");
+    let (holding, other) = if holder == first.state.instance_id {
+        (first, second)
+    } else {
+        assert_eq!(holder, second.state.instance_id);
+        (second, first)
+    };
+    holding.stop().await;
+
+    // the other server takes the job over and ships what comes next
+    let created = other.create_folder("after").await;
+    let after = other.client("after", &created.token);
+    for idx in 0..5 {
+        after.commit_one(directory(&format!("later-{idx}"))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n_logged(pool.clone()).await < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "the remaining server never took over shipping"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        lease_holder(&pool, syncfolder_server::shipper::LEASE).await,
+        Some(other.state.instance_id.clone())
+    );
+    assert_eq!(n_logged(pool.clone()).await, 15, "each event once");
+    pool.close().await;
+    other.stop().await;
 }

@@ -15,6 +15,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_secs(args.body_timeout_seconds),
         tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout_seconds),
         max_connections: args.max_connections,
+        max_connection_age: (!args.max_connection_age.is_zero()).then_some(args.max_connection_age),
         ..Limits::default()
     };
     // clap requires both or neither
