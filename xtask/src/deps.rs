@@ -1,6 +1,6 @@
 //! `cargo xtask deps`: installs the programs the tests run for real —
-//! PostgreSQL's server binaries and Prometheus (with promtool) from Debian's
-//! packages, the bench's peers rsync, Syncthing and rclone (also Debian's;
+//! PostgreSQL's server binaries, Prometheus (with promtool) and HAProxy from
+//! Debian's packages, the bench's peers rsync, Syncthing and rclone (also Debian's;
 //! [`ensure_bench_peers`], which `cargo xtask bench` runs itself), helm,
 //! kubectl and kubernetes-validate into the project's tools directory
 //! (`kube_tools`), and Garage ([`GARAGE_VERSION`], built from crates.io into
@@ -33,7 +33,7 @@ struct Requirement {
     present: fn() -> bool,
 }
 
-const REQUIREMENTS: [Requirement; 3] = [
+const REQUIREMENTS: [Requirement; 4] = [
     Requirement {
         what: "PostgreSQL server binaries (initdb, postgres)",
         package: "postgresql",
@@ -48,6 +48,11 @@ const REQUIREMENTS: [Requirement; 3] = [
         what: "promtool",
         package: "prometheus",
         present: || on_path("promtool"),
+    },
+    Requirement {
+        what: "haproxy (the load balancer in front of server replicas)",
+        package: "haproxy",
+        present: || on_path("haproxy"),
     },
 ];
 

@@ -128,3 +128,55 @@ timeoutSeconds: 2
 failureThreshold: {{ .failures | default 3 }}
 successThreshold: 1
 {{- end }}
+
+{{/*
+"true" in scale-out mode: metadata in PostgreSQL and chunks in S3-compatible
+storage, so the server keeps nothing on its own volume and any number of
+replicas sit behind the Service; empty in the embedded default (SQLite and
+chunk files on the PersistentVolumeClaim, one replica).
+*/}}
+{{- define "syncfolder.scaleOut" -}}
+{{- if and .Values.metadata.postgres.urlSecret.name .Values.chunks.s3.bucket }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuses values that would render a server that cannot work; helm prints the
+message and renders nothing.
+*/}}
+{{- define "syncfolder.checkServerStorage" -}}
+{{- $replicas := int .Values.server.replicas }}
+{{- $postgres := .Values.metadata.postgres }}
+{{- $s3 := .Values.chunks.s3 }}
+{{- if and (gt $replicas 1) (not (include "syncfolder.scaleOut" .)) }}
+{{- $missing := list }}
+{{- if not $postgres.urlSecret.name }}{{ $missing = append $missing "metadata.postgres.urlSecret.name (a Secret with the PostgreSQL URL)" }}{{ end }}
+{{- if not $s3.bucket }}{{ $missing = append $missing "chunks.s3.bucket (S3-compatible storage for the chunks)" }}{{ end }}
+{{- fail (printf "server.replicas is %d, but several server replicas cannot share one ReadWriteOnce volume: set %s, or set server.replicas to 1" $replicas (join " and " $missing)) }}
+{{- end }}
+{{- if and $postgres.passwordSecret.name (not $postgres.urlSecret.name) }}
+{{- fail "metadata.postgres.passwordSecret.name is set without metadata.postgres.urlSecret.name: name the Secret with the PostgreSQL URL too" }}
+{{- end }}
+{{- if not $s3.bucket }}
+{{- range $setting := list "prefix" "endpoint" "region" }}
+{{- if get $s3 $setting }}
+{{- fail (printf "chunks.s3.%s is set without chunks.s3.bucket: name the bucket too" $setting) }}
+{{- end }}
+{{- end }}
+{{- if $s3.credentialsSecret.name }}
+{{- fail "chunks.s3.credentialsSecret.name is set without chunks.s3.bucket: name the bucket too" }}
+{{- end }}
+{{- end }}
+{{- if and (hasPrefix "http://" $s3.endpoint) (not $s3.allowHttp) }}
+{{- fail (printf "chunks.s3.endpoint %s is plain HTTP: set chunks.s3.allowHttp=true to allow it" $s3.endpoint) }}
+{{- end }}
+{{- end }}
+
+{{/* The --chunk-store URL: s3://BUCKET or s3://BUCKET/PREFIX. */}}
+{{- define "syncfolder.chunkStoreUrl" -}}
+{{- $prefix := trimAll "/" .Values.chunks.s3.prefix }}
+{{- if $prefix }}
+{{- printf "s3://%s/%s" .Values.chunks.s3.bucket $prefix }}
+{{- else }}
+{{- printf "s3://%s" .Values.chunks.s3.bucket }}
+{{- end }}
+{{- end }}

@@ -33,6 +33,7 @@ async fn start_server() -> TestServer {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: data_dir.path().to_path_buf(),
         metadata: Default::default(),
+        chunk_store: Default::default(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: Limits::default(),
         shipper: None,

@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where the metadata lives: SQLite in the data directory by default.
     pub metadata: crate::MetadataLocation,
+    /// Where the chunks live: `chunks/` in the data directory by default.
+    pub chunk_store: ChunkStoreLocation,
     /// The admin token; `None` reuses `<data>/admin-token` or generates it.
     pub admin_token: Option<String>,
     pub limits: Limits,
@@ -24,6 +26,16 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Garbage collection, the tombstone horizon and scrub.
     pub maintenance: Maintenance,
+}
+
+/// Where a server keeps its chunks.
+#[derive(Debug, Clone, Default)]
+pub enum ChunkStoreLocation {
+    /// One file per chunk under `<data>/chunks/`: one server.
+    #[default]
+    DataDir,
+    /// An S3-compatible object store that any number of servers share.
+    ObjectStore(crate::ObjectStoreConfig),
 }
 
 /// When the server reclaims space and checks what it holds. Each job runs
@@ -76,6 +88,7 @@ impl ServerConfig {
             listen,
             data_dir: data_dir.into(),
             metadata: crate::MetadataLocation::default(),
+            chunk_store: ChunkStoreLocation::default(),
             admin_token: None,
             limits: Limits::default(),
             shipper: None,

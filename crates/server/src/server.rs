@@ -14,8 +14,8 @@ use crate::accept;
 use crate::admin_token;
 use crate::announcements::Announcements;
 use crate::auth::sha256;
-use crate::chunk_store::LooseChunkStore;
-use crate::config::ServerConfig;
+use crate::chunk_store::{ChunkStore, LooseChunkStore};
+use crate::config::{ChunkStoreLocation, ServerConfig};
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::metadata::Db;
@@ -62,11 +62,20 @@ impl Server {
             "creating the data directory {}",
             data_dir.display()
         )))?;
-        let store_dir = data_dir.clone();
-        let chunk_store = tokio::task::spawn_blocking(move || LooseChunkStore::open(&store_dir))
-            .await
-            .map_err(|err| Error::Internal(format!("opening the chunk store: {err}")))?
-            .map_err(Error::io("opening the chunk store"))?;
+        let chunk_store: Arc<dyn ChunkStore> = match &config.chunk_store {
+            ChunkStoreLocation::DataDir => {
+                let store_dir = data_dir.clone();
+                Arc::new(
+                    tokio::task::spawn_blocking(move || LooseChunkStore::open(&store_dir))
+                        .await
+                        .map_err(|err| Error::Internal(format!("opening the chunk store: {err}")))?
+                        .map_err(Error::io("opening the chunk store"))?,
+                )
+            }
+            ChunkStoreLocation::ObjectStore(object_store) => {
+                Arc::new(crate::ObjectChunkStore::open(object_store)?)
+            }
+        };
         let db = Db::connect(&config.metadata, &data_dir).await?;
         let admin_token = admin_token::load_or_create(&data_dir, config.admin_token.as_deref())?;
         let metrics = Metrics::new().map_err(|err| Error::Internal(format!("metrics: {err}")))?;
@@ -109,10 +118,17 @@ impl Server {
         } else {
             (crate::fanout::Fanout::local(), None)
         };
+        let instance_id = format!("{:016x}", rand::random::<u64>());
+        let gauges_lease = Arc::new(tokio::sync::Mutex::new(crate::singleton::Singleton::new(
+            db.clone(),
+            crate::routes::health::GAUGES_LEASE,
+            &instance_id,
+        )));
         let state = AppState {
             db,
             fanout,
-            chunk_store: Arc::new(chunk_store),
+            gauges_lease,
+            chunk_store,
             feed: Arc::new(Feed::default()),
             announcements: Arc::new(Announcements::default()),
             metrics,
@@ -122,7 +138,7 @@ impl Server {
             admin_token_sha256: sha256(admin_token.as_bytes()),
             shutdown: CancellationToken::new(),
             maintenance: Arc::new(config.maintenance),
-            instance_id: format!("{:016x}", rand::random::<u64>()),
+            instance_id,
         };
         Ok(Server {
             listener,
@@ -180,6 +196,10 @@ impl Server {
                 background.clone(),
             )));
             tasks.push(tokio::spawn(crate::fanout::backstop(
+                state.clone(),
+                background.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::presence::share_periodically(
                 state.clone(),
                 background.clone(),
             )));

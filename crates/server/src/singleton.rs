@@ -1,5 +1,6 @@
 //! Standing work that one server at a time does, for as long as it runs
-//! (shipping the event log, pruning the outbox), when several servers share
+//! (shipping the event log, exporting the gauges read from the database),
+//! when several servers share
 //! the metadata database: whoever holds the job's lease does it, renews it
 //! as it goes, and a server that dies hands it over when the lease expires
 //! ([`crate::metadata::LEASE_TTL`]). The jobs are safe to overlap briefly

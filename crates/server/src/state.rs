@@ -39,6 +39,10 @@ pub struct AppState {
     /// This process, as the holder of a lease on singleton work (random per
     /// start: two servers sharing a database are two holders).
     pub instance_id: String,
+    /// With a shared database, one server exports the gauges read from it
+    /// (files, bytes, agents, backlog, store), so that sums over servers
+    /// count each once: whoever holds this lease.
+    pub gauges_lease: Arc<tokio::sync::Mutex<crate::singleton::Singleton>>,
 }
 
 impl AppState {

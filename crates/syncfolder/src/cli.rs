@@ -215,6 +215,32 @@ pub struct ServerArgs {
         conflicts_with = "metadata_password_file"
     )]
     pub metadata_password: Option<String>,
+    /// Keep the chunks in this S3-compatible bucket instead of the data
+    /// directory, so that any number of servers can share them
+    /// (s3://BUCKET or s3://BUCKET/PREFIX). The endpoint, region and
+    /// credentials come from the flags below or from the standard
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_ALLOW_HTTP variables.
+    #[arg(long, env = "SYNCFOLDER_CHUNK_STORE")]
+    pub chunk_store: Option<String>,
+    /// The object store's S3 endpoint, such as https://s3.example.com:3900
+    /// (default: AWS_ENDPOINT_URL, else AWS itself).
+    #[arg(
+        long,
+        env = "SYNCFOLDER_CHUNK_STORE_ENDPOINT",
+        requires = "chunk_store"
+    )]
+    pub chunk_store_endpoint: Option<String>,
+    /// The object store's region (default: AWS_REGION).
+    #[arg(long, env = "SYNCFOLDER_CHUNK_STORE_REGION", requires = "chunk_store")]
+    pub chunk_store_region: Option<String>,
+    /// Allow a plain http:// endpoint (default: AWS_ALLOW_HTTP).
+    #[arg(
+        long,
+        env = "SYNCFOLDER_CHUNK_STORE_ALLOW_HTTP",
+        requires = "chunk_store"
+    )]
+    pub chunk_store_allow_http: bool,
     /// Most connections this server keeps to the metadata database.
     #[arg(long, env = "SYNCFOLDER_METADATA_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -88,6 +88,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data.path().to_path_buf(),
             metadata: Default::default(),
+            chunk_store: Default::default(),
             admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
             limits: Limits::default(),
             shipper: None,

@@ -22,6 +22,7 @@ mod gc;
 mod horizon;
 mod leases;
 mod postgres;
+mod presence;
 mod records;
 mod retention;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use gc::{GcCandidate, GcScan, StoreTotals};
 pub use horizon::Forgotten;
 pub use leases::{LEASE_TTL, Lease, LeaseHold};
 pub use postgres::PostgresMetadata;
+pub use presence::Sighting;
 pub use retention::should_drop;
 pub use tokens::TokenRow;
 

@@ -26,7 +26,7 @@ async fn info_of(state: &AppState, folder: &Folder) -> Result<FolderInfo> {
     let stats = state.db.folder_stats(folder.id).await?;
     let usage = state.db.folder_usage(folder.id).await?;
     let mut info = folder.info(stats, usage);
-    info.agents = state.presence.agents(&folder.name);
+    info.agents = crate::presence::agents_of(state, &folder.name).await;
     Ok(info)
 }
 

@@ -46,9 +46,16 @@ pub async fn changes(
             .get(LAST_SYNC_HEADER)
             .and_then(|value| value.to_str().ok()?.parse::<i64>().ok())
             .filter(|ms| *ms > 0);
-        state
+        let is_news = state
             .presence
             .mark_seen(&folder.name, &agent_id, last_sync_ms);
+        // the other servers list a new agent at once, not after a round
+        if is_news
+            && state.db.is_shared()
+            && let Err(err) = crate::presence::share(&state).await
+        {
+            tracing::warn!(%err, "sharing agent presence");
+        }
     }
     let limits = &state.limits;
     let limit = query

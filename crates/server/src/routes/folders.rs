@@ -21,7 +21,7 @@ pub async fn info(
     let stats = state.db.folder_stats(folder.id).await?;
     let usage = state.db.folder_usage(folder.id).await?;
     let mut info = folder.info(stats, usage);
-    info.agents = state.presence.agents(&folder.name);
+    info.agents = crate::presence::agents_of(&state, &folder.name).await;
     Ok(axum::Json(info))
 }
 

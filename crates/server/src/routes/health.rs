@@ -56,10 +56,36 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The lease of the one server (of a shared database) that exports the
+/// gauges read from the database.
+pub const GAUGES_LEASE: &str = "gauges";
+
 async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
     let metrics = &state.metrics;
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    // each server's own volume
+    match state.chunk_store.space().await {
+        Ok(space) => {
+            metrics.volume_free_bytes.set(gauge(space.available_bytes));
+            metrics.volume_size_bytes.set(gauge(space.total_bytes));
+        }
+        Err(err) => tracing::warn!(%err, "reading the data volume's free space"),
+    }
+    if state.db.is_shared() && !state.gauges_lease.lock().await.held().await {
+        // another server exports them: series of this one would count twice
+        metrics.folder_files.reset();
+        metrics.folder_bytes.reset();
+        metrics.folder_history_bytes.reset();
+        metrics.connected_agents.reset();
+        metrics.outbox_backlog.set(0);
+        metrics.outbox_oldest_age.set(0.0);
+        metrics.store_chunks.set(0);
+        metrics.store_bytes.set(0);
+        metrics.damaged_chunks.set(0);
+        return Ok(());
+    }
     let folders = state.db.list_folders().await?;
-    let connected = state.presence.connected_by_folder();
+    let connected = crate::presence::connected_by_folder(state).await;
     metrics.folder_files.reset();
     metrics.folder_bytes.reset();
     metrics.folder_history_bytes.reset();
@@ -72,7 +98,6 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
         for action in crate::metrics::EVENT_ACTIONS {
             metrics.file_changes.with_label_values(&[name, action]);
         }
-        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         metrics
             .folder_files
             .with_label_values(&[name])
@@ -100,19 +125,11 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
         (crate::metadata::now_ms() - at_ms).max(0) as f64 / 1000.0
     });
     metrics.outbox_oldest_age.set(oldest_age);
-    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let store = state.db.store_totals().await?;
     metrics.store_chunks.set(gauge(store.n_chunks));
     metrics.store_bytes.set(gauge(store.n_bytes));
     metrics
         .damaged_chunks
         .set(gauge(state.db.n_damaged_chunks().await?));
-    match state.chunk_store.space().await {
-        Ok(space) => {
-            metrics.volume_free_bytes.set(gauge(space.available_bytes));
-            metrics.volume_size_bytes.set(gauge(space.total_bytes));
-        }
-        Err(err) => tracing::warn!(%err, "reading the data volume's free space"),
-    }
     Ok(())
 }

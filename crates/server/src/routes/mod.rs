@@ -6,7 +6,7 @@ mod changes;
 mod chunks;
 mod commit;
 mod folders;
-mod health;
+pub(crate) mod health;
 mod maintenance;
 
 use std::sync::Arc;

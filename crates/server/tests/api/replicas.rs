@@ -338,3 +338,48 @@ async fn one_server_ships_the_event_log_and_another_takes_over_when_it_stops() {
     pool.close().await;
     other.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_counts_once_whichever_server_it_talks_to() {
+    let postgres = tokio::task::spawn_blocking(syncfolder_testkit::TestPostgres::start)
+        .await
+        .expect("postgres");
+    let admin_token = "admin-token-shared-by-both-servers-0123";
+    let first = server_on(&postgres, admin_token).await;
+    let second = server_on(&postgres, admin_token).await;
+    let created = first.create_folder("docs").await;
+    // agent-x talks to both servers (a balancer moved it), agent-y to the second
+    first
+        .client("docs", &created.token)
+        .as_agent("agent-x")
+        .changes(0, None, 0)
+        .await;
+    let on_second = second.client("docs", &created.token);
+    on_second.as_agent("agent-x").changes(0, None, 0).await;
+    on_second.as_agent("agent-y").changes(0, None, 0).await;
+    for server in [&first, &second] {
+        let info: syncfolder_core::protocol::FolderInfo =
+            ok_json(server.client("docs", &created.token).get("").await).await;
+        let mut agents: Vec<(&str, bool)> = info
+            .agents
+            .iter()
+            .map(|agent| (agent.agent_id.as_str(), agent.connected))
+            .collect();
+        agents.sort_unstable();
+        assert_eq!(agents, [("agent-x", true), ("agent-y", true)]);
+    }
+    // one server exports the gauges read from the database, so that a sum
+    // over servers counts each agent once
+    let mut exported = Vec::new();
+    for server in [&first, &second] {
+        exported.push(
+            server
+                .metric_matching("syncfolder_connected_agents", "folder=\"docs\"")
+                .await,
+        );
+    }
+    exported.sort_by(f64::total_cmp);
+    assert_eq!(exported, [0.0, 2.0]);
+    second.stop().await;
+    first.stop().await;
+}

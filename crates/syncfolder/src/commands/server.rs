@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use syncfolder_server::{
-    Limits, Maintenance, MetadataLocation, PostgresMetadata, Server, ServerConfig, ShipperConfig,
-    TlsFiles,
+    ChunkStoreLocation, Limits, Maintenance, MetadataLocation, ObjectStoreConfig, PostgresMetadata,
+    Server, ServerConfig, ShipperConfig, TlsFiles,
 };
 
 use crate::cli::ServerArgs;
@@ -53,10 +53,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             })
         }
     };
+    let chunk_store = match args.chunk_store {
+        None => ChunkStoreLocation::DataDir,
+        Some(url) => {
+            let mut object_store = ObjectStoreConfig::from_url(&url)?;
+            object_store.endpoint = args.chunk_store_endpoint.or(object_store.endpoint);
+            object_store.region = args.chunk_store_region.or(object_store.region);
+            if args.chunk_store_allow_http {
+                object_store.allow_http = Some(true);
+            }
+            ChunkStoreLocation::ObjectStore(object_store)
+        }
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
         metadata,
+        chunk_store,
         admin_token: args.admin_token,
         limits,
         shipper: args.postgres_url.map(ShipperConfig::new),

@@ -12,6 +12,8 @@
 //!   webhook's sidecar settings equal `syncfolder inject`'s;
 //! - `examples.rs`: the example SyncFolder against the CRD's schema and the
 //!   example workloads against Kubernetes';
+//! - `scale_out.rs`: scale-out mode (PostgreSQL metadata, S3 chunks, several
+//!   server replicas) and the values it refuses;
 //! - `runs.rs`: what the chart says is what runs — the rendered server and
 //!   the injected sidecars as real processes, syncing a file.
 //!
@@ -30,6 +32,7 @@ mod examples;
 mod generated;
 mod monitoring;
 mod runs;
+mod scale_out;
 mod validity;
 mod workloads;
 

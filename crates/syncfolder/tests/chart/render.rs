@@ -14,6 +14,12 @@ pub const NAMESPACE: &str = "syncfolder-system";
 pub const EVERYTHING_ON_VALUES: &str = "charts/syncfolder/ci/everything-on-values.yaml";
 /// The resource-name prefix `everything-on-values.yaml` sets (`fullnameOverride`).
 pub const EVERYTHING_ON_FULLNAME: &str = "sf";
+/// The values file of scale-out mode: metadata in PostgreSQL, chunks in S3,
+/// three server replicas.
+pub const SCALE_OUT_VALUES: &str = "charts/syncfolder/ci/scale-out-values.yaml";
+/// Where the chart's example values files live; chart-testing (and the
+/// lint and validation tests) take every `*-values.yaml` there.
+pub const CI_VALUES_DIR: &str = "charts/syncfolder/ci";
 
 pub fn helm() -> PathBuf {
     required_tool("helm")
@@ -44,6 +50,32 @@ pub fn everything_on_values() -> String {
         .join(EVERYTHING_ON_VALUES)
         .to_string_lossy()
         .into_owned()
+}
+
+/// Renders in scale-out mode, plus `extra` helm arguments.
+pub fn template_scale_out(extra: &[&str]) -> Rendered {
+    let values = project_root()
+        .join(SCALE_OUT_VALUES)
+        .to_string_lossy()
+        .into_owned();
+    let mut args = vec!["--values", values.as_str()];
+    args.extend_from_slice(extra);
+    template(&args)
+}
+
+/// Every `ci/*-values.yaml` of the chart, by file name.
+pub fn ci_values_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(project_root().join(CI_VALUES_DIR))
+        .expect("the chart's ci directory")
+        .map(|entry| entry.expect("a ci directory entry").path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with("-values.yaml"))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// `helm template`, returning helm's error output when it refuses.

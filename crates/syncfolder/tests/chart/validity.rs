@@ -9,8 +9,9 @@ use syncfolder_testkit::tools::project_root;
 
 use crate::kubernetes_validate::{validate_strictly, validator_identity};
 use crate::render::{
-    EVERYTHING_ON_FULLNAME, NAMESPACE, Rendered, everything_on_values, helm, identity, template,
-    template_everything_on, try_template,
+    EVERYTHING_ON_FULLNAME, EVERYTHING_ON_VALUES, NAMESPACE, Rendered, SCALE_OUT_VALUES,
+    ci_values_files, helm, identity, template, template_everything_on, template_scale_out,
+    try_template,
 };
 
 /// Kinds defined by CRDs of other projects (prometheus-operator,
@@ -45,15 +46,29 @@ fn helm_lint(extra: &[&str]) -> Result<String, String> {
 }
 
 #[test]
-fn helm_lint_strict_passes_with_the_defaults_and_with_every_toggle_on() {
-    let values = everything_on_values();
-    for extra in [vec![], vec!["--values", values.as_str()]] {
-        let report = helm_lint(&extra).unwrap_or_else(|report| panic!("{report}"));
+fn helm_lint_strict_passes_with_the_defaults_and_with_every_ci_values_file() {
+    let values_files = ci_values_files();
+    for expected in [EVERYTHING_ON_VALUES, SCALE_OUT_VALUES] {
+        assert!(
+            values_files.contains(&project_root().join(expected)),
+            "{expected} missing from {values_files:?}"
+        );
+    }
+    let mut runs = vec![vec![]];
+    for values in &values_files {
+        runs.push(vec![
+            "--values".to_owned(),
+            values.to_string_lossy().into_owned(),
+        ]);
+    }
+    for extra in runs {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let report = helm_lint(&extra).unwrap_or_else(|report| panic!("{extra:?}: {report}"));
         assert!(
             report.contains("1 chart(s) linted, 0 chart(s) failed"),
-            "{report}"
+            "{extra:?}: {report}"
         );
-        assert!(!report.contains("[WARNING]"), "{report}");
+        assert!(!report.contains("[WARNING]"), "{extra:?}: {report}");
     }
 }
 
@@ -134,6 +149,21 @@ fn every_object_rendered_with_every_toggle_on_validates_strictly_against_kuberne
         "an existing admin token Secret was named: the chart must not make one"
     );
     assert_eq!(rendered.of_kind("NetworkPolicy").len(), 2);
+}
+
+#[test]
+fn every_object_rendered_in_scale_out_mode_validates_strictly_against_kubernetes_1_33() {
+    let rendered = template_scale_out(&[]);
+    assert_valid_for_kubernetes_1_33(&rendered, &[]);
+    let identities = rendered.identities();
+    assert!(
+        identities.contains(&"PodDisruptionBudget/syncfolder-server".to_owned()),
+        "{identities:?}"
+    );
+    assert!(
+        rendered.of_kind("PersistentVolumeClaim").is_empty(),
+        "{identities:?}"
+    );
 }
 
 /// A custom resource's field, or a failed test naming it.
@@ -339,6 +369,18 @@ fn the_values_schema_refuses_wrong_types_unknown_keys_and_bad_choices_with_clear
         ),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("bogus=1", "additional properties 'bogus' not allowed"),
+        ("server.replicas=0", "at '/server/replicas'"),
+        (
+            "metadata.postgres.urlSecret.nam=pg",
+            "at '/metadata/postgres/urlSecret': additional properties 'nam' not allowed",
+        ),
+        (
+            "metadata.postgres.urlSecret.name=Not_A_Secret",
+            "at '/metadata/postgres/urlSecret/name'",
+        ),
+        ("chunks.s3.bucket=chunks/prod", "at '/chunks/s3/bucket'"),
+        ("chunks.s3.endpoint=garage:3900", "at '/chunks/s3/endpoint'"),
+        ("chunks.s3.allowHttp=yes", "at '/chunks/s3/allowHttp'"),
     ] {
         let err = try_template(&["--set", set]).expect_err(&format!("--set {set} must be refused"));
         assert!(
@@ -445,6 +487,36 @@ fn the_install_notes_walk_the_user_from_a_syncfolder_to_a_synced_pod() {
         !without_webhook.contains("The webhook adds"),
         "{without_webhook}"
     );
+}
+
+#[test]
+fn the_install_notes_say_which_mode_the_server_runs_in() {
+    let embedded = install_notes(&[]);
+    assert!(
+        embedded.contains("Embedded mode: one server replica on the claim syncfolder-server-data"),
+        "{embedded}"
+    );
+    assert!(
+        embedded.contains("metadata.postgres.urlSecret.name and chunks.s3.bucket"),
+        "{embedded}"
+    );
+    let values = project_root()
+        .join(SCALE_OUT_VALUES)
+        .to_string_lossy()
+        .into_owned();
+    let scale_out = install_notes(&["--values", &values]);
+    for line in [
+        "Scale-out mode: 3 server replica(s) behind the Service",
+        "PostgreSQL (URL in the Secret syncfolder-metadata)",
+        "s3://syncfolder-chunks/prod at http://garage.storage.svc:3900",
+        "A replica is ready only while it reaches both",
+    ] {
+        assert!(
+            scale_out.contains(line),
+            "NOTES.txt lacks {line:?}:\n{scale_out}"
+        );
+    }
+    assert!(!scale_out.contains("Embedded mode"), "{scale_out}");
 }
 
 /// No Docker engine runs here, so the image is never built by the tests

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::render::{
     EVERYTHING_ON_FULLNAME, NAMESPACE, Rendered, container, containers, env, env_value, has_env,
-    identity, template, template_everything_on,
+    identity, template, template_everything_on, template_scale_out,
 };
 
 /// Fails with every way a container breaks the Pod Security Standards'
@@ -61,7 +61,11 @@ fn assert_restricted(workload: &str, pod_spec: &Value, container: &Value) {
 
 #[test]
 fn every_container_the_chart_runs_is_restricted_with_requests_and_a_memory_limit() {
-    for rendered in [template(&[]), template_everything_on()] {
+    for rendered in [
+        template(&[]),
+        template_everything_on(),
+        template_scale_out(&[]),
+    ] {
         let pod_specs = rendered.pod_specs();
         assert_eq!(pod_specs.len(), 2, "server and controller");
         for (workload, pod_spec) in pod_specs {
