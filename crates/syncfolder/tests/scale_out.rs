@@ -72,3 +72,319 @@ fn a_metadata_url_that_is_not_postgres_or_unreachable_stops_the_server_with_a_cl
         assert!(!stderr.contains("pw-hidden"), "{url}: {stderr}");
     }
 }
+
+/// Three server replicas on one PostgreSQL and one 3-node Garage cluster,
+/// behind HAProxy (round robin, health-checked on `/readyz`).
+struct Cluster {
+    postgres: TestPostgres,
+    garage: syncfolder_testkit::TestGarage,
+    servers: Vec<TestServer>,
+    balancer: Process,
+    balancer_url: String,
+    _dirs: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let postgres = TestPostgres::start();
+        let garage = syncfolder_testkit::TestGarage::start();
+        let dirs = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers = (0..3)
+            .map(|idx| Cluster::start_server(&postgres, &garage, dirs.path(), ports[idx], idx))
+            .collect();
+        let balancer_port = free_port();
+        let config = dirs.path().join("haproxy.cfg");
+        let backends: String = ports
+            .iter()
+            .enumerate()
+            .map(|(idx, port)| {
+                format!("    server s{idx} 127.0.0.1:{port} check inter 300ms fall 2 rise 1\n")
+            })
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global\n    maxconn 2000\n\
+                 defaults\n    mode http\n    timeout connect 2s\n    timeout client 120s\n    \
+                 timeout server 120s\n    retries 2\n    option redispatch\n\
+                 frontend syncfolder\n    bind 127.0.0.1:{balancer_port}\n    default_backend replicas\n\
+                 backend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n{backends}"
+            ),
+        )
+        .expect("haproxy config");
+        let mut command = Command::new(syncfolder_testkit::tools::required_program("haproxy"));
+        command.arg("-db").arg("-f").arg(&config);
+        let balancer = Process::spawn(command, dirs.path().join("haproxy.log"));
+        let balancer_url = format!("http://127.0.0.1:{balancer_port}");
+        wait_for("the balancer to answer", || {
+            http_get(balancer_port, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+        Cluster {
+            postgres,
+            garage,
+            servers,
+            balancer,
+            balancer_url,
+            _dirs: dirs,
+        }
+    }
+
+    fn start_server(
+        postgres: &TestPostgres,
+        garage: &syncfolder_testkit::TestGarage,
+        dir: &std::path::Path,
+        port: u16,
+        idx: usize,
+    ) -> TestServer {
+        let endpoint = garage.s3_endpoint(idx);
+        let chunk_store = format!("s3://{}/cluster", garage.bucket());
+        TestServer::start_on_with_env(
+            &dir.join(format!("server-{idx}")),
+            port,
+            &[
+                "--metadata-url",
+                &postgres.url(),
+                "--chunk-store",
+                &chunk_store,
+                "--chunk-store-endpoint",
+                &endpoint,
+                "--chunk-store-region",
+                garage.region(),
+                "--chunk-store-allow-http",
+                "--postgres-url",
+                &postgres.url(),
+                "--gc-interval",
+                "0",
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", garage.access_key_id()),
+                ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key()),
+            ],
+        )
+    }
+
+    /// Kills replica `idx` (SIGKILL) and starts it again on its port.
+    fn kill_and_restart(&mut self, idx: usize) {
+        let server = &mut self.servers[idx];
+        server.process.kill();
+        let restarted = Cluster::start_server(
+            &self.postgres,
+            &self.garage,
+            server.data_dir.parent().expect("dirs"),
+            server.port,
+            idx,
+        );
+        self.servers[idx] = restarted;
+    }
+}
+
+#[test]
+fn three_replicas_behind_a_balancer_keep_agents_in_sync_through_replica_kills() {
+    let mut cluster = Cluster::start();
+    let token = cluster.servers[0].create_folder("shared", &[]);
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let dir = |name: &str| {
+        let path = dirs.path().join(name);
+        std::fs::create_dir_all(&path).expect("agent dir");
+        path
+    };
+    let (dir_a, dir_b, dir_c) = (dir("a"), dir("b"), dir("c"));
+    // a and b pinned to a replica each, c through the balancer
+    let _a = TestAgent::start(&cluster.servers[0], "shared", &token, &dir_a, "agent-a");
+    let _b = TestAgent::start(&cluster.servers[1], "shared", &token, &dir_b, "agent-b");
+    let _c = TestAgent::start_at(
+        &cluster.balancer_url,
+        "shared",
+        &token,
+        &dir_c,
+        "agent-c",
+        &[],
+    );
+    let all = [dir_a.as_path(), dir_b.as_path(), dir_c.as_path()];
+
+    // create, modify, many small files, a large file, a rename, a delete
+    std::fs::write(dir_a.join("hello.txt"), b"hello from a").expect("write");
+    std::fs::create_dir_all(dir_b.join("small")).expect("mkdir");
+    for idx in 0..200 {
+        std::fs::write(
+            dir_b.join(format!("small/{idx}.txt")),
+            format!("small file {idx}"),
+        )
+        .expect("write");
+    }
+    let large = random_bytes(24 * 1024 * 1024, 17);
+    std::fs::write(dir_c.join("large.bin"), &large).expect("write");
+    let converged = wait_converged(&all);
+    assert_eq!(
+        converged.len(),
+        1 + 1 + 200 + 1,
+        "{:?}",
+        converged.keys().take(5).collect::<Vec<_>>()
+    );
+    std::fs::write(dir_b.join("hello.txt"), b"hello again, from b").expect("modify");
+    std::fs::rename(dir_c.join("large.bin"), dir_c.join("large-renamed.bin")).expect("rename");
+    std::fs::remove_file(dir_a.join("small/0.txt")).expect("delete");
+    let converged = wait_converged(&all);
+    assert!(converged.contains_key("large-renamed.bin") && !converged.contains_key("large.bin"));
+    assert!(!converged.contains_key("small/0.txt"));
+    assert_eq!(
+        std::fs::read(dir_a.join("hello.txt")).expect("read"),
+        b"hello again, from b"
+    );
+
+    // replicas die at seeded moments while c writes through the balancer
+    // and a and b read: nothing is lost, everything converges
+    let mut seed: u64 = 0x5eed_2026;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut written = std::collections::BTreeMap::new();
+    for kill_idx in 0..20 {
+        let path = format!("during-kills/{kill_idx}.bin");
+        let bytes = random_bytes(256 * 1024 + (next() % (2 * 1024 * 1024)) as usize, next());
+        std::fs::create_dir_all(dir_c.join("during-kills")).expect("mkdir");
+        std::fs::write(dir_c.join(&path), &bytes).expect("write");
+        written.insert(path, sha256_hex(&bytes));
+        std::thread::sleep(std::time::Duration::from_millis(next() % 400));
+        // any replica: the pinned agents' own too, mid-upload or mid-download
+        cluster.kill_and_restart((next() % 3) as usize);
+    }
+    let converged = wait_converged(&all);
+    for (path, hash) in &written {
+        match converged.get(path) {
+            Some(Entry::File { bytes_hash, .. }) => assert_eq!(bytes_hash, hash, "{path}"),
+            other => panic!("{path} after the kills: {other:?}"),
+        }
+    }
+    let _ = &cluster.balancer;
+}
+
+#[test]
+fn with_postgresql_stopped_for_20_seconds_servers_refuse_and_agents_resume_without_loss_or_duplicates()
+ {
+    let mut cluster = Cluster::start();
+    let token = cluster.servers[0].create_folder("shared", &[]);
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let dir_a = dirs.path().join("a");
+    let dir_b = dirs.path().join("b");
+    std::fs::create_dir_all(&dir_a).expect("dir");
+    std::fs::create_dir_all(&dir_b).expect("dir");
+    let _a = TestAgent::start_at(
+        &cluster.balancer_url,
+        "shared",
+        &token,
+        &dir_a,
+        "agent-a",
+        &[],
+    );
+    let _b = TestAgent::start(&cluster.servers[1], "shared", &token, &dir_b, "agent-b");
+    std::fs::write(dir_a.join("before.txt"), b"written before the outage").expect("write");
+    wait_converged(&[&dir_a, &dir_b]);
+
+    cluster.postgres.stop();
+    let outage = std::time::Instant::now();
+    for idx in 0..5 {
+        std::fs::write(
+            dir_a.join(format!("during-{idx}.txt")),
+            format!("written during the outage {idx}"),
+        )
+        .expect("write");
+    }
+    // the servers say they cannot serve
+    wait_for("a server to report itself not ready", || {
+        cluster.servers[0].get_status("/readyz") == Some(503)
+    });
+    let remaining = std::time::Duration::from_secs(20).saturating_sub(outage.elapsed());
+    std::thread::sleep(remaining);
+    cluster.postgres.start_again();
+    std::fs::write(dir_b.join("after.txt"), b"written after the outage").expect("write");
+    let converged = wait_converged(&[&dir_a, &dir_b]);
+    assert_eq!(
+        converged.len(),
+        1 + 5 + 1,
+        "{:?}",
+        converged.keys().collect::<Vec<_>>()
+    );
+
+    // files_log: every change once (the outbox is in the same database)
+    let (n_rows, n_distinct, n_paths): (i64, i64, i64) = runtime().block_on(async {
+        let pool = sqlx::PgPool::connect(&cluster.postgres.url()).await.expect("connect");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let counts: (i64, i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COUNT(DISTINCT (folder, version)), COUNT(DISTINCT path) FROM files_log",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or((0, 0, 0));
+            if counts.2 >= 7 || std::time::Instant::now() > deadline {
+                return counts;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    assert_eq!(n_paths, 7, "every path in the event log");
+    assert_eq!(n_rows, n_distinct, "no event twice");
+}
+
+#[test]
+fn with_one_object_store_node_down_sync_goes_on_and_with_two_nothing_unstored_is_committed() {
+    let mut cluster = Cluster::start();
+    let token = cluster.servers[0].create_folder("shared", &[]);
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let dir_a = dirs.path().join("a");
+    let dir_b = dirs.path().join("b");
+    std::fs::create_dir_all(&dir_a).expect("dir");
+    std::fs::create_dir_all(&dir_b).expect("dir");
+    // both through replica 0, whose object store endpoint is node 0
+    let _a = TestAgent::start(&cluster.servers[0], "shared", &token, &dir_a, "agent-a");
+    let _b = TestAgent::start(&cluster.servers[0], "shared", &token, &dir_b, "agent-b");
+
+    cluster.garage.kill(2);
+    let one_down = random_bytes(3 * 1024 * 1024, 1);
+    std::fs::write(dir_a.join("one-node-down.bin"), &one_down).expect("write");
+    wait_converged(&[&dir_a, &dir_b]);
+
+    cluster.garage.kill(1);
+    let two_down = random_bytes(3 * 1024 * 1024, 2);
+    std::fs::write(dir_a.join("two-nodes-down.bin"), &two_down).expect("write");
+    // the upload fails (Garage has no quorum): the file is not committed
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let output = cluster.servers[0].cli(&[
+        "history",
+        "--folder",
+        "shared",
+        "--token",
+        &token,
+        "two-nodes-down.bin",
+    ]);
+    let listing = String::from_utf8_lossy(&output.stdout);
+    // the header alone: no version
+    assert!(
+        listing.lines().skip(1).all(|line| line.trim().is_empty()),
+        "committed without its chunks stored: {listing}"
+    );
+    assert!(!dir_b.join("two-nodes-down.bin").exists());
+    let log = cluster.servers[0].process.log();
+    assert!(
+        log.contains("storing chunk") || log.contains("chunk store"),
+        "the server says why uploads fail"
+    );
+
+    cluster.garage.start_again(1);
+    cluster.garage.start_again(2);
+    let converged = wait_converged(&[&dir_a, &dir_b]);
+    for (path, bytes) in [
+        ("one-node-down.bin", &one_down),
+        ("two-nodes-down.bin", &two_down),
+    ] {
+        match converged.get(path) {
+            Some(Entry::File { bytes_hash, .. }) => assert_eq!(bytes_hash, &sha256_hex(bytes)),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}

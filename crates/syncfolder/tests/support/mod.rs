@@ -131,13 +131,25 @@ impl TestServer {
     }
 
     fn start_on_with(data_dir: &Path, port: u16, extra: &[&str]) -> TestServer {
+        TestServer::start_on_with_env(data_dir, port, extra, &[])
+    }
+
+    /// A server on `data_dir` and `port` with extra arguments and
+    /// environment variables (credentials a flag should not carry).
+    pub fn start_on_with_env(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> TestServer {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let mut command = Command::new(BINARY);
         command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data_dir)
             .args(["--admin-token", ADMIN_TOKEN])
-            .args(extra);
+            .args(extra)
+            .envs(envs.iter().copied());
         let log_path = data_dir.with_extension("log");
         let process = Process::spawn(command, log_path);
         let server = TestServer {
@@ -284,10 +296,22 @@ impl TestAgent {
         agent_id: &str,
         extra: &[&str],
     ) -> TestAgent {
+        TestAgent::start_at(&server.url, folder, token, dir, agent_id, extra)
+    }
+
+    /// An agent of the server at `url` (a balancer, say).
+    pub fn start_at(
+        url: &str,
+        folder: &str,
+        token: &str,
+        dir: &Path,
+        agent_id: &str,
+        extra: &[&str],
+    ) -> TestAgent {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
-            server.url.clone(),
+            url.to_owned(),
             "--folder".into(),
             folder.into(),
             "--token".into(),
