@@ -31,6 +31,8 @@
 //!   [`singleton`]: standing jobs one server at a time does (leases);
 //! - [`outbox`]: prunes events that are shipped (or will never be);
 //! - [`metrics`]: every metric the server exports;
+//! - [`migrate`]: moving an installation's data directory into PostgreSQL
+//!   and object storage (`syncfolder admin migrate`);
 //! - [`fuzz_targets`]: properties of every request body, for the fuzzers
 //!   in `fuzz/` and the corpus-replay tests;
 //! - [`admin_token`], [`shutdown`], [`error`].
@@ -52,6 +54,7 @@ pub mod horizon;
 pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
+pub mod migrate;
 mod object_chunk_store;
 pub mod outbox;
 pub mod presence;

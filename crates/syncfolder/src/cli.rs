@@ -184,14 +184,10 @@ pub struct InjectArgs {
     pub sidecar: SidecarArgs,
 }
 
+/// Where a server keeps metadata and chunks when not in its data directory
+/// (several servers, [`ServerArgs`]; moving there, `admin migrate`).
 #[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SYNCFOLDER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Data directory: metadata DB (unless --metadata-url) and chunk store.
-    #[arg(long, env = "SYNCFOLDER_DATA")]
-    pub data: PathBuf,
+pub struct StoreArgs {
     /// Keep the metadata in this PostgreSQL database instead of SQLite in
     /// the data directory, so that any number of servers can share it
     /// (postgres://user@host:port/db?sslmode=require). Put the password in
@@ -245,6 +241,18 @@ pub struct ServerArgs {
     #[arg(long, env = "SYNCFOLDER_METADATA_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub metadata_max_connections: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SYNCFOLDER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: metadata DB (unless --metadata-url) and chunk store.
+    #[arg(long, env = "SYNCFOLDER_DATA")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// Admin token; when absent, one is generated (or reused) in DATA/admin-token.
     #[arg(long, env = "SYNCFOLDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -498,6 +506,20 @@ pub enum AdminCommand {
     /// Read back every stored chunk and check its hash; damaged chunks are
     /// quarantined and agents that hold them upload them again.
     Scrub(ScrubArgs),
+    /// Copy a stopped server's data directory (SQLite and chunk files) into
+    /// PostgreSQL and S3-compatible storage, keeping folder ids, versions
+    /// and sequences, so running agents go on without a full resync. Run
+    /// again to resume an interrupted migration.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data directory of the server to move (stopped).
+    #[arg(long, env = "SYNCFOLDER_DATA")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub stores: StoreArgs,
 }
 
 #[derive(Debug, Args)]

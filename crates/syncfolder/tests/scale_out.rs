@@ -388,3 +388,157 @@ fn with_one_object_store_node_down_sync_goes_on_and_with_two_nothing_unstored_is
         }
     }
 }
+
+/// `syncfolder admin migrate` of `data` into `postgres` and `garage`.
+fn migrate_command(
+    data: &std::path::Path,
+    postgres: &TestPostgres,
+    garage: &syncfolder_testkit::TestGarage,
+) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["admin", "migrate", "--data"])
+        .arg(data)
+        .args(["--metadata-url", &postgres.url()])
+        .args(["--chunk-store", &format!("s3://{}/moved", garage.bucket())])
+        .args(["--chunk-store-endpoint", &garage.s3_endpoint(0)])
+        .args([
+            "--chunk-store-region",
+            garage.region(),
+            "--chunk-store-allow-http",
+        ])
+        .env("AWS_ACCESS_KEY_ID", garage.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", garage.secret_access_key())
+        .env("SYNCFOLDER_LOG", "warn");
+    command
+}
+
+#[test]
+fn a_data_directory_moves_to_postgres_and_object_storage_and_its_agents_go_on_without_a_full_resync()
+ {
+    let mut old = TestServer::start();
+    let token = old.create_folder("moving", &[]);
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let dir_a = dirs.path().join("a");
+    let dir_b = dirs.path().join("b");
+    std::fs::create_dir_all(dir_a.join("many")).expect("dir");
+    std::fs::create_dir_all(&dir_b).expect("dir");
+    let mut a = TestAgent::start(&old, "moving", &token, &dir_a, "agent-a");
+    let mut b = TestAgent::start(&old, "moving", &token, &dir_b, "agent-b");
+    // more chunks than one round of the migration copies
+    for idx in 0..400 {
+        std::fs::write(
+            dir_a.join(format!("many/{idx}.txt")),
+            format!("file {idx} before the move"),
+        )
+        .expect("write");
+    }
+    std::fs::write(dir_a.join("edited.txt"), b"first version").expect("write");
+    wait_converged(&[&dir_a, &dir_b]);
+    std::fs::write(dir_b.join("edited.txt"), b"second version").expect("write");
+    std::fs::remove_file(dir_b.join("many/0.txt")).expect("delete");
+    wait_converged(&[&dir_a, &dir_b]);
+    let describe = |server: &TestServer| {
+        let output = server.cli(&["folder", "describe", "moving", "--admin-token", ADMIN_TOKEN]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .find(|field| field.starts_with("version="))
+            .expect("version=")
+            .to_owned()
+    };
+    let latest_before = describe(&old);
+    a.stop();
+    b.stop();
+    old.process.kill();
+
+    let postgres = TestPostgres::start();
+    let garage = syncfolder_testkit::TestGarage::start();
+    // a first run stopped half-way through the chunks …
+    let log_path = dirs.path().join("migrate-1.log");
+    let mut first = Process::spawn(
+        migrate_command(&old.data_dir, &postgres, &garage),
+        log_path.clone(),
+    );
+    wait_for("the migration to copy a first round of chunks", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("chunks: "))
+    });
+    first.kill();
+    // … and a second that finishes it
+    let output = migrate_command(&old.data_dir, &postgres, &garage)
+        .output()
+        .expect("migrate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("migrated: "),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // the new server answers where the old one did; the agents just go on
+    let new = TestServer::start_on_with_env(
+        &dirs.path().join("new-server"),
+        old.port,
+        &[
+            "--metadata-url",
+            &postgres.url(),
+            "--chunk-store",
+            &format!("s3://{}/moved", garage.bucket()),
+            "--chunk-store-endpoint",
+            &garage.s3_endpoint(1),
+            "--chunk-store-region",
+            garage.region(),
+            "--chunk-store-allow-http",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", garage.access_key_id()),
+            ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key()),
+        ],
+    );
+    assert_eq!(describe(&new), latest_before, "versions and sequences kept");
+    a.restart();
+    b.restart();
+    std::fs::write(dir_b.join("after-the-move.txt"), b"written after the move").expect("write");
+    let converged = wait_converged(&[&dir_a, &dir_b]);
+    assert_eq!(
+        converged.len(),
+        1 + 399 + 1 + 1,
+        "many/, 399 files, edited.txt, the new one"
+    );
+    let history = new.cli(&[
+        "history",
+        "--folder",
+        "moving",
+        "--token",
+        &token,
+        "edited.txt",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&history.stdout)
+            .lines()
+            .skip(1)
+            .count(),
+        2,
+        "both versions of edited.txt moved"
+    );
+    // a fresh agent reads every chunk from the object store
+    let dir_c = dirs.path().join("c");
+    std::fs::create_dir_all(&dir_c).expect("dir");
+    let _c = TestAgent::start(&new, "moving", &token, &dir_c, "agent-c");
+    wait_converged(&[&dir_a, &dir_c]);
+    for agent in [&a, &b] {
+        assert!(
+            !agent.process.log().contains("syncing afresh"),
+            "{} synced afresh after the move",
+            agent.agent_id
+        );
+    }
+}

@@ -6,7 +6,7 @@ use syncfolder_server::{
     Server, ServerConfig, ShipperConfig, TlsFiles,
 };
 
-use crate::cli::ServerArgs;
+use crate::cli::{ServerArgs, StoreArgs};
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     raise_open_files_limit(args.max_connections);
@@ -32,6 +32,29 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         scrub_interval: every(args.scrub_interval),
         scrub_bytes_per_second: args.scrub_bytes_per_second,
     };
+    let (metadata, chunk_store) = stores(args.stores)?;
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data,
+        metadata,
+        chunk_store,
+        admin_token: args.admin_token,
+        limits,
+        shipper: args.postgres_url.map(ShipperConfig::new),
+        tls,
+        maintenance,
+    };
+    let server = Server::bind(config).await.context("starting the server")?;
+    server
+        .serve(super::shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+/// The metadata and chunk locations the flags name (the data directory's
+/// own by default).
+pub fn stores(args: StoreArgs) -> anyhow::Result<(MetadataLocation, ChunkStoreLocation)> {
     let metadata = match args.metadata_url {
         None => MetadataLocation::DataDir,
         Some(url) => {
@@ -65,23 +88,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ChunkStoreLocation::ObjectStore(object_store)
         }
     };
-    let config = ServerConfig {
-        listen: args.listen,
-        data_dir: args.data,
-        metadata,
-        chunk_store,
-        admin_token: args.admin_token,
-        limits,
-        shipper: args.postgres_url.map(ShipperConfig::new),
-        tls,
-        maintenance,
-    };
-    let server = Server::bind(config).await.context("starting the server")?;
-    server
-        .serve(super::shutdown_signal())
-        .await
-        .context("serving")?;
-    Ok(())
+    Ok((metadata, chunk_store))
 }
 
 /// Every connection is an open file, and containers often start with a soft

@@ -1,4 +1,5 @@
-//! `syncfolder admin gc|scrub`: the server's storage jobs, on demand.
+//! `syncfolder admin gc|scrub|migrate`: the server's storage jobs, on
+//! demand, and moving a data directory into the scale-out stores.
 
 use anyhow::Context;
 use syncfolder_core::protocol::{GcReport, ScrubReport};
@@ -8,6 +9,7 @@ use crate::cli::AdminCommand;
 
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Migrate(args) => migrate(args).await?,
         AdminCommand::Gc(args) => {
             let report = admin_client(&args.auth)?
                 .collect_garbage(args.dry_run)
@@ -113,6 +115,43 @@ fn scrub_summary(report: &ScrubReport) -> String {
         report.corrupt.len(),
         report.missing.len()
     )
+}
+
+/// `admin migrate`: the data directory into PostgreSQL and object storage.
+async fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
+    use syncfolder_server::migrate::{MigrationProgress, migrate};
+    use syncfolder_server::{ChunkStoreLocation, MetadataLocation};
+    let (metadata, chunks) = super::server::stores(args.stores)?;
+    let (MetadataLocation::Postgres(metadata), ChunkStoreLocation::ObjectStore(chunks)) =
+        (metadata, chunks)
+    else {
+        anyhow::bail!(
+            "admin migrate needs both --metadata-url (PostgreSQL) and --chunk-store (s3://…): \
+             where the data directory's metadata and chunks go"
+        );
+    };
+    let report = migrate(&args.data, &metadata, &chunks, |progress| match progress {
+        MigrationProgress::Table { name, n_new } => eprintln!("{name}: {n_new} rows copied"),
+        MigrationProgress::Chunks { n_chunks, n_bytes } => {
+            eprintln!("chunks: {n_chunks} copied ({n_bytes} bytes)")
+        }
+    })
+    .await
+    .context("migrating")?;
+    println!(
+        "migrated: {} chunks ({} bytes){}; start the servers with the same --metadata-url and --chunk-store",
+        report.n_chunks,
+        report.n_bytes,
+        if report.n_missing > 0 {
+            format!(
+                ", {} listed chunks had no file and await an agent's upload",
+                report.n_missing
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]
