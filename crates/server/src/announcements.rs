@@ -5,8 +5,12 @@
 //! becomes current only through a commit, which also withdraws its
 //! announcement.
 //!
-//! Announcements live in memory only. A restart forgets them, and then
-//! receivers simply fetch after the commit, as without streaming.
+//! With one server, announcements live in memory only: a restart forgets
+//! them, and then receivers simply fetch after the commit, as without
+//! streaming. Servers sharing a PostgreSQL database keep them in a table
+//! instead (`metadata/announcements.rs`), so that a receiver polling one
+//! server hears of an upload to another; the functions at the end of this
+//! file choose.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +19,8 @@ use std::time::{Duration, Instant};
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Announcement, Change, Content};
 use tokio::sync::watch;
+
+use crate::state::AppState;
 
 /// How long an announcement stays open without a commit (a sender that
 /// went away).
@@ -186,6 +192,101 @@ impl Announcements {
     pub fn subscribe_stored(&self) -> watch::Receiver<u64> {
         self.chunks_stored.subscribe()
     }
+}
+
+/// How long ago an announcement must have been made to be open now (ms).
+fn open_after_ms() -> i64 {
+    crate::metadata::now_ms() - i64::try_from(ANNOUNCEMENT_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Opens an announcement per file of `changes`: in memory, or shared.
+pub async fn open(
+    state: &AppState,
+    folder_id: i64,
+    agent_id: &str,
+    changes: Vec<Change>,
+    growing: bool,
+) -> crate::Result<Vec<u64>> {
+    if !state.db.is_shared() {
+        return Ok(state
+            .announcements
+            .announce(folder_id, agent_id, changes, growing));
+    }
+    let announcements = changes
+        .into_iter()
+        .filter_map(|change| match change.content {
+            Some(content @ Content::File { .. }) => Some(Announcement {
+                seq: 0,
+                agent_id: agent_id.to_owned(),
+                path: change.path,
+                parent_version: change.parent_version,
+                content,
+                chunks: change.chunks,
+                growing,
+            }),
+            _ => None,
+        })
+        .collect();
+    state
+        .db
+        .open_announcements(
+            folder_id,
+            announcements,
+            crate::metadata::now_ms(),
+            open_after_ms(),
+            MAX_OPEN_PER_FOLDER,
+        )
+        .await
+}
+
+/// The open announcements after `since` that `agent_id` did not make, and
+/// the latest number.
+pub async fn since(
+    state: &AppState,
+    folder_id: i64,
+    since: u64,
+    agent_id: &str,
+) -> crate::Result<(Vec<Announcement>, u64)> {
+    if !state.db.is_shared() {
+        return Ok(state.announcements.since(folder_id, since, agent_id));
+    }
+    state
+        .db
+        .announcements_since(folder_id, since, agent_id, open_after_ms())
+        .await
+}
+
+/// Closes the announcements of `paths`.
+pub async fn withdraw(state: &AppState, folder_id: i64, paths: &[String]) -> crate::Result<()> {
+    if !state.db.is_shared() {
+        state
+            .announcements
+            .withdraw(folder_id, paths.iter().map(String::as_str));
+        return Ok(());
+    }
+    // only a valid path can have been announced (and PostgreSQL refuses a
+    // NUL in text)
+    let paths: Vec<String> = paths
+        .iter()
+        .filter(|path| syncfolder_core::path::validate(path).is_ok())
+        .cloned()
+        .collect();
+    state.db.withdraw_announcements(folder_id, &paths).await
+}
+
+/// The size of `hash` if an open announcement of the folder names it.
+pub async fn chunk_size(
+    state: &AppState,
+    folder_id: i64,
+    hash: &Hash,
+) -> crate::Result<Option<u64>> {
+    if !state.db.is_shared() {
+        return Ok(state.announcements.announced_chunk_size(folder_id, hash));
+    }
+    state
+        .db
+        .announced_chunk_size(folder_id, hash, open_after_ms())
+        .await
 }
 
 #[cfg(test)]

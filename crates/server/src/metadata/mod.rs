@@ -12,6 +12,7 @@
 //! store; a `folder_chunks` row is written only after the caller made the
 //! chunk durable.
 
+mod announcements;
 mod backend;
 mod chunks;
 mod commit;

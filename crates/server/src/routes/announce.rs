@@ -28,9 +28,8 @@ pub async fn announce(
     state.db.reclaim_chunks(&hashes).await?;
     let n_files = request.changes.len();
     let growing = request.growing;
-    let seqs = state
-        .announcements
-        .announce(folder.id, &agent_id, request.changes, growing);
+    let seqs =
+        crate::announcements::open(&state, folder.id, &agent_id, request.changes, growing).await?;
     state.wake_folder(folder.id);
     state.metrics.announcements.inc_by(n_files as u64);
     tracing::debug!(folder = %folder.name, %agent_id, n_files, growing, "announced");

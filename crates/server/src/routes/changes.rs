@@ -110,9 +110,8 @@ async fn read_page(
 ) -> Result<ChangesResponse> {
     let mut page = state.db.changes(folder_id, query.since, limit).await?;
     if let Some(announced_since) = query.announced_since {
-        let (announced, latest) = state
-            .announcements
-            .since(folder_id, announced_since, agent_id);
+        let (announced, latest) =
+            crate::announcements::since(state, folder_id, announced_since, agent_id).await?;
         page.announced = announced;
         page.announce_seq = Some(latest);
     }

@@ -288,11 +288,14 @@ pub async fn stream(
                     }
                     readable.push(*hash);
                 }
-                None if state
-                    .announcements
-                    .announced_chunk_size(folder.id, hash)
-                    .is_some() => {}
-                None => return Err(Error::ChunkNotFound(*hash)),
+                None => {
+                    if crate::announcements::chunk_size(&state, folder.id, hash)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(Error::ChunkNotFound(*hash));
+                    }
+                }
             }
         }
         let parked =

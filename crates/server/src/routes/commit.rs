@@ -38,9 +38,7 @@ pub async fn commit(
         .commit(folder.id, request.changes, &agent_id)
         .await?;
     // whatever the result, the sender is done with these uploads
-    state
-        .announcements
-        .withdraw(folder.id, paths.iter().map(String::as_str));
+    crate::announcements::withdraw(&state, folder.id, &paths).await?;
     let mut n_committed = 0;
     for result in &outcome.results {
         let label = result_label(result);

@@ -148,6 +148,19 @@ async fn server_on(postgres: &syncfolder_testkit::TestPostgres, admin_token: &st
     server_shipping(postgres, admin_token, None).await
 }
 
+/// A server on `data_dir` (shared with another server: one chunk store)
+/// whose metadata is `postgres`'s database.
+async fn server_in(
+    postgres: &syncfolder_testkit::TestPostgres,
+    admin_token: &str,
+    data_dir: &std::path::Path,
+) -> TestServer {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
+    config.metadata = MetadataLocation::Postgres(PostgresMetadata::new(postgres.url()));
+    config.admin_token = Some(admin_token.to_owned());
+    TestServer::start_config(config).await
+}
+
 /// [`server_on`], shipping its event log when given a shipper.
 async fn server_shipping(
     postgres: &syncfolder_testkit::TestPostgres,
@@ -380,6 +393,77 @@ async fn an_agent_counts_once_whichever_server_it_talks_to() {
     }
     exported.sort_by(f64::total_cmp);
     assert_eq!(exported, [0.0, 2.0]);
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_announced_to_one_server_streams_to_a_receiver_polling_another() {
+    use crate::streaming::{announce, changes_announced, frames, stream};
+    let postgres = tokio::task::spawn_blocking(syncfolder_testkit::TestPostgres::start)
+        .await
+        .expect("postgres");
+    let admin_token = "admin-token-shared-by-both-servers-0123";
+    // one chunk store for both, as an object store would be
+    let data = tempfile::tempdir().expect("temp dir");
+    let first = server_in(&postgres, admin_token, data.path()).await;
+    let second = server_in(&postgres, admin_token, data.path()).await;
+    let created = first.create_folder("docs").await;
+    let sender = first.client("docs", &created.token).as_agent("sender");
+    let receiver = second.client("docs", &created.token).as_agent("receiver");
+    let (head, tail): (&[u8], &[u8]) = (b"the head of a big file", b"and its tail");
+
+    // the receiver's long-poll on the second server wakes for the announcement
+    let parked = {
+        let receiver = receiver.as_agent("receiver");
+        tokio::spawn(async move { changes_announced(&receiver, 0, 30).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let seqs = announce(&sender, "big.bin", &[head, tail]).await.seqs;
+    let page = parked.await.expect("long-poll");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        page.announced
+            .iter()
+            .map(|announcement| announcement.seq)
+            .collect::<Vec<_>>(),
+        seqs
+    );
+
+    // a read of the announced chunks on the second server waits for the
+    // upload to the first
+    let reading = {
+        let receiver = receiver.as_agent("receiver");
+        tokio::spawn(async move {
+            let response = stream(&receiver, vec![syncfolder_core::Hash::of(head)], 30_000).await;
+            frames(&response.bytes().await.expect("body"))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    ok_json::<UploadResponse>(sender.put_chunk(head).await).await;
+    assert_eq!(
+        reading.await.expect("read"),
+        vec![syncfolder_core::Hash::of(head)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // the commit on the first server withdraws it for everyone
+    ok_json::<UploadResponse>(sender.put_chunk(tail).await).await;
+    sender
+        .commit_one(file_change("big.bin", 0, &[head, tail]))
+        .await;
+    let after = changes_announced(&receiver, 0, 0).await;
+    assert!(after.announced.is_empty(), "{:?}", after.announced);
     second.stop().await;
     first.stop().await;
 }

@@ -11,7 +11,7 @@ use syncfolder_core::protocol::{
 
 use crate::harness::{FolderClient, TestServer, expect_error, file_change, ok_json, tombstone};
 
-async fn announce(folder: &FolderClient, path: &str, chunks: &[&[u8]]) -> AnnounceResponse {
+pub async fn announce(folder: &FolderClient, path: &str, chunks: &[&[u8]]) -> AnnounceResponse {
     let request = AnnounceRequest {
         changes: vec![file_change(path, 0, chunks)],
         growing: false,
@@ -19,7 +19,7 @@ async fn announce(folder: &FolderClient, path: &str, chunks: &[&[u8]]) -> Announ
     ok_json(folder.post_json("/announce", &request).await).await
 }
 
-async fn changes_announced(folder: &FolderClient, since: u64, wait: u64) -> ChangesResponse {
+pub async fn changes_announced(folder: &FolderClient, since: u64, wait: u64) -> ChangesResponse {
     let response = folder
         .request(
             reqwest::Method::GET,
@@ -31,13 +31,13 @@ async fn changes_announced(folder: &FolderClient, since: u64, wait: u64) -> Chan
     ok_json(response).await
 }
 
-async fn stream(folder: &FolderClient, hashes: Vec<Hash>, wait_ms: u64) -> reqwest::Response {
+pub async fn stream(folder: &FolderClient, hashes: Vec<Hash>, wait_ms: u64) -> reqwest::Response {
     folder
         .post_json("/chunks/stream", &StreamChunksRequest { hashes, wait_ms })
         .await
 }
 
-fn frames(body: &[u8]) -> Vec<Hash> {
+pub fn frames(body: &[u8]) -> Vec<Hash> {
     syncfolder_core::frame::split_frames(body)
         .expect("frames")
         .into_iter()
