@@ -313,3 +313,127 @@ fn the_rendered_server_and_injected_sidecars_sync_a_file_when_run_as_written() {
         );
     }
 }
+
+#[test]
+fn two_scale_out_server_containers_as_rendered_share_postgres_and_garage() {
+    let postgres = syncfolder_testkit::TestPostgres::start();
+    let garage = syncfolder_testkit::TestGarage::start();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let admin_token = "chart-test-admin-token-0123456789abcdef";
+    let endpoint = format!("chunks.s3.endpoint={}", garage.s3_endpoint(0));
+    let bucket = format!("chunks.s3.bucket={}", garage.bucket());
+    let rendered = crate::render::template_scale_out(&[
+        "--set",
+        &endpoint,
+        "--set",
+        &bucket,
+        "--set",
+        "chunks.s3.region=garage",
+    ]);
+    let server_deployment = rendered.get("Deployment", "syncfolder-server");
+    let server_container = container(server_deployment, "server");
+    let mut secrets = Secrets::new();
+    for (secret, key, value) in [
+        ("syncfolder-admin-token", "token", admin_token.to_owned()),
+        ("syncfolder-metadata", "url", postgres.url()),
+        // the test PostgreSQL trusts loopback; the chart still passes it
+        (
+            "syncfolder-metadata",
+            "password",
+            "unused-password".to_owned(),
+        ),
+        (
+            "syncfolder-s3",
+            "access-key-id",
+            garage.access_key_id().to_owned(),
+        ),
+        (
+            "syncfolder-s3",
+            "secret-access-key",
+            garage.secret_access_key().to_owned(),
+        ),
+    ] {
+        secrets.insert((secret.into(), key.into()), value);
+    }
+    // two replicas, each with its own emptyDir
+    let replicas: Vec<Started> = (0..2)
+        .map(|idx| {
+            let mut volumes = BTreeMap::new();
+            for volume in ["data", "tmp"] {
+                let dir = temp.path().join(format!("server-{idx}-{volume}"));
+                std::fs::create_dir_all(&dir).expect("volume dir");
+                volumes.insert(volume.to_owned(), dir);
+            }
+            let log_dir = temp.path().join(format!("replica-{idx}"));
+            std::fs::create_dir_all(&log_dir).expect("log dir");
+            start(
+                server_container,
+                &format!("syncfolder-server-{idx}"),
+                &volumes,
+                &secrets,
+                &log_dir,
+            )
+        })
+        .collect();
+    for replica in &replicas {
+        wait_for("a replica's readiness probe", || {
+            replica.probe_status(server_container, "readinessProbe") == Some(200)
+        });
+        assert!(
+            !replica.mounts["/var/lib/syncfolder"]
+                .join("metadata.db")
+                .exists(),
+            "no SQLite beside the chunks in scale-out mode"
+        );
+    }
+
+    // a folder made through one replica takes a file through the other
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|replica| format!("http://127.0.0.1:{}", replica.ports[&8080]))
+        .collect();
+    let output = Command::new(BINARY)
+        .args(["folder", "create", "default.shared", "--server", &urls[0]])
+        .args(["--admin-token", admin_token])
+        .output()
+        .expect("syncfolder folder create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .expect("the token")
+        .trim()
+        .to_owned();
+    let source = temp.path().join("source");
+    std::fs::create_dir_all(&source).expect("dir");
+    std::fs::write(
+        source.join("through-the-other-replica.txt"),
+        b"stored in garage",
+    )
+    .expect("write");
+    // a writer's agent on one replica, a reader's on the other
+    let mut agent = Command::new(BINARY);
+    agent
+        .args(["agent", "--server", &urls[1], "--folder", "default.shared"])
+        .args(["--token", &token, "--path"])
+        .arg(&source)
+        .args(["--agent-id", "writer"]);
+    let _writer = Process::spawn(agent, temp.path().join("writer.log"));
+    let target = temp.path().join("target");
+    std::fs::create_dir_all(&target).expect("dir");
+    let mut agent = Command::new(BINARY);
+    agent
+        .args(["agent", "--server", &urls[0], "--folder", "default.shared"])
+        .args(["--token", &token, "--path"])
+        .arg(&target)
+        .args(["--agent-id", "reader"]);
+    let _reader = Process::spawn(agent, temp.path().join("reader.log"));
+    wait_for("the file to arrive through the other replica", || {
+        std::fs::read(target.join("through-the-other-replica.txt"))
+            .is_ok_and(|bytes| bytes == b"stored in garage")
+    });
+}
