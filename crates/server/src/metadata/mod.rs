@@ -126,9 +126,14 @@ impl Db {
         }
     }
 
-    /// True when the database answers a query.
+    /// True when the database answers a query within two seconds (a
+    /// readiness probe must not wait for the pool's whole timeout).
     pub async fn ping(&self) -> bool {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+        let answered = tokio::time::timeout(Duration::from_secs(2), async {
+            on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+        })
+        .await;
+        answered.unwrap_or(false)
     }
 
     pub async fn close(&self) {

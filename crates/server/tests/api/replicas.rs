@@ -467,3 +467,61 @@ async fn an_upload_announced_to_one_server_streams_to_a_receiver_polling_another
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_requests_get_503_and_nothing_is_half_committed() {
+    let mut postgres = tokio::task::spawn_blocking(syncfolder_testkit::TestPostgres::start)
+        .await
+        .expect("postgres");
+    let server = server_on(&postgres, "admin-token-for-the-outage-test-0123").await;
+    let folder = server.folder("docs").await;
+    ok_json::<UploadResponse>(folder.put_chunk(b"before").await).await;
+    folder
+        .commit_one(file_change("before.txt", 0, &[b"before"]))
+        .await;
+
+    let mut postgres = tokio::task::spawn_blocking(move || {
+        postgres.stop();
+        postgres
+    })
+    .await
+    .expect("stop");
+    let response = folder
+        .commit_raw(vec![directory("during"), directory("during/inner")])
+        .await;
+    let body =
+        crate::harness::expect_error(response, reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body.error, "database_unavailable");
+    let ready = server.get("/readyz").await;
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+
+    let postgres = tokio::task::spawn_blocking(move || {
+        postgres.start_again();
+        postgres
+    })
+    .await
+    .expect("start");
+    // the pool reconnects by itself; the refused commit left nothing behind
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/readyz").await.status() != reqwest::StatusCode::OK {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let feed = folder.changes(0, None, 0).await;
+    assert_eq!(
+        feed.records
+            .iter()
+            .map(|record| record.path.as_str())
+            .collect::<Vec<_>>(),
+        ["before.txt"]
+    );
+    assert_eq!(feed.latest, 1);
+    folder.commit_one(directory("after")).await;
+    assert_eq!(
+        folder.changes(0, None, 0).await.latest,
+        2,
+        "no version was used up"
+    );
+    server.stop().await;
+    drop(postgres);
+}
