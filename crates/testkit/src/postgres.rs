@@ -19,6 +19,9 @@ pub struct TestPostgres {
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
     n_starts: u32,
+    /// Commits reach the disk (`fsync`, `synchronous_commit`), as in
+    /// production: for measurements. Tests run without, for speed.
+    durable: bool,
 }
 
 impl std::fmt::Debug for TestPostgres {
@@ -55,7 +58,17 @@ impl TestPostgres {
             .prefix("syncfolder-pg-")
             .tempdir()
             .expect("temp dir for PostgreSQL");
-        TestPostgres::start_in_dir(Dir::Temp(dir), free_port())
+        TestPostgres::start_in_dir(Dir::Temp(dir), free_port(), false)
+    }
+
+    /// [`TestPostgres::start`] with durable commits, as PostgreSQL runs in
+    /// production: what a benchmark against other durable stores measures.
+    pub fn start_durable() -> TestPostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("syncfolder-pg-")
+            .tempdir()
+            .expect("temp dir for PostgreSQL");
+        TestPostgres::start_in_dir(Dir::Temp(dir), free_port(), true)
     }
 
     /// Starts the cluster kept in `dir` (created there the first time) on
@@ -63,10 +76,10 @@ impl TestPostgres {
     pub fn start_kept(dir: &Path, port: u16) -> TestPostgres {
         std::fs::create_dir_all(dir)
             .unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
-        TestPostgres::start_in_dir(Dir::Kept(dir.to_path_buf()), port)
+        TestPostgres::start_in_dir(Dir::Kept(dir.to_path_buf()), port, false)
     }
 
-    fn start_in_dir(dir: Dir, port: u16) -> TestPostgres {
+    fn start_in_dir(dir: Dir, port: u16, durable: bool) -> TestPostgres {
         let bin = postgres_bin_dir();
         let run_as = if is_root() {
             let ids = postgres_user_ids();
@@ -82,6 +95,7 @@ impl TestPostgres {
             run_as,
             child: None,
             n_starts: 0,
+            durable,
         };
         if postgres.data_dir().join("PG_VERSION").is_file() {
             postgres.start_again();
@@ -136,16 +150,20 @@ impl TestPostgres {
         if let Some(ids) = self.run_as {
             chown(&log_path, ids);
         }
-        let child = self
-            .command("postgres")
+        let mut command = self.command("postgres");
+        command
             .arg("-D")
             .arg(self.data_dir())
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "unix_socket_directories="]);
+        if !self.durable {
             // a test server: durability is not what is tested here
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
+            command
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

@@ -1,7 +1,8 @@
 //! `cargo xtask bench [--quick] [--rounds N] [--no-build] [--only CASE]`: syncfolder against rsync,
 //! Syncthing and rclone on this machine, in one run, alternating tools
-//! round by round (BENCHMARKING.md explains why), with a table on stdout
-//! and `target/bench/results.json`.
+//! round by round (BENCHMARKING.md explains why), and syncfolder's
+//! scale-out stack (PostgreSQL, Garage, two replicas) against its embedded
+//! default, with a table on stdout and `target/bench/results.json`.
 //!
 //! The full run builds `syncfolder` optimised and moves a 1 GiB file and
 //! 10,000 files of 4 KiB, and collects the garbage of a store of a million
@@ -17,7 +18,8 @@
 //! Layout: `cases` (what is measured and how each clock starts and stops),
 //! `datasets`, `scratch` (a fresh file system per run), `process`,
 //! `measure` (statistics, `/proc`), `http`, one runner per tool
-//! (`syncfolder`, `rsync`, `syncthing`, `rclone`) and `report`.
+//! (`syncfolder`, `rsync`, `syncthing`, `rclone`), `storage` and
+//! `scale_out` (cases of their own) and `report`.
 
 mod cases;
 mod datasets;
@@ -27,6 +29,7 @@ mod process;
 mod rclone;
 mod report;
 mod rsync;
+mod scale_out;
 mod scratch;
 mod storage;
 mod syncfolder;
@@ -41,14 +44,18 @@ use anyhow::{Context, bail};
 use crate::{cargo, project_root, run_command};
 
 pub const SYNCFOLDER: &str = "syncfolder";
+/// syncfolder on PostgreSQL and Garage with two server replicas ([`scale_out`]).
+pub const SYNCFOLDER_SCALE_OUT: &str = "syncfolder scale-out";
 pub const RSYNC: &str = "rsync";
 pub const SYNCTHING: &str = "syncthing";
 pub const RCLONE: &str = "rclone";
 
 /// The cases `--only` can pick: the big file (with one byte changed and
 /// the floors), the small files, latency, the idle costs (rescan, parked
-/// long-polls) and storage (garbage collection of a large store).
-const CASES: [&str; 5] = ["big", "small", "latency", "idle", "storage"];
+/// long-polls), storage (garbage collection of a large store) and
+/// scale-out (the big file, the small files and latency on PostgreSQL,
+/// Garage and two replicas, and a rolling upgrade of the replicas).
+const CASES: [&str; 6] = ["big", "small", "latency", "idle", "storage", "scale-out"];
 
 /// Sizes and counts of one run.
 #[derive(Debug, Clone)]
@@ -64,6 +71,8 @@ pub struct Config {
     pub n_long_polls: usize,
     /// Chunks in the store garbage collection works through (half garbage).
     pub n_gc_chunks: usize,
+    /// Rolling upgrades of the scale-out stack's replicas.
+    pub n_rolling_upgrades: usize,
 }
 
 impl Config {
@@ -85,6 +94,7 @@ impl Config {
                 n_rescan_files: 3_000,
                 n_long_polls: 50,
                 n_gc_chunks: 20_000,
+                n_rolling_upgrades: 1,
             }
         } else {
             Config {
@@ -98,6 +108,7 @@ impl Config {
                 n_rescan_files: 100_000,
                 n_long_polls: 1_000,
                 n_gc_chunks: 1_000_000,
+                n_rolling_upgrades: rounds,
             }
         }
     }
@@ -105,7 +116,8 @@ impl Config {
     fn describe(&self) -> String {
         format!(
             "big file {} MiB; {} files of {} B in {} directories; {} latency samples; \
-             rescan of {} files; {} long-polls; a store of {} chunks collected",
+             rescan of {} files; {} long-polls; a store of {} chunks collected; \
+             {} rolling upgrades",
             self.big_file_bytes >> 20,
             self.n_small_files,
             self.small_file_bytes,
@@ -113,7 +125,8 @@ impl Config {
             self.n_latency_samples,
             self.n_rescan_files,
             self.n_long_polls,
-            self.n_gc_chunks
+            self.n_gc_chunks,
+            self.n_rolling_upgrades
         )
     }
 
@@ -165,8 +178,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("--rounds must be at least 3 (median, min and max need them)");
     }
     let config = Config::new(quick, rounds);
+    let runs = |case: &str| only.as_deref().is_none_or(|only| only == case);
     process::install_interrupt_handler()?;
     crate::deps::ensure_bench_peers()?;
+    if runs("scale-out") {
+        // before anything is measured, not after the other cases' half hour
+        scale_out::check_tools()?;
+    }
     if no_build {
         if !config.binary.is_file() {
             bail!("--no-build, but there is no {}", config.binary.display());
@@ -197,7 +215,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .map_or(0, |elapsed| elapsed.as_secs());
     let started = Instant::now();
     let mut bench = cases::Bench::new(&config, factory);
-    let runs = |case: &str| only.as_deref().is_none_or(|only| only == case);
     let outcome = (|| {
         if runs("big") {
             bench.run_big_file()?;
@@ -214,6 +231,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         if runs("storage") {
             storage::run(&config, &mut bench.factory, &mut bench.results)?;
+        }
+        // last: it compares with the embedded rows above when they ran
+        if runs("scale-out") {
+            scale_out::run(&config, &mut bench.factory, &mut bench.results)?;
         }
         Ok::<(), anyhow::Error>(())
     })();

@@ -14,6 +14,8 @@ pub enum Unit {
     Bytes,
     /// CPU seconds per wall second.
     Cores,
+    /// A number of things (files, errors).
+    Count,
 }
 
 impl Unit {
@@ -22,6 +24,7 @@ impl Unit {
             Unit::Seconds => "seconds",
             Unit::Bytes => "bytes",
             Unit::Cores => "cores",
+            Unit::Count => "count",
         }
     }
 }
@@ -60,6 +63,7 @@ impl Observation {
 pub struct Figure {
     pub case: String,
     pub name: String,
+    pub tool: String,
     pub unit: Unit,
     pub value: f64,
 }
@@ -105,10 +109,17 @@ impl Results {
         row.peak_rss_bytes.extend(obs.peak_rss_bytes);
     }
 
+    /// A figure of syncfolder's (embedded) default set-up.
     pub fn add_figure(&mut self, case: &str, name: &str, unit: Unit, value: f64) {
+        self.add_figure_of(case, name, super::SYNCFOLDER, unit, value);
+    }
+
+    /// A figure of `tool`.
+    pub fn add_figure_of(&mut self, case: &str, name: &str, tool: &str, unit: Unit, value: f64) {
         self.figures.push(Figure {
             case: case.to_owned(),
             name: name.to_owned(),
+            tool: tool.to_owned(),
             unit,
             value,
         });
@@ -140,20 +151,29 @@ impl Results {
     }
 
     /// syncfolder's median over each peer's median in the same case
-    /// (peer = any other tool's time row of that case).
+    /// (peer = any other tool's time row of that case); for the scale-out
+    /// stack, its median over the embedded default's in the same case and
+    /// measurement.
     pub fn ratios(&self, row: &Row) -> Vec<(String, f64)> {
-        if row.tool != super::SYNCFOLDER || row.unit != Unit::Seconds {
+        let is_syncfolder =
+            |tool: &str| tool == super::SYNCFOLDER || tool == super::SYNCFOLDER_SCALE_OUT;
+        if !is_syncfolder(&row.tool) || row.unit != Unit::Seconds {
             return Vec::new();
         }
         let Some(own) = Summary::of(&row.values) else {
             return Vec::new();
         };
+        if row.tool == super::SYNCFOLDER_SCALE_OUT {
+            return self
+                .median(&row.case, &row.measurement, super::SYNCFOLDER)
+                .filter(|&embedded| embedded > 0.0)
+                .map(|embedded| vec![(EMBEDDED.to_owned(), own.median / embedded)])
+                .unwrap_or_default();
+        }
         self.rows
             .iter()
             .filter(|peer| {
-                peer.case == row.case
-                    && peer.tool != super::SYNCFOLDER
-                    && peer.unit == Unit::Seconds
+                peer.case == row.case && !is_syncfolder(&peer.tool) && peer.unit == Unit::Seconds
             })
             .filter_map(|peer| {
                 let theirs = Summary::of(&peer.values)?.median;
@@ -177,6 +197,7 @@ pub mod names {
     pub const IDLE: &str = "5 idle cost";
     pub const FLOOR: &str = "6 floor";
     pub const STORAGE: &str = "7 storage";
+    pub const SCALE_OUT: &str = "8 scale-out";
     pub const UPLOAD: &str = "upload (A to server durable)";
     pub const END_TO_END: &str = "end to end (A to B complete)";
     pub const TO_B: &str = "time to B";
@@ -187,7 +208,20 @@ pub mod names {
     pub const SERVER_RSS_POLLS: &str = "server RSS with parked long-polls";
     pub const P50: &str = "p50";
     pub const P99: &str = "p99";
+    /// Case 4's samples (`cases.rs` spells the same words out).
+    pub const LATENCY_SAMPLE: &str = "1 KiB written on A until complete on B";
+    pub const P50_ACROSS_REPLICAS: &str = "p50 across replicas";
+    pub const P90_ACROSS_REPLICAS: &str = "p90 across replicas";
+    pub const ROLLING_DELAY: &str = "rolling upgrade: longest delay until on A and B";
+    pub const ROLLING_MEDIAN_DELAY: &str = "rolling upgrade: median delay until on A and B";
+    pub const ROLLING_FAILED: &str = "rolling upgrade: files not on A and B within 30 s";
+    pub const ROLLING_WRITTEN: &str = "rolling upgrade: files written through the balancer";
+    pub const ROLLING_ERRORS: &str = "rolling upgrade: agent errors (each retried)";
+    pub const ROLLING_RESTART: &str = "rolling upgrade: one replica, SIGTERM to ready again";
 }
+
+/// How a scale-out row names the embedded default it is compared with.
+const EMBEDDED: &str = "syncfolder embedded";
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -226,6 +260,7 @@ pub fn evaluate_targets(results: &Results) -> Vec<Target> {
             .and_then(|row| Summary::of(&row.values))
             .map(|summary| summary.max)
     };
+    let scale_out = super::SYNCFOLDER_SCALE_OUT;
     let change_sent = results
         .row(CHANGE, UPLOAD, sf)
         .and_then(|row| row.bytes_sent.iter().copied().max());
@@ -298,6 +333,44 @@ pub fn evaluate_targets(results: &Results) -> Vec<Target> {
             100.0,
             "MiB",
         ),
+        ratio_target(
+            "scale-out: big file end to end ≤ 1.5× embedded",
+            med(BIG, END_TO_END, scale_out),
+            med(BIG, END_TO_END, sf),
+            1.5,
+        ),
+        ratio_target(
+            "scale-out: small files end to end ≤ 2× embedded",
+            med(SMALL, END_TO_END, scale_out),
+            med(SMALL, END_TO_END, sf),
+            2.0,
+        ),
+        limit_target(
+            "scale-out: change to visible across replicas p50 ≤ 250 ms",
+            results.figure(LATENCY, P50_ACROSS_REPLICAS),
+            0.25,
+            "s",
+        ),
+        {
+            let n_failed = max_of(SCALE_OUT, ROLLING_FAILED, scale_out);
+            Target {
+                description: "rolling upgrade: no failed sync".to_owned(),
+                holds: n_failed.map(|n_failed| n_failed == 0.0),
+                detail: n_failed.map_or("not measured".to_owned(), |n_failed| {
+                    format!("{n_failed:.0} files not synced (the most of any upgrade)")
+                }),
+            }
+        },
+        {
+            let delay = max_of(SCALE_OUT, ROLLING_DELAY, scale_out);
+            Target {
+                description: "rolling upgrade: longest delay < 5 s".to_owned(),
+                holds: delay.map(|delay| delay < 5.0),
+                detail: delay.map_or("not measured".to_owned(), |delay| {
+                    format!("{delay:.3} s (the longest of any upgrade)")
+                }),
+            }
+        },
     ]
 }
 
@@ -318,6 +391,7 @@ fn format_value(unit: Unit, value: f64) -> String {
         Unit::Seconds => format!("{value:.3} s"),
         Unit::Bytes => format!("{:.1} MiB", value / MIB),
         Unit::Cores => format!("{value:.2} cores"),
+        Unit::Count => format!("{value:.0}"),
     }
 }
 
@@ -374,9 +448,10 @@ pub fn table(info: &RunInfo, results: &Results, targets: &[Target]) -> String {
     figures.sort_by(|a, b| a.case.cmp(&b.case));
     for figure in figures {
         out.push_str(&format!(
-            "| {} | {} | syncfolder | {} | | | | | |\n",
+            "| {} | {} | {} | {} | | | | | |\n",
             figure.case,
             figure.name,
+            figure.tool,
             format_value(figure.unit, figure.value)
         ));
     }
@@ -437,7 +512,7 @@ pub fn json(info: &RunInfo, results: &Results, targets: &[Target]) -> Value {
         .figures
         .iter()
         .map(|figure| {
-            json!({"case": figure.case, "name": figure.name, "unit": figure.unit.as_str(), "value": figure.value})
+            json!({"case": figure.case, "name": figure.name, "tool": figure.tool, "unit": figure.unit.as_str(), "value": figure.value})
         })
         .collect();
     let targets: Vec<Value> = targets
@@ -591,6 +666,71 @@ mod tests {
                 .ratios(results.row(BIG, PUSH, "rsync").unwrap())
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_scale_out_stack_is_compared_with_the_embedded_default_of_the_same_measurement() {
+        let scale_out = crate::bench::SYNCFOLDER_SCALE_OUT;
+        let mut results = sample_results();
+        seconds(&mut results, BIG, END_TO_END, scale_out, &[7.0, 8.0, 9.0]);
+        seconds(&mut results, SMALL, END_TO_END, scale_out, &[1.5, 1.5, 2.5]);
+        results.add_figure_of(LATENCY, P50_ACROSS_REPLICAS, scale_out, Unit::Seconds, 0.2);
+        for (n_failed, delay) in [(0.0, 1.0), (1.0, 4.9), (0.0, 2.0)] {
+            let count = Observation {
+                value: n_failed,
+                ..Observation::default()
+            };
+            results.add(SCALE_OUT, ROLLING_FAILED, scale_out, Unit::Count, count);
+            seconds(&mut results, SCALE_OUT, ROLLING_DELAY, scale_out, &[delay]);
+        }
+
+        let row = results.row(BIG, END_TO_END, scale_out).unwrap();
+        assert_eq!(
+            results.ratios(row),
+            vec![("syncfolder embedded".to_owned(), 1.6)]
+        );
+        // the embedded row's peers are the other tools, not the scale-out stack
+        let embedded = results.row(BIG, END_TO_END, "syncfolder").unwrap();
+        assert_eq!(results.ratios(embedded).len(), 2);
+        assert!(
+            results
+                .ratios(results.row(SCALE_OUT, ROLLING_FAILED, scale_out).unwrap())
+                .is_empty()
+        );
+
+        let targets = evaluate_targets(&results);
+        assert_eq!(target(&targets, "scale-out: big file").holds, Some(false));
+        assert_eq!(target(&targets, "scale-out: small files").holds, Some(true));
+        assert_eq!(
+            target(&targets, "scale-out: change to visible").holds,
+            Some(true)
+        );
+        assert_eq!(
+            target(&targets, "rolling upgrade: no failed").holds,
+            Some(false)
+        );
+        assert_eq!(
+            target(&targets, "rolling upgrade: longest delay").holds,
+            Some(true)
+        );
+
+        let info = RunInfo {
+            mode: "full",
+            rounds: 3,
+            machine: "test".to_owned(),
+            filesystem: "dirs".to_owned(),
+            sizes: "small".to_owned(),
+            started_unix: 0,
+            total_seconds: 1.0,
+        };
+        let text = table(&info, &results, &targets);
+        assert!(
+            text.contains("| 4 latency | p50 across replicas | syncfolder scale-out | 0.200 s |")
+        );
+        assert!(text.contains(&format!(
+            "| 8 scale-out | {ROLLING_FAILED} | syncfolder scale-out | 0 | 0 | 1 |"
+        )));
+        assert!(text.contains("1.60× syncfolder embedded"));
     }
 
     #[test]

@@ -1,0 +1,405 @@
+//! The processes of case 8: PostgreSQL and Garage ([`Backends`]), server
+//! replicas that keep their port and flags across restarts ([`Replica`]),
+//! the embedded default's server ([`Servers`]) and agents pointed at any of
+//! them ([`Agent`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use syncfolder_testkit::tools::find_postgres_bin_dir;
+use syncfolder_testkit::{TestGarage, TestPostgres, free_port};
+
+use super::super::http;
+use super::super::measure::wait_until;
+use super::super::process::Guard;
+use super::super::syncfolder::{ADMIN_TOKEN, FOLDER, Server};
+use super::{N_REPLICAS, PATIENCE, START_PATIENCE};
+
+/// Runs `start`, which fails by panicking (the testkit's way), and turns
+/// a panic into an error.
+fn started<T>(what: &str, start: impl FnOnce() -> T) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(start)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+            .unwrap_or_default();
+        anyhow!("{what} did not start: {message}")
+    })
+}
+
+/// Where one stack keeps its metadata and chunks.
+struct Stores {
+    metadata_url: String,
+    chunk_store: String,
+}
+
+/// PostgreSQL and the Garage cluster every scale-out stack of the case
+/// shares, each stack with a database and a key prefix of its own.
+pub(super) struct Backends {
+    postgres: TestPostgres,
+    garage: TestGarage,
+    createdb: PathBuf,
+    n_stores: usize,
+}
+
+impl Backends {
+    pub(super) fn start() -> anyhow::Result<Backends> {
+        let createdb = find_postgres_bin_dir()
+            .context("PostgreSQL's server binaries are missing: `cargo xtask deps`")?
+            .join("createdb");
+        let postgres = started("PostgreSQL", TestPostgres::start_durable)?;
+        let garage = started("the Garage cluster", TestGarage::start)?;
+        Ok(Backends {
+            postgres,
+            garage,
+            createdb,
+            n_stores: 0,
+        })
+    }
+
+    /// A new database and a new key prefix in the bucket.
+    fn fresh_stores(&mut self) -> anyhow::Result<Stores> {
+        self.n_stores += 1;
+        let database = format!("bench_{}", self.n_stores);
+        let port = self.postgres.port().to_string();
+        let output = Command::new(&self.createdb)
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &database])
+            .output()
+            .with_context(|| format!("running {}", self.createdb.display()))?;
+        if !output.status.success() {
+            bail!(
+                "createdb {database} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(Stores {
+            metadata_url: format!("postgres://postgres@127.0.0.1:{port}/{database}"),
+            chunk_store: format!(
+                "s3://{}/bench-{}-{}",
+                self.garage.bucket(),
+                std::process::id(),
+                self.n_stores
+            ),
+        })
+    }
+
+    /// [`N_REPLICAS`] replicas on a fresh database and key prefix, replica
+    /// `idx` talking to Garage node `idx`, and the folder made through
+    /// replica 0; returns them and the folder's read-write token.
+    pub(super) fn start_replicas(
+        &mut self,
+        binary: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<(Vec<Replica>, String)> {
+        let stores = self.fresh_stores()?;
+        let mut replicas = Vec::with_capacity(N_REPLICAS);
+        for replica_idx in 0..N_REPLICAS {
+            let flags = vec![
+                "--metadata-url".to_owned(),
+                stores.metadata_url.clone(),
+                "--chunk-store".to_owned(),
+                stores.chunk_store.clone(),
+                "--chunk-store-endpoint".to_owned(),
+                self.garage.s3_endpoint(replica_idx),
+                "--chunk-store-region".to_owned(),
+                self.garage.region().to_owned(),
+                "--chunk-store-allow-http".to_owned(),
+            ];
+            let env = vec![
+                (
+                    "AWS_ACCESS_KEY_ID".to_owned(),
+                    self.garage.access_key_id().to_owned(),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".to_owned(),
+                    self.garage.secret_access_key().to_owned(),
+                ),
+            ];
+            replicas.push(Replica::start(binary, replica_idx, dir, flags, env)?);
+        }
+        let token = create_folder(binary, &replicas[0].url())?;
+        Ok((replicas, token))
+    }
+}
+
+/// The servers one measurement's agents talk to.
+pub(super) enum Servers {
+    Embedded {
+        server: Server,
+        token: String,
+    },
+    ScaleOut {
+        replicas: Vec<Replica>,
+        token: String,
+    },
+}
+
+impl Servers {
+    pub(super) fn token(&self) -> &str {
+        match self {
+            Servers::Embedded { token, .. } | Servers::ScaleOut { token, .. } => token,
+        }
+    }
+
+    /// The server agent `agent_idx` is pinned to: each its own replica.
+    pub(super) fn url_for(&self, agent_idx: usize) -> String {
+        match self {
+            Servers::Embedded { server, .. } => server.url(),
+            Servers::ScaleOut { replicas, .. } => replicas[agent_idx % replicas.len()].url(),
+        }
+    }
+
+    /// Fails, with the end of its log, when a replica has exited.
+    pub(super) fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Servers::ScaleOut { replicas, .. } = self {
+            for replica in replicas {
+                replica.check_running()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `syncfolder folder create` through `server_url`; the read-write token.
+fn create_folder(binary: &Path, server_url: &str) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .args(["folder", "create", FOLDER, "--server", server_url])
+        .args(["--admin-token", ADMIN_TOKEN])
+        .env("SYNCFOLDER_LOG", "warn")
+        .output()
+        .context("running syncfolder folder create")?;
+    if !output.status.success() {
+        bail!(
+            "syncfolder folder create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}
+
+/// One `syncfolder server` replica: its port, data directory, flags and
+/// environment stay the same across restarts.
+pub(super) struct Replica {
+    name: String,
+    binary: PathBuf,
+    pub(super) port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+    guard: Option<Guard>,
+}
+
+impl Replica {
+    /// Starts replica `replica_idx` with its data in `dir/replica-N` and
+    /// waits until it is ready.
+    fn start(
+        binary: &Path,
+        replica_idx: usize,
+        dir: &Path,
+        flags: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Replica> {
+        let data_dir = dir.join(format!("replica-{replica_idx}"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut replica = Replica {
+            name: format!("syncfolder server replica {replica_idx}"),
+            binary: binary.to_path_buf(),
+            port: free_port(),
+            data_dir,
+            log_path: dir.join(format!("replica-{replica_idx}.log")),
+            flags,
+            env,
+            guard: None,
+        };
+        replica.spawn()?;
+        Ok(replica)
+    }
+
+    /// Starts the process (again, on the same port) and waits for `/readyz`.
+    pub(super) fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.binary);
+        command
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data",
+            ])
+            .arg(&self.data_dir)
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(&self.flags)
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        let guard = self
+            .guard
+            .insert(Guard::spawn(&self.name, &mut command, &self.log_path)?);
+        let port = self.port;
+        wait_until(
+            &format!("{} to answer /readyz", self.name),
+            START_PATIENCE,
+            Duration::from_millis(20),
+            || {
+                guard.check_running()?;
+                Ok(http::get(port, "/readyz").is_ok_and(|response| response.status == 200))
+            },
+        )?;
+        Ok(())
+    }
+
+    /// SIGTERM, and waits until the process has exited.
+    pub(super) fn stop_gracefully(&mut self) -> anyhow::Result<()> {
+        let guard = self
+            .guard
+            .as_mut()
+            .with_context(|| format!("{} is not running", self.name))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &guard.pid().to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", guard.pid());
+        }
+        wait_until(
+            &format!("{} to exit after SIGTERM", self.name),
+            START_PATIENCE,
+            Duration::from_millis(20),
+            || Ok(guard.check_running().is_err()),
+        )?;
+        self.guard = None;
+        Ok(())
+    }
+
+    pub(super) fn check_running(&mut self) -> anyhow::Result<()> {
+        self.guard
+            .as_mut()
+            .with_context(|| format!("{} is not running", self.name))?
+            .check_running()
+    }
+
+    pub(super) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// An agent syncing a directory with the server at a URL (a replica, the
+/// balancer or the embedded server), its metrics on a loopback port.
+pub(super) struct Agent {
+    guard: Guard,
+    pub(super) agent_id: String,
+    metrics_port: u16,
+    pub(super) log_path: PathBuf,
+}
+
+impl Agent {
+    pub(super) fn start(
+        binary: &Path,
+        server_url: &str,
+        token: &str,
+        dir: &Path,
+        agent_id: &str,
+    ) -> anyhow::Result<Agent> {
+        std::fs::create_dir_all(dir)?;
+        let metrics_port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .args(["agent", "--server", server_url, "--folder", FOLDER])
+            .args(["--token", token, "--agent-id", agent_id])
+            .arg("--path")
+            .arg(dir)
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+        let log_path = dir.with_extension(format!("{agent_id}.log"));
+        Ok(Agent {
+            guard: Guard::spawn(
+                &format!("syncfolder agent {agent_id}"),
+                &mut command,
+                &log_path,
+            )?,
+            agent_id: agent_id.to_owned(),
+            metrics_port,
+            log_path,
+        })
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.guard.check_running()
+    }
+
+    /// Waits for `/readyz` (the first full sync done).
+    pub(super) fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.metrics_port;
+        let guard = &mut self.guard;
+        wait_until(
+            "a syncfolder agent to be ready",
+            PATIENCE,
+            Duration::from_millis(20),
+            || {
+                guard.check_running()?;
+                Ok(http::get(port, "/readyz").is_ok_and(|response| response.status == 200))
+            },
+        )?;
+        Ok(())
+    }
+
+    fn metric(&mut self, name: &str, filters: &[&str]) -> anyhow::Result<f64> {
+        self.guard.check_running()?;
+        let response = http::get(self.metrics_port, "/metrics")?;
+        Ok(http::metric_sum(&response.body, name, filters).unwrap_or(0.0))
+    }
+
+    pub(super) fn bytes_uploaded(&mut self) -> anyhow::Result<u64> {
+        Ok(self.metric(
+            "syncfolder_agent_transferred_bytes_total",
+            &["direction=\"upload\""],
+        )? as u64)
+    }
+
+    pub(super) fn n_downloaded(&mut self) -> anyhow::Result<u64> {
+        Ok(self.metric(
+            "syncfolder_agent_files_synced_total",
+            &["direction=\"download\""],
+        )? as u64)
+    }
+
+    /// Failed sync operations so far (each is retried) by their `kind`
+    /// label, from `syncfolder_agent_errors_total`.
+    pub(super) fn errors(&mut self) -> anyhow::Result<BTreeMap<String, f64>> {
+        self.guard.check_running()?;
+        let response = http::get(self.metrics_port, "/metrics")?;
+        let mut errors = BTreeMap::new();
+        for line in response.body.lines() {
+            let Some(rest) = line.strip_prefix("syncfolder_agent_errors_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let kind = labels
+                .split_once("kind=\"")
+                .and_then(|(_, after)| after.split_once('"'))
+                .map_or("", |(kind, _)| kind);
+            if let Ok(value) = value.trim().parse::<f64>() {
+                *errors.entry(kind.to_owned()).or_insert(0.0) += value;
+            }
+        }
+        Ok(errors)
+    }
+
+    /// True when the agent stopped syncing to protect the server's copy.
+    pub(super) fn is_halted(&mut self) -> anyhow::Result<bool> {
+        Ok(self.metric("syncfolder_agent_halted", &[])? > 0.0)
+    }
+}
