@@ -10,7 +10,7 @@ use anyhow::Context;
 use syncfolder_core::protocol::GcReport;
 use syncfolder_server::gc::GcOptions;
 use syncfolder_server::horizon::ForgetReport;
-use syncfolder_server::{AppState, Maintenance, Server, ServerConfig};
+use syncfolder_server::{AppState, Maintenance, MetadataLocation, Server, ServerConfig};
 
 pub const ADMIN_TOKEN: &str = "sim-admin-token";
 
@@ -35,6 +35,7 @@ impl ServerAddress {
 
 pub struct SimServer {
     pub data_dir: PathBuf,
+    metadata: MetadataLocation,
     runtime: Option<tokio::runtime::Runtime>,
     /// The running server's state, for the storage jobs the driver runs.
     state: Option<AppState>,
@@ -42,9 +43,10 @@ pub struct SimServer {
 }
 
 impl SimServer {
-    pub fn new(data_dir: PathBuf) -> SimServer {
+    pub fn new(data_dir: PathBuf, metadata: MetadataLocation) -> SimServer {
         SimServer {
             data_dir,
+            metadata,
             runtime: None,
             state: None,
             address: ServerAddress::default(),
@@ -65,6 +67,7 @@ impl SimServer {
         let mut config =
             ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), self.data_dir.clone());
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
+        config.metadata = self.metadata.clone();
         // the driver runs the storage jobs at moments of its choosing
         config.maintenance = Maintenance {
             gc_interval: None,

@@ -37,6 +37,9 @@ pub struct SimConfig {
     /// Most steps healing may take before "did not settle" is a failure.
     pub settle_steps: u64,
     pub n_agents: usize,
+    /// Where the server keeps its metadata: SQLite in its data directory,
+    /// or a PostgreSQL database of the run's own.
+    pub metadata: syncfolder_server::MetadataLocation,
 }
 
 impl SimConfig {
@@ -46,6 +49,7 @@ impl SimConfig {
             storm_steps: 600,
             settle_steps: 20_000,
             n_agents: 3,
+            metadata: syncfolder_server::MetadataLocation::DataDir,
         }
     }
 }
@@ -177,7 +181,7 @@ fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
 impl World {
     async fn new(config: SimConfig) -> anyhow::Result<World> {
         let dir = scratch_dir()?;
-        let mut server = SimServer::new(dir.path().join("server"));
+        let mut server = SimServer::new(dir.path().join("server"), config.metadata.clone());
         server.start()?;
         let url = server
             .address

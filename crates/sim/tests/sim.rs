@@ -82,3 +82,36 @@ fn the_same_seed_gives_the_same_run() {
     let other = run(&SimConfig::new(43)).expect("seed 43");
     assert_ne!(first.trace_hash, other.trace_hash);
 }
+
+/// Seeds of the PostgreSQL run; `SYNCFOLDER_SIM_POSTGRES_SEEDS` asks for more.
+fn n_postgres_seeds() -> u64 {
+    std::env::var("SYNCFOLDER_SIM_POSTGRES_SEEDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(30)
+}
+
+#[test]
+fn with_the_metadata_in_postgres_the_storm_keeps_every_invariant_too() {
+    // garbage collection, the horizon and purges on PostgreSQL's READ
+    // COMMITTED, with server crashes that drop connections mid-transaction
+    let postgres = syncfolder_testkit::TestPostgres::start();
+    let mut failures = Vec::new();
+    let mut n_collected = 0;
+    for seed in 5_000..5_000 + n_postgres_seeds() {
+        let url = postgres.create_database(&format!("sim_{seed}"));
+        let mut config = SimConfig::new(seed);
+        config.metadata = syncfolder_server::MetadataLocation::Postgres(
+            syncfolder_server::PostgresMetadata::new(url),
+        );
+        match run(&config) {
+            Ok(report) => n_collected += report.n_chunks_collected,
+            Err(failure) => {
+                failures.push(failure.to_string());
+                break;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(n_collected > 0, "no collection deleted anything");
+}

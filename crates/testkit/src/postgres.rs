@@ -132,6 +132,28 @@ impl TestPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Creates the database `name` (with `createdb`) and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let output = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
+            .output()
+            .expect("running createdb");
+        assert!(
+            output.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

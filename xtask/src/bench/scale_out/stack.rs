@@ -42,21 +42,18 @@ struct Stores {
 pub(super) struct Backends {
     postgres: TestPostgres,
     garage: TestGarage,
-    createdb: PathBuf,
     n_stores: usize,
 }
 
 impl Backends {
     pub(super) fn start() -> anyhow::Result<Backends> {
-        let createdb = find_postgres_bin_dir()
-            .context("PostgreSQL's server binaries are missing: `cargo xtask deps`")?
-            .join("createdb");
+        find_postgres_bin_dir()
+            .context("PostgreSQL's server binaries are missing: `cargo xtask deps`")?;
         let postgres = started("PostgreSQL", TestPostgres::start_durable)?;
         let garage = started("the Garage cluster", TestGarage::start)?;
         Ok(Backends {
             postgres,
             garage,
-            createdb,
             n_stores: 0,
         })
     }
@@ -65,19 +62,12 @@ impl Backends {
     fn fresh_stores(&mut self) -> anyhow::Result<Stores> {
         self.n_stores += 1;
         let database = format!("bench_{}", self.n_stores);
-        let port = self.postgres.port().to_string();
-        let output = Command::new(&self.createdb)
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &database])
-            .output()
-            .with_context(|| format!("running {}", self.createdb.display()))?;
-        if !output.status.success() {
-            bail!(
-                "createdb {database} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
+        let metadata_url = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.postgres.create_database(&database)
+        }))
+        .map_err(|_| anyhow::anyhow!("creating the database {database} failed"))?;
         Ok(Stores {
-            metadata_url: format!("postgres://postgres@127.0.0.1:{port}/{database}"),
+            metadata_url,
             chunk_store: format!(
                 "s3://{}/bench-{}-{}",
                 self.garage.bucket(),
