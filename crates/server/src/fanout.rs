@@ -15,7 +15,7 @@
 //! Behind [`Fanout`], another bus could replace PostgreSQL's. With SQLite
 //! (one server) it does nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub const BACKSTOP_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_PAYLOAD_BYTES: usize = 7_000;
 
 /// What one server tells the others.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Signal {
     /// A commit moved the folder's sequence to `seq`.
@@ -94,7 +94,7 @@ impl Fanout {
 /// Folds signals: the newest sequence per folder, each wake once.
 fn coalesce(signals: Vec<Signal>) -> Vec<Signal> {
     let mut commits: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut others: BTreeSet<String> = BTreeSet::new();
+    let mut seen: HashSet<Signal> = HashSet::new();
     let mut folded = Vec::new();
     for signal in signals {
         match signal {
@@ -103,8 +103,7 @@ fn coalesce(signals: Vec<Signal>) -> Vec<Signal> {
                 *newest = (*newest).max(seq);
             }
             other => {
-                let key = format!("{other:?}");
-                if others.insert(key) {
+                if seen.insert(other.clone()) {
                     folded.push(other);
                 }
             }

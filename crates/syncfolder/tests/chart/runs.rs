@@ -160,6 +160,27 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// What the controller does for SyncFolder "shared" in "default": the
+/// server folder `default.shared`; returns its read-write token.
+fn create_folder(server_url: &str, admin_token: &str) -> String {
+    let output = Command::new(BINARY)
+        .args(["folder", "create", "default.shared", "--server", server_url])
+        .args(["--admin-token", admin_token])
+        .output()
+        .expect("syncfolder folder create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .expect("the token")
+        .trim()
+        .to_owned()
+}
+
 fn deployment(path: &Path, name: &str) -> Value {
     let yaml = std::fs::read_to_string(path).expect("manifest");
     parse_documents(&yaml)
@@ -217,29 +238,7 @@ fn the_rendered_server_and_injected_sidecars_sync_a_file_when_run_as_written() {
 
     // what the controller does for SyncFolder "shared" in "default": a server
     // folder and the Secret syncfolder-shared-token
-    let output = Command::new(BINARY)
-        .args([
-            "folder",
-            "create",
-            "default.shared",
-            "--server",
-            &server_url,
-            "--admin-token",
-            admin_token,
-        ])
-        .output()
-        .expect("syncfolder folder create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let folder_token = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .expect("the token")
-        .trim()
-        .to_owned();
+    let folder_token = create_folder(&server_url, admin_token);
     for (key, value) in [
         ("server", server_url.as_str()),
         ("folder", "default.shared"),
@@ -392,22 +391,7 @@ fn two_scale_out_server_containers_as_rendered_share_postgres_and_garage() {
         .iter()
         .map(|replica| format!("http://127.0.0.1:{}", replica.ports[&8080]))
         .collect();
-    let output = Command::new(BINARY)
-        .args(["folder", "create", "default.shared", "--server", &urls[0]])
-        .args(["--admin-token", admin_token])
-        .output()
-        .expect("syncfolder folder create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .expect("the token")
-        .trim()
-        .to_owned();
+    let token = create_folder(&urls[0], admin_token);
     let source = temp.path().join("source");
     std::fs::create_dir_all(&source).expect("dir");
     std::fs::write(
