@@ -34,6 +34,7 @@ async fn start_server() -> TestServer {
         data_dir: data_dir.path().to_path_buf(),
         metadata: Default::default(),
         chunk_store: Default::default(),
+        pack_chunks_under: None,
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         limits: Limits::default(),
         shipper: None,

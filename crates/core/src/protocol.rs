@@ -504,6 +504,15 @@ pub struct GcReport {
     pub n_tombstones_forgotten: u64,
     #[serde(default)]
     pub n_history_versions_dropped: u64,
+    /// Packs of small chunks rewritten because most of what they held was
+    /// deleted (their live chunks moved into new packs), and packs deleted
+    /// with their bytes (not counted in `n_bytes`). A dry run counts none.
+    #[serde(default)]
+    pub n_packs_rewritten: u64,
+    #[serde(default)]
+    pub n_packs_deleted: u64,
+    #[serde(default)]
+    pub n_pack_bytes_deleted: u64,
     pub duration_ms: u64,
 }
 

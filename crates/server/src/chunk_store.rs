@@ -1,7 +1,8 @@
-//! Content-addressed chunk storage behind a narrow trait, so that pack files
-//! and object storage can be added as implementations.
+//! Content-addressed chunk storage behind a narrow trait, with the local
+//! directory and object storage as implementations.
 //!
-//! [`LooseChunkStore`] keeps each chunk as `<data>/chunks/ab/cd/<hex>`.
+//! [`LooseChunkStore`] keeps each chunk as `<data>/chunks/ab/cd/<hex>`, and
+//! packs (small chunks end to end, see `packs.rs`) as `<data>/packs/ab/<id>`.
 //! Architecture invariant: a file under a final chunk name is always complete
 //! and durable. A batch is written to temp files under `<data>/tmp/` (around
 //! the page cache, see [`crate::direct_write`]), made durable with one
@@ -10,6 +11,8 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use futures::future::BoxFuture;
 use syncfolder_core::Hash;
 
 use crate::direct_write;
+use crate::packs::PackId;
 
 /// A place to keep chunks by their SHA-256. Callers verify hashes before
 /// [`ChunkStore::put_batch`]; implementations trust them.
@@ -50,6 +54,30 @@ pub trait ChunkStore: Send + Sync + 'static {
         after: Option<Hash>,
         limit: usize,
     ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>>;
+    /// Stores a pack (chunks end to end) durably under its name. Names are
+    /// never reused, so a pack is written once.
+    fn put_pack(&self, pack: &PackId, bytes: Bytes) -> BoxFuture<'_, io::Result<()>>;
+    /// The bytes at `ranges` of a pack, in the order asked (shorter where
+    /// the pack ends early); `None` when the pack is not stored.
+    fn get_pack_ranges(
+        &self,
+        pack: &PackId,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, io::Result<Option<Vec<Bytes>>>>;
+    /// Up to `limit` stored packs after `after`, in name order: a walk of
+    /// every pack the store holds, a page at a time.
+    fn list_packs_after(
+        &self,
+        after: Option<PackId>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<PackId>>>;
+    /// Deletes packs; one that is not stored is no error. Only garbage
+    /// collection calls it, for packs no chunk row points into.
+    fn delete_packs(&self, packs: Vec<PackId>) -> BoxFuture<'_, io::Result<()>>;
+    /// Keeps a copy of a chunk's bad bytes aside, for a person to look at:
+    /// what [`ChunkStore::quarantine`] does for a packed chunk, whose bytes
+    /// cannot be moved out of their pack.
+    fn keep_aside(&self, hash: Hash, bytes: Bytes) -> BoxFuture<'_, io::Result<()>>;
 }
 
 /// A volume's size and what the server may still write to it.
@@ -69,6 +97,7 @@ pub struct LooseChunkStore {
 #[derive(Debug)]
 struct Dirs {
     chunks: PathBuf,
+    packs: PathBuf,
     tmp: PathBuf,
     quarantine: PathBuf,
 }
@@ -78,9 +107,11 @@ impl LooseChunkStore {
     /// temp files an interrupted upload left behind.
     pub fn open(data_dir: &Path) -> io::Result<LooseChunkStore> {
         let chunks = data_dir.join("chunks");
+        let packs = data_dir.join("packs");
         let tmp = data_dir.join("tmp");
         let quarantine = data_dir.join("quarantine");
         std::fs::create_dir_all(&chunks)?;
+        std::fs::create_dir_all(&packs)?;
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
@@ -88,6 +119,7 @@ impl LooseChunkStore {
         Ok(LooseChunkStore {
             inner: Arc::new(Dirs {
                 chunks,
+                packs,
                 tmp,
                 quarantine,
             }),
@@ -98,6 +130,12 @@ impl LooseChunkStore {
     pub fn chunk_path(&self, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
         self.inner.chunks.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    }
+
+    /// `<packs>/ab/<id>`.
+    pub fn pack_path(&self, pack: &PackId) -> PathBuf {
+        let name = pack.as_str();
+        self.inner.packs.join(&name[..2]).join(name)
     }
 }
 
@@ -239,6 +277,111 @@ impl LooseChunkStore {
         Ok(found)
     }
 
+    /// A temp file, one `syncfs`, a rename, another `syncfs`: the same
+    /// order as a batch of loose chunks.
+    fn put_pack_blocking(&self, pack: &PackId, bytes: &[u8]) -> io::Result<()> {
+        let final_path = self.pack_path(pack);
+        let temp_path = self
+            .inner
+            .tmp
+            .join(format!("pack.{pack}.{:016x}.tmp", rand::random::<u64>()));
+        let result = (|| {
+            direct_write::create_new_with(&temp_path, bytes)?;
+            sync_filesystem(&self.inner.tmp)?;
+            if let Some(parent) = final_path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&temp_path, &final_path)?;
+            sync_filesystem(&self.inner.packs)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp_path);
+        }
+        result
+    }
+
+    fn get_pack_ranges_blocking(
+        &self,
+        pack: &PackId,
+        ranges: &[Range<u64>],
+    ) -> io::Result<Option<Vec<Bytes>>> {
+        let file = match File::open(self.pack_path(pack)) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let mut parts = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let len = usize::try_from(range.end.saturating_sub(range.start))
+                .map_err(|_| io::Error::other("a range longer than memory"))?;
+            let mut buffer = vec![0; len];
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buffer[filled..], range.start + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            buffer.truncate(filled);
+            parts.push(Bytes::from(buffer));
+        }
+        Ok(Some(parts))
+    }
+
+    fn list_packs_after_blocking(
+        &self,
+        after: Option<&PackId>,
+        limit: usize,
+    ) -> io::Result<Vec<PackId>> {
+        let mut found = Vec::new();
+        for fan_out in sorted_names(&self.inner.packs)? {
+            if after.is_some_and(|after| fan_out.as_str() < &after.as_str()[..2]) {
+                continue;
+            }
+            for name in sorted_names(&self.inner.packs.join(&fan_out))? {
+                let Some(pack) = PackId::parse(&name) else {
+                    continue;
+                };
+                if after.is_some_and(|after| pack <= *after) || name[..2] != fan_out {
+                    continue;
+                }
+                found.push(pack);
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn delete_packs_blocking(&self, packs: &[PackId]) -> io::Result<()> {
+        for pack in packs {
+            match std::fs::remove_file(self.pack_path(pack)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// `<data>/quarantine/<hex>.<unix seconds>`, like a moved loose chunk.
+    fn keep_aside_blocking(&self, hash: &Hash, bytes: &[u8]) -> io::Result<()> {
+        std::fs::create_dir_all(&self.inner.quarantine)?;
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let aside = self
+            .inner
+            .quarantine
+            .join(format!("{}.{seconds}", hash.to_hex()));
+        std::fs::write(&aside, bytes)?;
+        File::open(&aside)?.sync_all()?;
+        sync_filesystem(&self.inner.quarantine)
+    }
+
     fn check_writable_blocking(&self) -> io::Result<()> {
         let probe = self
             .inner
@@ -332,11 +475,136 @@ impl ChunkStore for LooseChunkStore {
         let store = self.clone();
         Box::pin(blocking(move || store.list_after_blocking(after, limit)))
     }
+
+    fn put_pack(&self, pack: &PackId, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        let (store, pack) = (self.clone(), pack.clone());
+        Box::pin(blocking(move || store.put_pack_blocking(&pack, &bytes)))
+    }
+
+    fn get_pack_ranges(
+        &self,
+        pack: &PackId,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, io::Result<Option<Vec<Bytes>>>> {
+        let (store, pack) = (self.clone(), pack.clone());
+        Box::pin(blocking(move || {
+            store.get_pack_ranges_blocking(&pack, &ranges)
+        }))
+    }
+
+    fn list_packs_after(
+        &self,
+        after: Option<PackId>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<PackId>>> {
+        let store = self.clone();
+        Box::pin(blocking(move || {
+            store.list_packs_after_blocking(after.as_ref(), limit)
+        }))
+    }
+
+    fn delete_packs(&self, packs: Vec<PackId>) -> BoxFuture<'_, io::Result<()>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.delete_packs_blocking(&packs)))
+    }
+
+    fn keep_aside(&self, hash: Hash, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.keep_aside_blocking(&hash, &bytes)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_pack_reads_back_by_ranges_short_at_its_end_and_is_deleted_idempotently() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let store = LooseChunkStore::open(data.path()).expect("open");
+        let pack = PackId::random();
+        let bytes: Vec<u8> = (0..10_000u32).map(|idx| (idx % 251) as u8).collect();
+        store
+            .put_pack(&pack, Bytes::from(bytes.clone()))
+            .await
+            .expect("put pack");
+        assert!(store.pack_path(&pack).is_file());
+        let parts = store
+            .get_pack_ranges(&pack, vec![9_000..9_100, 0..3, 9_990..10_010])
+            .await
+            .expect("ranges")
+            .expect("stored");
+        assert_eq!(parts[0].as_ref(), &bytes[9_000..9_100]);
+        assert_eq!(parts[1].as_ref(), &bytes[..3]);
+        assert_eq!(
+            parts[2].as_ref(),
+            &bytes[9_990..],
+            "cut where the pack ends"
+        );
+        assert_eq!(
+            store.list_after(None, 10).await.expect("list"),
+            vec![],
+            "packs are not loose chunks"
+        );
+        let mut others: Vec<PackId> = (0..5).map(|_| PackId::random()).collect();
+        for other in &others {
+            store
+                .put_pack(other, Bytes::from_static(b"p"))
+                .await
+                .expect("put");
+        }
+        others.push(pack.clone());
+        others.sort();
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_packs_after(after, 2).await.expect("list");
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            listed.extend(page);
+        }
+        assert_eq!(listed, others, "every pack once, in name order");
+        store
+            .delete_packs(
+                others
+                    .iter()
+                    .filter(|other| **other != pack)
+                    .cloned()
+                    .collect(),
+            )
+            .await
+            .expect("delete");
+        store
+            .keep_aside(Hash::of(b"x"), Bytes::from_static(b"bad"))
+            .await
+            .expect("aside");
+        assert_eq!(
+            std::fs::read_dir(data.path().join("quarantine"))
+                .expect("quarantine")
+                .count(),
+            1
+        );
+        store
+            .delete_packs(vec![pack.clone(), PackId::random()])
+            .await
+            .expect("delete");
+        assert_eq!(
+            store.list_packs_after(None, 10).await.expect("list"),
+            vec![]
+        );
+        assert_eq!(
+            store
+                .get_pack_ranges(&pack, vec![0..1, 1..1])
+                .await
+                .expect("read"),
+            None
+        );
+        store.delete_packs(vec![pack]).await.expect("delete again");
+        let leftovers = std::fs::read_dir(data.path().join("tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(leftovers, 0);
+    }
 
     #[tokio::test]
     async fn a_stored_chunk_reads_back_and_a_second_put_is_a_dedup_hit() {

@@ -17,6 +17,10 @@ pub struct ServerConfig {
     pub metadata: crate::MetadataLocation,
     /// Where the chunks live: `chunks/` in the data directory by default.
     pub chunk_store: ChunkStoreLocation,
+    /// Chunks shorter than this go into pack files (`packs.rs`); `None`
+    /// picks by store: packs on object storage (one object per small file
+    /// would cost a PUT each), loose files in the data directory.
+    pub pack_chunks_under: Option<u64>,
     /// The admin token; `None` reuses `<data>/admin-token` or generates it.
     pub admin_token: Option<String>,
     pub limits: Limits,
@@ -36,6 +40,16 @@ pub enum ChunkStoreLocation {
     DataDir,
     /// An S3-compatible object store that any number of servers share.
     ObjectStore(crate::ObjectStoreConfig),
+}
+
+impl ChunkStoreLocation {
+    /// Chunks under this size are packed unless configured otherwise.
+    pub fn default_pack_chunks_under(&self) -> u64 {
+        match self {
+            ChunkStoreLocation::DataDir => 0,
+            ChunkStoreLocation::ObjectStore(_) => crate::packs::DEFAULT_PACK_CHUNKS_UNDER,
+        }
+    }
 }
 
 /// When the server reclaims space and checks what it holds. Each job runs
@@ -89,6 +103,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             metadata: crate::MetadataLocation::default(),
             chunk_store: ChunkStoreLocation::default(),
+            pack_chunks_under: None,
             admin_token: None,
             limits: Limits::default(),
             shipper: None,

@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod migrate;
 mod object_chunk_store;
 pub mod outbox;
+pub mod packs;
 pub mod presence;
 pub mod routes;
 pub mod scrub;

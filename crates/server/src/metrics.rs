@@ -61,6 +61,10 @@ pub struct Metrics {
     // set when scraped
     pub damaged_chunks: IntGauge,
     pub store_chunks: IntGauge,
+    /// Pack files and their bytes, dead chunks included (what the store
+    /// really holds of packed chunks; a rewrite reclaims the dead ones).
+    pub store_packs: IntGauge,
+    pub store_pack_bytes: IntGauge,
     pub store_bytes: IntGauge,
     pub volume_free_bytes: IntGauge,
     pub volume_size_bytes: IntGauge,
@@ -286,6 +290,14 @@ impl Metrics {
             "syncfolder_chunk_store_bytes",
             "Bytes of the chunks the store holds",
         )?;
+        let store_packs = IntGauge::new(
+            "syncfolder_chunk_store_packs",
+            "Pack files of small chunks the store holds",
+        )?;
+        let store_pack_bytes = IntGauge::new(
+            "syncfolder_chunk_store_pack_bytes",
+            "Bytes of the pack files the store holds, chunks no longer needed included",
+        )?;
         let volume_free_bytes = IntGauge::new(
             "syncfolder_data_volume_free_bytes",
             "Bytes the server may still write on the data directory's volume",
@@ -319,6 +331,8 @@ impl Metrics {
             Box::new(chunks_repaired.clone()),
             Box::new(damaged_chunks.clone()),
             Box::new(store_chunks.clone()),
+            Box::new(store_packs.clone()),
+            Box::new(store_pack_bytes.clone()),
             Box::new(store_bytes.clone()),
             Box::new(volume_free_bytes.clone()),
             Box::new(volume_size_bytes.clone()),
@@ -402,6 +416,8 @@ impl Metrics {
             chunks_repaired,
             damaged_chunks,
             store_chunks,
+            store_packs,
+            store_pack_bytes,
             store_bytes,
             volume_free_bytes,
             volume_size_bytes,
@@ -500,6 +516,7 @@ mod tests {
             "syncfolder_gc_unreferenced_bytes",
             "syncfolder_scrub_corrupt_chunks_total",
             "syncfolder_chunk_store_bytes",
+            "syncfolder_chunk_store_pack_bytes",
             "syncfolder_data_volume_free_bytes",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

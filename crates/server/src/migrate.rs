@@ -11,10 +11,11 @@
 
 use std::path::Path;
 
-use crate::chunk_store::{ChunkStore, LooseChunkStore};
+use crate::chunk_store::LooseChunkStore;
 use crate::error::{Error, Result};
 use crate::metadata::{ChunkRow, Db, PostgresMetadata, now_ms};
 use crate::object_chunk_store::{ObjectChunkStore, ObjectStoreConfig};
+use crate::packs::{self, Placed};
 
 /// Chunks read, written and recorded per round.
 const CHUNKS_PER_ROUND: i64 = 256;
@@ -39,11 +40,13 @@ pub enum MigrationProgress {
     Chunks { n_chunks: u64, n_bytes: u64 },
 }
 
-/// Copies the installation in `data_dir` into `metadata` and `chunks`.
+/// Copies the installation in `data_dir` into `metadata` and `chunks`,
+/// packing chunks shorter than `pack_chunks_under` bytes.
 pub async fn migrate(
     data_dir: &Path,
     metadata: &PostgresMetadata,
     chunks: &ObjectStoreConfig,
+    pack_chunks_under: u64,
     mut progress: impl FnMut(MigrationProgress),
 ) -> Result<MigrationReport> {
     if !data_dir.join(crate::metadata::DB_FILE).is_file() {
@@ -82,7 +85,14 @@ pub async fn migrate(
             .await?;
         let Some(last) = rows.last() else { break };
         after = last.0.clone();
-        copy_chunks(&rows, &source_store, &target_store, &target, &mut report).await?;
+        copy_chunks(
+            &rows,
+            (&source, &source_store),
+            (&target, &target_store),
+            pack_chunks_under,
+            &mut report,
+        )
+        .await?;
         progress(MigrationProgress::Chunks {
             n_chunks: report.n_chunks,
             n_bytes: report.n_bytes,
@@ -96,9 +106,9 @@ pub async fn migrate(
 /// One round: the bytes into the object store, then their rows.
 async fn copy_chunks(
     rows: &[ChunkRow],
-    source_store: &LooseChunkStore,
-    target_store: &ObjectChunkStore,
-    target: &Db,
+    (source, source_store): (&Db, &LooseChunkStore),
+    (target, target_store): (&Db, &ObjectChunkStore),
+    pack_chunks_under: u64,
     report: &mut MigrationReport,
 ) -> Result<()> {
     let hashes = rows
@@ -108,8 +118,23 @@ async fn copy_chunks(
                 .map_err(|_| Error::Internal(format!("the source lists chunk {:?}", row.0)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let contents = source_store
-        .get_many(hashes.clone())
+    // where the source's rows say the bytes are (packs, if it packed)
+    let placed = source.placements(&hashes).await?;
+    let placed: Vec<Placed> = hashes
+        .iter()
+        .map(|hash| {
+            placed
+                .iter()
+                .find(|chunk| chunk.hash == *hash)
+                .cloned()
+                .unwrap_or(Placed {
+                    hash: *hash,
+                    size: 0,
+                    slot: None,
+                })
+        })
+        .collect();
+    let contents = packs::read(source_store, &placed)
         .await
         .map_err(Error::io("reading chunk files"))?;
     let mut present = Vec::new();
@@ -125,12 +150,11 @@ async fn copy_chunks(
             None => missing_rows.push(row.clone()),
         }
     }
-    target_store
-        .put_batch(present)
-        .await
-        .map_err(Error::io("storing chunks in the object store"))?;
+    let stored = packs::store(target_store, target, pack_chunks_under, present).await?;
     // only now that the store has acknowledged them
-    target.import_chunk_rows(&present_rows).await?;
+    target
+        .import_chunk_rows(&present_rows, stored.pack.as_ref())
+        .await?;
     report.n_chunks += present_rows.len() as u64;
     if !missing_rows.is_empty() {
         tracing::warn!(

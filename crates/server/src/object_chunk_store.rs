@@ -1,6 +1,7 @@
 //! Chunks in S3-compatible object storage (Garage, MinIO, AWS S3), through
-//! the `object_store` crate: one object per chunk at
-//! `<prefix>/chunks/<first 2 hex digits>/<hex>`.
+//! the `object_store` crate: one object per large chunk at
+//! `<prefix>/chunks/<first 2 hex digits>/<hex>`, and packs of small chunks
+//! at `<prefix>/packs/<first 2 hex digits>/<id>` (see `packs.rs`).
 //!
 //! Architecture invariant: the metadata database, not the bucket, says
 //! which chunks exist. The store never asks the bucket before it writes (no
@@ -23,6 +24,7 @@
 //! `AWS_ALLOW_HTTP`.
 
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +41,7 @@ use object_store::{
 use syncfolder_core::Hash;
 
 use crate::chunk_store::{ChunkStore, Space};
+use crate::packs::PackId;
 use crate::{Error, Result};
 
 /// PUTs of one batch in flight at once.
@@ -180,6 +183,8 @@ struct Inner {
     bucket: String,
     /// `<prefix>/chunks`
     chunks: Path,
+    /// `<prefix>/packs`
+    packs: Path,
     /// `<prefix>/quarantine`
     quarantine: Path,
     /// `<prefix>/probe`
@@ -206,6 +211,7 @@ impl ObjectChunkStore {
                 s3,
                 bucket: config.bucket.clone(),
                 chunks: root.clone().join("chunks"),
+                packs: root.clone().join("packs"),
                 quarantine: root.clone().join("quarantine"),
                 probe: root.join("probe"),
             }),
@@ -329,6 +335,84 @@ impl Inner {
             .map_err(|err| self.io_error("listing chunks", &self.chunks, err))
     }
 
+    /// `<prefix>/packs/ab/<id>`.
+    fn pack_path(&self, pack: &PackId) -> Path {
+        let name = pack.as_str();
+        self.packs.clone().join(&name[..2]).join(name)
+    }
+
+    async fn put_pack(&self, pack: &PackId, bytes: Bytes) -> io::Result<()> {
+        let path = self.pack_path(pack);
+        self.s3
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|err| self.io_error("storing pack", &path, err))?;
+        Ok(())
+    }
+
+    /// One ranged GET per run of nearby ranges (object_store coalesces
+    /// ranges less than 1 MiB apart and reads up to ten runs at once).
+    async fn get_pack_ranges(
+        &self,
+        pack: &PackId,
+        ranges: Vec<Range<u64>>,
+    ) -> io::Result<Option<Vec<Bytes>>> {
+        let path = self.pack_path(pack);
+        match self.s3.get_ranges(&path, &ranges).await {
+            Ok(parts) => Ok(Some(parts)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.io_error("reading pack", &path, err)),
+        }
+    }
+
+    /// Keys list in byte order, and `ab/<id>` sorts as `<id>` does.
+    async fn list_packs_after(
+        &self,
+        after: Option<PackId>,
+        limit: usize,
+    ) -> io::Result<Vec<PackId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let listing = match &after {
+            Some(after) => self
+                .s3
+                .list_with_offset(Some(&self.packs), &self.pack_path(after)),
+            None => self.s3.list(Some(&self.packs)),
+        };
+        let packs = &self.packs;
+        listing
+            .try_filter_map(|meta| async move { Ok(pack_of(packs, &meta.location)) })
+            .take(limit)
+            .try_collect()
+            .await
+            .map_err(|err| self.io_error("listing packs", &self.packs, err))
+    }
+
+    async fn delete_packs(&self, packs: Vec<PackId>) -> io::Result<()> {
+        let paths: Vec<Path> = packs.iter().map(|pack| self.pack_path(pack)).collect();
+        let mut results = self
+            .s3
+            .delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(self.io_error("deleting packs", &self.packs, err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `<prefix>/quarantine/<hex>`, as [`Inner::quarantine`] names it.
+    async fn keep_aside(&self, hash: Hash, bytes: Bytes) -> io::Result<()> {
+        let aside = self.quarantine.clone().join(hash.to_hex().as_str());
+        self.s3
+            .put(&aside, PutPayload::from(bytes))
+            .await
+            .map_err(|err| self.io_error("keeping a corrupt chunk aside", &aside, err))?;
+        Ok(())
+    }
+
     async fn check_writable(&self) -> io::Result<()> {
         let path = self
             .probe
@@ -371,6 +455,18 @@ fn hash_of(chunks: &Path, location: &Path) -> Option<Hash> {
     }
     let hash = Hash::from_hex(name.as_ref()).ok()?;
     (fan_out.as_ref() == &name.as_ref()[..2]).then_some(hash)
+}
+
+/// The pack of `<packs>/ab/<id>`; `None` for any other key.
+fn pack_of(packs: &Path, location: &Path) -> Option<PackId> {
+    let mut parts = location.prefix_match(packs)?;
+    let fan_out = parts.next()?;
+    let name = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let pack = PackId::parse(name.as_ref())?;
+    (fan_out.as_ref() == &name.as_ref()[..2]).then_some(pack)
 }
 
 impl ChunkStore for ObjectChunkStore {
@@ -441,6 +537,36 @@ impl ChunkStore for ObjectChunkStore {
         limit: usize,
     ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>> {
         Box::pin(self.inner.list_after(after, limit))
+    }
+
+    fn put_pack(&self, pack: &PackId, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        let pack = pack.clone();
+        Box::pin(async move { self.inner.put_pack(&pack, bytes).await })
+    }
+
+    fn get_pack_ranges(
+        &self,
+        pack: &PackId,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, io::Result<Option<Vec<Bytes>>>> {
+        let pack = pack.clone();
+        Box::pin(async move { self.inner.get_pack_ranges(&pack, ranges).await })
+    }
+
+    fn list_packs_after(
+        &self,
+        after: Option<PackId>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<PackId>>> {
+        Box::pin(self.inner.list_packs_after(after, limit))
+    }
+
+    fn delete_packs(&self, packs: Vec<PackId>) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.inner.delete_packs(packs))
+    }
+
+    fn keep_aside(&self, hash: Hash, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.inner.keep_aside(hash, bytes))
     }
 }
 

@@ -13,12 +13,14 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::ScrubReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::metadata::{LEASE_TTL, LeaseHold, now_ms};
+use crate::packs;
 use crate::state::AppState;
 
 /// The lease every scrub holds.
@@ -40,11 +42,7 @@ enum Check {
 }
 
 async fn check(state: &AppState, hash: Hash) -> Result<(Check, u64)> {
-    let bytes = state
-        .chunk_store
-        .get(hash)
-        .await
-        .map_err(Error::io("reading a chunk to scrub it"))?;
+    let (bytes, _) = read(state, hash).await?;
     let Some(bytes) = bytes else {
         return Ok((Check::Missing, 0));
     };
@@ -58,6 +56,45 @@ async fn check(state: &AppState, hash: Hash) -> Result<(Check, u64)> {
         Check::Corrupt
     };
     Ok((outcome, n_bytes))
+}
+
+/// A chunk's bytes, from where its row says they are, and whether that is
+/// in a pack.
+async fn read(state: &AppState, hash: Hash) -> Result<(Option<Bytes>, bool)> {
+    let placed = state.db.placements(&[hash]).await?.pop();
+    let Some(placed) = placed.filter(|placed| placed.slot.is_some()) else {
+        let bytes = state
+            .chunk_store
+            .get(hash)
+            .await
+            .map_err(Error::io("reading a chunk to scrub it"))?;
+        return Ok((bytes, false));
+    };
+    let mut read = packs::read(state.chunk_store.as_ref(), std::slice::from_ref(&placed))
+        .await
+        .map_err(Error::io("reading a packed chunk to scrub it"))?;
+    Ok((read.pop().flatten(), true))
+}
+
+/// Moves a corrupt chunk's bytes aside: a loose object is moved, a packed
+/// chunk's bytes are copied (the pack is deleted once nothing points into
+/// it, which the repair's end ensures for this chunk).
+async fn quarantine(state: &AppState, hash: Hash) -> Result<()> {
+    match read(state, hash).await? {
+        (Some(bytes), true) => state
+            .chunk_store
+            .keep_aside(hash, bytes)
+            .await
+            .map_err(Error::io("keeping a corrupt packed chunk aside"))?,
+        _ => {
+            state
+                .chunk_store
+                .quarantine(hash)
+                .await
+                .map_err(Error::io("moving a corrupt chunk to quarantine"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The last complete scrub's end (ms), if any.
@@ -192,11 +229,7 @@ async fn settle(state: &AppState, hash: Hash, report: &mut ScrubReport) -> Resul
             return Ok(());
         }
         Check::Corrupt => {
-            state
-                .chunk_store
-                .quarantine(hash)
-                .await
-                .map_err(Error::io("moving a corrupt chunk to quarantine"))?;
+            quarantine(state, hash).await?;
             state.metrics.scrub_corrupt_chunks.inc();
             report.corrupt.push(hash);
             "corrupt"

@@ -76,6 +76,9 @@ impl Server {
                 Arc::new(crate::ObjectChunkStore::open(object_store)?)
             }
         };
+        let pack_chunks_under = config
+            .pack_chunks_under
+            .unwrap_or_else(|| config.chunk_store.default_pack_chunks_under());
         let db = Db::connect(&config.metadata, &data_dir).await?;
         let admin_token = admin_token::load_or_create(&data_dir, config.admin_token.as_deref())?;
         let metrics = Metrics::new().map_err(|err| Error::Internal(format!("metrics: {err}")))?;
@@ -135,6 +138,7 @@ impl Server {
             presence: Arc::new(Presence::default()),
             outbox_wake,
             limits: Arc::new(config.limits),
+            pack_chunks_under,
             admin_token_sha256: sha256(admin_token.as_bytes()),
             shutdown: CancellationToken::new(),
             maintenance: Arc::new(config.maintenance),

@@ -30,6 +30,8 @@ pub struct AppState {
     /// Woken after every commit that wrote events, for the shipper.
     pub outbox_wake: Arc<Notify>,
     pub limits: Arc<Limits>,
+    /// Uploaded chunks shorter than this go into pack files; 0: none.
+    pub pack_chunks_under: u64,
     /// SHA-256 of the admin token (compared in constant time, never logged).
     pub admin_token_sha256: [u8; 32],
     /// Cancelled when the server shuts down: parked long-polls answer at once.

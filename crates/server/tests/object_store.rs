@@ -11,6 +11,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 use syncfolder_core::Hash;
+use syncfolder_server::packs::PackId;
 use syncfolder_server::{ChunkStore, ObjectChunkStore, ObjectStoreConfig};
 use syncfolder_testkit::TestGarage;
 
@@ -223,6 +224,79 @@ fn the_store_keeps_the_chunk_store_contract_on_garage() {
             .expect("its bytes");
         assert_eq!(kept, aside_bytes);
         assert!(!store.quarantine(absent).await.expect("quarantine absent"));
+
+        // packs: written once, read back by ranges (near ones in one GET,
+        // far ones in their own), absent as None, deleted idempotently;
+        // listing chunks never shows them
+        let pack = PackId::random();
+        let mut pack_bytes = vec![0u8; 3 << 20];
+        for (idx, byte) in pack_bytes.iter_mut().enumerate() {
+            *byte = (idx % 251) as u8;
+        }
+        store
+            .put_pack(&pack, Bytes::from(pack_bytes.clone()))
+            .await
+            .expect("put pack");
+        let name = pack.as_str();
+        assert_eq!(
+            keys_under(&bucket, "contract/packs").await,
+            vec![format!("contract/packs/{}/{name}", &name[..2])]
+        );
+        let ranges = vec![(3 << 20) - 10..3 << 20, 5..17, 20..20, 1_000..1_100];
+        let parts = store
+            .get_pack_ranges(&pack, ranges.clone())
+            .await
+            .expect("ranges")
+            .expect("the pack is stored");
+        assert_eq!(parts.len(), ranges.len());
+        for (range, part) in ranges.iter().zip(&parts) {
+            let expected = &pack_bytes[range.start as usize..range.end as usize];
+            assert_eq!(part.as_ref(), expected, "range {range:?}");
+        }
+        assert_eq!(
+            store
+                .get_pack_ranges(&PackId::random(), vec![0..1, 1..1])
+                .await
+                .expect("absent pack"),
+            None
+        );
+        store
+            .keep_aside(absent, Bytes::from_static(b"bad bytes"))
+            .await
+            .expect("keep aside");
+        let kept = bucket
+            .get(&Path::from(
+                format!("contract/quarantine/{}", absent.to_hex()).as_str(),
+            ))
+            .await
+            .expect("kept aside")
+            .bytes()
+            .await
+            .expect("its bytes");
+        assert_eq!(kept.as_ref(), b"bad bytes");
+        assert_eq!(
+            store.list_packs_after(None, 10).await.expect("list packs"),
+            vec![pack.clone()]
+        );
+        assert_eq!(
+            store
+                .list_packs_after(Some(pack.clone()), 10)
+                .await
+                .expect("list packs"),
+            vec![]
+        );
+        store
+            .delete_packs(vec![pack.clone(), PackId::random()])
+            .await
+            .expect("delete packs");
+        assert_eq!(
+            store
+                .get_pack_ranges(&pack, vec![0..1, 1..1])
+                .await
+                .expect("gone"),
+            None
+        );
+        store.delete_packs(vec![pack]).await.expect("delete again");
 
         let remaining = store.list_after(None, 100).await.expect("list");
         assert_eq!(remaining.len(), 49);

@@ -26,6 +26,7 @@ use std::path::Path;
 use syncfolder_client::Client;
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Content, FileRecord};
+use syncfolder_server::packs::Placed;
 
 use crate::agent::Statuses;
 use crate::fs::{Node, SimFs};
@@ -278,21 +279,74 @@ pub fn stored_chunks(data_dir: &Path) -> BTreeSet<Hash> {
     found
 }
 
-/// 6. Every referenced chunk is stored; with `exactly`, nothing else is.
-pub async fn check_store(admin: &Client, data_dir: &Path, exactly: bool) -> Result<(), String> {
-    let referenced = referenced_chunks(admin).await?;
-    let stored = stored_chunks(data_dir);
+/// The referenced chunks whose bytes are at their place in a pack file:
+/// read from the file and hashed, not taken on the metadata's word.
+fn packed_chunks(data_dir: &Path, placed: &[Placed]) -> BTreeSet<Hash> {
+    use std::os::unix::fs::FileExt;
+    let mut found = BTreeSet::new();
+    for chunk in placed {
+        let Some(slot) = &chunk.slot else { continue };
+        let name = slot.pack.as_str();
+        let Ok(file) = std::fs::File::open(data_dir.join("packs").join(&name[..2]).join(name))
+        else {
+            continue;
+        };
+        let mut bytes = vec![0; usize::try_from(chunk.size).unwrap_or(0)];
+        if file.read_exact_at(&mut bytes, slot.offset).is_ok() && Hash::of(&bytes) == chunk.hash {
+            found.insert(chunk.hash);
+        }
+    }
+    found
+}
+
+/// The pack files in the store, by name.
+fn pack_files(data_dir: &Path) -> BTreeSet<String> {
+    let Ok(fan_outs) = std::fs::read_dir(data_dir.join("packs")) else {
+        return BTreeSet::new();
+    };
+    fan_outs
+        .flatten()
+        .filter_map(|fan_out| std::fs::read_dir(fan_out.path()).ok())
+        .flat_map(|packs| packs.flatten())
+        .map(|pack| pack.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Invariant 6: every referenced chunk is stored, as a loose file or at its
+/// place in a pack (`placed`: where the metadata says the referenced chunks
+/// are); with `exactly`, nothing else is: no loose file nothing references,
+/// no pack no referenced chunk is in.
+pub fn check_store(
+    referenced: &BTreeSet<Hash>,
+    placed: &[Placed],
+    data_dir: &Path,
+    exactly: bool,
+) -> Result<(), String> {
+    let loose = stored_chunks(data_dir);
+    let mut stored = loose.clone();
+    stored.extend(packed_chunks(data_dir, placed));
     if let Some(lost) = referenced.difference(&stored).next() {
         return Err(format!(
             "storage: chunk {lost} is referenced by a record or history version but gone from the store"
         ));
     }
-    if exactly && let Some(extra) = stored.difference(&referenced).next() {
+    if exactly && let Some(extra) = loose.difference(referenced).next() {
         return Err(format!(
             "storage: after a last garbage collection the store still holds chunk {extra}, which nothing references ({} stored, {} referenced)",
-            stored.len(),
+            loose.len(),
             referenced.len()
         ));
+    }
+    if exactly {
+        let in_use: BTreeSet<String> = placed
+            .iter()
+            .filter_map(|chunk| Some(chunk.slot.as_ref()?.pack.to_string()))
+            .collect();
+        if let Some(dead) = pack_files(data_dir).difference(&in_use).next() {
+            return Err(format!(
+                "storage: after a last garbage collection the store still holds pack {dead}, which holds no referenced chunk"
+            ));
+        }
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     let n_done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let totals = Arc::new(Mutex::new([0u64; 11]));
+    let totals = Arc::new(Mutex::new([0u64; 13]));
     let end = options.seed + options.runs;
     let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -86,6 +86,8 @@ fn main() -> anyhow::Result<()> {
                             totals[8] += report.n_chunks_collected;
                             totals[9] += report.n_tombstones_forgotten;
                             totals[10] += report.n_purges;
+                            totals[11] += report.n_packs_rewritten;
+                            totals[12] += report.n_packs_deleted;
                         }
                         Err(failure) => {
                             failed.store(true, Ordering::Release);
@@ -122,7 +124,7 @@ fn main() -> anyhow::Result<()> {
     }
     let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes; {} garbage collections deleted {} chunks, the horizon forgot {} tombstones, {} folder purges",
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes; {} garbage collections deleted {} chunks, rewrote {} packs and deleted {}, the horizon forgot {} tombstones, {} folder purges",
         n_done.load(Ordering::Acquire),
         options.seed,
         end - 1,
@@ -136,6 +138,8 @@ fn main() -> anyhow::Result<()> {
         totals[6],
         totals[7],
         totals[8],
+        totals[11],
+        totals[12],
         totals[9],
         totals[10]
     );

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use syncfolder_core::Hash;
 use syncfolder_core::protocol::GcReport;
 use syncfolder_server::gc::GcOptions;
 use syncfolder_server::horizon::ForgetReport;
+use syncfolder_server::packs::Placed;
 use syncfolder_server::{AppState, Maintenance, MetadataLocation, Server, ServerConfig};
 
 pub const ADMIN_TOKEN: &str = "sim-admin-token";
@@ -36,6 +38,8 @@ impl ServerAddress {
 pub struct SimServer {
     pub data_dir: PathBuf,
     metadata: MetadataLocation,
+    /// Small chunks into pack files below this size (`None`: the default).
+    pack_chunks_under: Option<u64>,
     runtime: Option<tokio::runtime::Runtime>,
     /// The running server's state, for the storage jobs the driver runs.
     state: Option<AppState>,
@@ -43,10 +47,15 @@ pub struct SimServer {
 }
 
 impl SimServer {
-    pub fn new(data_dir: PathBuf, metadata: MetadataLocation) -> SimServer {
+    pub fn new(
+        data_dir: PathBuf,
+        metadata: MetadataLocation,
+        pack_chunks_under: Option<u64>,
+    ) -> SimServer {
         SimServer {
             data_dir,
             metadata,
+            pack_chunks_under,
             runtime: None,
             state: None,
             address: ServerAddress::default(),
@@ -68,6 +77,7 @@ impl SimServer {
             ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), self.data_dir.clone());
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
         config.metadata = self.metadata.clone();
+        config.pack_chunks_under = self.pack_chunks_under;
         // the driver runs the storage jobs at moments of its choosing
         config.maintenance = Maintenance {
             gc_interval: None,
@@ -103,6 +113,13 @@ impl SimServer {
             Ok(result) => result.map_err(anyhow::Error::from),
             Err(err) => Err(anyhow::anyhow!("the job's task failed: {err}")),
         })
+    }
+
+    /// Where the metadata says `hashes` are (packed ones name a pack and an
+    /// offset), for the check that their bytes are there.
+    pub async fn placements(&self, hashes: Vec<Hash>) -> Option<anyhow::Result<Vec<Placed>>> {
+        self.run_job(|state| async move { state.db.placements(&hashes).await })
+            .await
     }
 
     /// A garbage collection that spares no unreferenced chunk, however

@@ -40,6 +40,9 @@ pub struct SimConfig {
     /// Where the server keeps its metadata: SQLite in its data directory,
     /// or a PostgreSQL database of the run's own.
     pub metadata: syncfolder_server::MetadataLocation,
+    /// Uploaded chunks under this size go into pack files, which garbage
+    /// collection rewrites and deletes; `None`: one file per chunk.
+    pub pack_chunks_under: Option<u64>,
 }
 
 impl SimConfig {
@@ -50,6 +53,8 @@ impl SimConfig {
             settle_steps: 20_000,
             n_agents: 3,
             metadata: syncfolder_server::MetadataLocation::DataDir,
+            // every other seed packs small chunks
+            pack_chunks_under: (seed % 2 == 1).then_some(1 << 20),
         }
     }
 }
@@ -74,6 +79,9 @@ pub struct Report {
     /// forgot, and purges of the scratch folder.
     pub n_collections: u64,
     pub n_chunks_collected: u64,
+    /// Packs the collections rewrote (mostly dead) and deleted.
+    pub n_packs_rewritten: u64,
+    pub n_packs_deleted: u64,
     pub n_tombstones_forgotten: u64,
     pub n_purges: u64,
 }
@@ -181,7 +189,11 @@ fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
 impl World {
     async fn new(config: SimConfig) -> anyhow::Result<World> {
         let dir = scratch_dir()?;
-        let mut server = SimServer::new(dir.path().join("server"), config.metadata.clone());
+        let mut server = SimServer::new(
+            dir.path().join("server"),
+            config.metadata.clone(),
+            config.pack_chunks_under,
+        );
         server.start()?;
         let url = server
             .address
@@ -396,11 +408,28 @@ impl World {
         };
         self.report.n_collections += 1;
         self.report.n_chunks_collected += report.n_chunks;
+        self.report.n_packs_rewritten += report.n_packs_rewritten;
+        self.report.n_packs_deleted += report.n_packs_deleted;
         self.note(format!(
-            "gc: {} chunks deleted, {} referenced",
-            report.n_chunks, report.n_referenced
+            "gc: {} chunks deleted, {} referenced, {} packs rewritten, {} deleted",
+            report.n_chunks, report.n_referenced, report.n_packs_rewritten, report.n_packs_deleted
         ));
-        invariants::check_store(&self.admin()?, &self.server.data_dir, false).await
+        self.check_store(false).await
+    }
+
+    /// Every referenced chunk's bytes are in the store (a loose file, or at
+    /// its place in a pack); with `exactly`, nothing else is.
+    async fn check_store(&self, exactly: bool) -> Result<(), String> {
+        let referenced = invariants::referenced_chunks(&self.admin()?).await?;
+        let placed = match self
+            .server
+            .placements(referenced.iter().copied().collect())
+            .await
+        {
+            Some(placed) => placed.map_err(|err| format!("reading chunk places: {err:#}"))?,
+            None => return Err("server down during the store check".to_owned()),
+        };
+        invariants::check_store(&referenced, &placed, &self.server.data_dir, exactly)
     }
 
     /// The horizon at its most forgetful: every tombstone goes, with its
@@ -648,7 +677,7 @@ impl World {
         let client = Client::new(&url, &self.token).map_err(|err| err.to_string())?;
         // 6. a last collection leaves exactly what records and history reference
         self.collect_garbage().await?;
-        invariants::check_store(&self.admin()?, &self.server.data_dir, true).await?;
+        self.check_store(true).await?;
         let filesystems: Vec<SimFs> = self.agents.iter().map(|slot| slot.fs.clone()).collect();
         for fs in &filesystems {
             fs.journal_leftovers();

@@ -63,6 +63,10 @@ fn a_few_hundred_seeds_keep_every_invariant() {
             "the horizon forgot nothing"
         );
         assert!(sum(|report| report.n_purges) > 0, "no folder was purged");
+        assert!(
+            sum(|report| report.n_packs_rewritten) > 0 && sum(|report| report.n_packs_deleted) > 0,
+            "no collection rewrote or deleted a pack"
+        );
     }
 }
 

@@ -37,7 +37,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sync server.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run an agent that keeps a local directory in sync with a server folder.
     Agent(AgentArgs),
     /// Manage folders on a server (admin token).
@@ -237,6 +237,12 @@ pub struct StoreArgs {
         requires = "chunk_store"
     )]
     pub chunk_store_allow_http: bool,
+    /// Store uploaded chunks shorter than this many bytes together in pack
+    /// files, read back by range (0: one file or object per chunk). Default:
+    /// 524288 with --chunk-store (a PUT per small file is slow and costly
+    /// on object storage), 0 in the data directory.
+    #[arg(long, env = "SYNCFOLDER_PACK_CHUNKS_UNDER")]
+    pub pack_chunks_under: Option<u64>,
     /// Most connections this server keeps to the metadata database.
     #[arg(long, env = "SYNCFOLDER_METADATA_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]

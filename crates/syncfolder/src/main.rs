@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => commands::server::run(args).await,
+        Command::Server(args) => commands::server::run(*args).await,
         Command::Agent(args) => commands::agent::run(args).await,
         Command::Folder(command) => commands::admin::folder(command).await,
         Command::Token(command) => commands::admin::token(command).await,

@@ -89,6 +89,7 @@ impl TestServer {
             data_dir: data.path().to_path_buf(),
             metadata: Default::default(),
             chunk_store: Default::default(),
+            pack_chunks_under: None,
             admin_token: Some("admin-token-for-tests-0123456789".to_owned()),
             limits: Limits::default(),
             shipper: None,

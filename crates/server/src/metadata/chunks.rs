@@ -19,8 +19,10 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use syncfolder_core::Hash;
 
 use super::backend::{Connection, on_connection};
+use super::packs::{make_live_in, point_into_in, slot_of};
 use super::{Db, from_db, now_ms, to_db};
 use crate::error::Result;
+use crate::packs::{Placed, WrittenPack};
 
 /// Rows one statement reads or writes (five bound values each at most,
 /// well inside SQLite's and PostgreSQL's limits on bound values).
@@ -64,37 +66,43 @@ pub(super) async fn present_in(
     folder_id: i64,
     hashes: &[Hash],
 ) -> Result<HashSet<Hash>> {
-    Ok(sizes_in(connection, folder_id, hashes)
+    Ok(readable_in(connection, folder_id, hashes)
         .await?
         .into_keys()
         .collect())
 }
 
-/// The sizes of those of `hashes` the folder can read, asked 500 at a time
-/// (a fetch of a thousand small chunks was a thousand round trips).
-pub(super) async fn sizes_in(
+/// Those of `hashes` the folder can read, with their sizes and places,
+/// asked 500 at a time (a fetch of a thousand small chunks was a thousand
+/// round trips).
+pub(super) async fn readable_in(
     mut connection: Connection<'_>,
     folder_id: i64,
     hashes: &[Hash],
-) -> Result<HashMap<Hash, u64>> {
-    let mut sizes = HashMap::with_capacity(hashes.len());
+) -> Result<HashMap<Hash, Placed>> {
+    let mut readable = HashMap::with_capacity(hashes.len());
     for batch in hashes.chunks(ROWS_PER_STATEMENT) {
-        let found: Vec<(String, i64)> = on_connection!(&mut connection, connection => {
+        let found: Vec<(String, i64, Option<String>, Option<i64>)> = on_connection!(&mut connection, connection => {
             let mut query = QueryBuilder::new(
-                "SELECT fc.hash, fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
+                "SELECT fc.hash, fc.size, c.pack, c.pack_offset FROM folder_chunks fc \
+                 JOIN chunks c ON c.hash = fc.hash \
                  WHERE c.stored AND c.state = 'live' AND fc.folder_id = ",
             );
             query.push_bind(folder_id).push(" AND fc.hash IN (");
             push_hashes(&mut query, batch);
             query.build_query_as().fetch_all(&mut *connection).await?
         });
-        sizes.extend(
-            found
-                .into_iter()
-                .filter_map(|(hex, size)| Some((Hash::from_hex(&hex).ok()?, from_db(size)))),
-        );
+        readable.extend(found.into_iter().filter_map(|(hex, size, pack, offset)| {
+            let hash = Hash::from_hex(&hex).ok()?;
+            let placed = Placed {
+                hash,
+                size: from_db(size),
+                slot: slot_of(pack, offset),
+            };
+            Some((hash, placed))
+        }));
     }
-    Ok(sizes)
+    Ok(readable)
 }
 
 /// `hash, hash, …)` as bound values, closing the list.
@@ -201,8 +209,23 @@ impl Db {
     /// The sizes of those of `hashes` that `folder_id` may read; the others
     /// are absent from the map.
     pub async fn chunk_sizes(&self, folder_id: i64, hashes: &[Hash]) -> Result<HashMap<Hash, u64>> {
+        Ok(self
+            .readable_chunks(folder_id, hashes)
+            .await?
+            .into_iter()
+            .map(|(hash, placed)| (hash, placed.size))
+            .collect())
+    }
+
+    /// Those of `hashes` that `folder_id` may read, with their sizes and
+    /// where their bytes are; the others are absent from the map.
+    pub async fn readable_chunks(
+        &self,
+        folder_id: i64,
+        hashes: &[Hash],
+    ) -> Result<HashMap<Hash, Placed>> {
         let mut pooled = self.backend.acquire().await?;
-        sizes_in(pooled.connection(), folder_id, hashes).await
+        readable_in(pooled.connection(), folder_id, hashes).await
     }
 
     pub async fn chunk_size(&self, folder_id: i64, hash: &Hash) -> Result<Option<u64>> {
@@ -282,20 +305,58 @@ impl Db {
 
     /// Records claimed chunks as stored and lets `folder_id` read them. Call
     /// only once they are durable. Chunks that stopped being live since the
-    /// claim are refused and recorded nowhere.
-    pub async fn record_stored(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<Recorded> {
-        self.retrying(|| self.record_stored_once(folder_id, chunks))
+    /// claim are refused and recorded nowhere. `pack` is the pack the upload
+    /// wrote its small chunks into: it turns live, and the chunks that were
+    /// not stored yet point into it (a stored chunk keeps its place). When
+    /// garbage collection took the pack meanwhile, its chunks are refused.
+    pub async fn record_stored(
+        &self,
+        folder_id: i64,
+        chunks: &[(Hash, u64)],
+        pack: Option<&WrittenPack>,
+    ) -> Result<Recorded> {
+        self.retrying(|| self.record_stored_once(folder_id, chunks, pack))
             .await
     }
 
-    async fn record_stored_once(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<Recorded> {
+    async fn record_stored_once(
+        &self,
+        folder_id: i64,
+        chunks: &[(Hash, u64)],
+        pack: Option<&WrittenPack>,
+    ) -> Result<Recorded> {
         let mut chunks: Vec<(Hash, u64)> = chunks.to_vec();
         chunks.sort_unstable_by_key(|(hash, _)| *hash);
         chunks.dedup_by_key(|(hash, _)| *hash);
         let mut tx = self.begin_write().await?;
         let mut recorded = Recorded::default();
+        let mut pack = pack;
+        if let Some(written) = pack
+            && !make_live_in(tx.connection(), &written.id).await?
+        {
+            let lost: HashSet<Hash> = written.offsets.iter().map(|(hash, _)| *hash).collect();
+            recorded.refused.extend(
+                chunks
+                    .iter()
+                    .map(|(hash, _)| *hash)
+                    .filter(|hash| lost.contains(hash)),
+            );
+            chunks.retain(|(hash, _)| !lost.contains(hash));
+            pack = None;
+        }
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
             let hashes: Vec<Hash> = batch.iter().map(|(hash, _)| *hash).collect();
+            if let Some(written) = pack {
+                // before they count as stored: a stored chunk keeps its place
+                let batch_hashes: HashSet<Hash> = hashes.iter().copied().collect();
+                point_into_in(
+                    tx.connection(),
+                    written,
+                    &batch_hashes,
+                    "NOT chunks.stored AND chunks.state = 'live'",
+                )
+                .await?;
+            }
             // the update locks the rows (PostgreSQL): a collection marking
             // one of them waits, then finds it claimed again or stored
             let live: Vec<String> = on_connection!(&mut tx.connection(), connection => {
@@ -339,7 +400,7 @@ impl Db {
     /// callers that made them durable already (tests, tools).
     pub async fn add_folder_chunks(&self, folder_id: i64, chunks: &[(Hash, u64)]) -> Result<()> {
         self.claim_chunks(chunks).await?;
-        self.record_stored(folder_id, chunks).await?;
+        self.record_stored(folder_id, chunks, None).await?;
         Ok(())
     }
 }

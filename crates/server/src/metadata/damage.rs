@@ -91,7 +91,10 @@ impl Db {
         let mut tx = self.begin_write().await?;
         let is_new = on_connection!(&mut tx.connection(), connection => {
             sqlx::query(
-                "UPDATE chunks SET state = 'live', stored = $2 WHERE hash = $1 AND state = 'repairing'",
+                "UPDATE chunks SET state = 'live', stored = $2, \
+                 pack = CASE WHEN $2 THEN pack ELSE NULL END, \
+                 pack_offset = CASE WHEN $2 THEN pack_offset ELSE NULL END \
+                 WHERE hash = $1 AND state = 'repairing'",
             )
             .bind(hash.to_hex())
             .bind(stored)
@@ -317,7 +320,7 @@ mod tests {
                 .is_empty()
         );
         let recorded = db
-            .record_stored(other.id, &[(hash, 5)])
+            .record_stored(other.id, &[(hash, 5)], None)
             .await
             .expect("record");
         assert_eq!(recorded.n_repaired, 1);

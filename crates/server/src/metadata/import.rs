@@ -13,8 +13,10 @@
 use sqlx::{PgPool, QueryBuilder, SqlitePool};
 
 use super::Db;
-use super::backend::Backend;
+use super::backend::{Backend, on_connection};
+use super::packs::{make_live_in, point_into_in};
 use crate::error::{Error, Result};
+use crate::packs::WrittenPack;
 
 /// Rows read and written per statement.
 const PAGE: i64 = 500;
@@ -92,30 +94,51 @@ impl Db {
     }
 
     /// Records chunks whose bytes the target store now holds (rows already
-    /// there are kept).
-    pub async fn import_chunk_rows(&self, rows: &[ChunkRow]) -> Result<u64> {
-        let Backend::Postgres(pool) = &self.backend else {
+    /// there are kept), the small ones in `pack`, in one transaction that
+    /// also turns the pack live.
+    pub async fn import_chunk_rows(
+        &self,
+        rows: &[ChunkRow],
+        pack: Option<&WrittenPack>,
+    ) -> Result<u64> {
+        if !matches!(self.backend, Backend::Postgres(_)) {
             return Err(Error::Config(
                 "the migration's target is PostgreSQL".to_owned(),
             ));
-        };
+        }
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut query =
-            QueryBuilder::new("INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ");
-        query.push_values(
-            rows,
-            |mut row, (hash, size, claimed_at_ms, stored, state)| {
-                row.push_bind(hash)
-                    .push_bind(size)
-                    .push_bind(claimed_at_ms)
-                    .push_bind(stored)
-                    .push_bind(state);
-            },
-        );
-        query.push(" ON CONFLICT (hash) DO NOTHING");
-        Ok(query.build().execute(pool).await?.rows_affected())
+        let mut tx = self.begin_write().await?;
+        let n_new = on_connection!(&mut tx.connection(), connection => {
+            let mut query =
+                QueryBuilder::new("INSERT INTO chunks (hash, size, claimed_at_ms, stored, state) ");
+            query.push_values(
+                rows,
+                |mut row, (hash, size, claimed_at_ms, stored, state)| {
+                    row.push_bind(hash)
+                        .push_bind(size)
+                        .push_bind(claimed_at_ms)
+                        .push_bind(stored)
+                        .push_bind(state);
+                },
+            );
+            query.push(" ON CONFLICT (hash) DO NOTHING");
+            query.build().execute(&mut *connection).await?.rows_affected()
+        });
+        if let Some(pack) = pack {
+            if !make_live_in(tx.connection(), &pack.id).await? {
+                return Err(Error::Internal(format!(
+                    "pack {} was taken while the migration wrote it: is a server running on the target?",
+                    pack.id
+                )));
+            }
+            let hashes = pack.offsets.iter().map(|(hash, _)| *hash).collect();
+            // a row an interrupted run recorded keeps its place
+            point_into_in(tx.connection(), pack, &hashes, "chunks.pack IS NULL").await?;
+        }
+        tx.commit().await?;
+        Ok(n_new)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::extract::{Body, Json, Path};
 use crate::metadata::Folder;
 use crate::metrics::WaitingGuard;
+use crate::packs::{self, Placed};
 use crate::state::AppState;
 use crate::validate;
 
@@ -64,12 +65,14 @@ async fn store_for_folder(
             wait_until_live(state, &busy).await?;
             continue;
         }
-        let written = state
-            .chunk_store
-            .put_batch(pending.clone())
-            .await
-            .map_err(Error::io("storing chunks"))?;
-        for ((_, size), newly_written) in sizes.iter().zip(&written) {
+        let stored = packs::store(
+            state.chunk_store.as_ref(),
+            &state.db,
+            state.pack_chunks_under,
+            pending.clone(),
+        )
+        .await?;
+        for ((_, size), newly_written) in sizes.iter().zip(&stored.newly_written) {
             if *newly_written {
                 bytes_written += size;
                 state.metrics.chunks_stored.inc();
@@ -77,7 +80,10 @@ async fn store_for_folder(
                 state.metrics.chunk_dedup_hits.inc();
             }
         }
-        let recorded = state.db.record_stored(folder.id, &sizes).await?;
+        let recorded = state
+            .db
+            .record_stored(folder.id, &sizes, stored.pack.as_ref())
+            .await?;
         state.metrics.chunks_repaired.inc_by(recorded.n_repaired);
         if recorded.n_repaired > 0 {
             tracing::info!(folder = %folder.name, n_repaired = recorded.n_repaired, "damaged chunks uploaded again");
@@ -161,32 +167,59 @@ pub async fn missing(
 
 /// The bytes of a chunk the folder may read.
 async fn read_for_folder(state: &AppState, folder: &Folder, hash: Hash) -> Result<Bytes> {
-    if state.db.chunk_size(folder.id, &hash).await?.is_none() {
+    let Some(placed) = state
+        .db
+        .readable_chunks(folder.id, &[hash])
+        .await?
+        .remove(&hash)
+    else {
         return Err(Error::ChunkNotFound(hash));
-    }
-    let mut read = read_readable(state, folder, vec![hash]).await?;
+    };
+    let mut read = read_readable(state, folder, vec![placed]).await?;
     read.pop()
         .map(|(_, bytes)| bytes)
         .ok_or(Error::ChunkNotFound(hash))
 }
 
 /// The bytes of chunks the folder was found to read, in the order asked,
-/// read from the store in one go.
+/// read from the store in one go (one ranged read per pack).
 async fn read_readable(
     state: &AppState,
     folder: &Folder,
-    hashes: Vec<Hash>,
+    placed: Vec<Placed>,
 ) -> Result<Vec<(Hash, Bytes)>> {
-    if hashes.is_empty() {
+    if placed.is_empty() {
         return Ok(Vec::new());
     }
-    let read = state
-        .chunk_store
-        .get_many(hashes.clone())
+    let mut read = packs::read(state.chunk_store.as_ref(), &placed)
         .await
         .map_err(Error::io("reading a chunk"))?;
-    let mut chunks = Vec::with_capacity(hashes.len());
-    for (hash, bytes) in hashes.into_iter().zip(read) {
+    // a pack that garbage collection rewrote and deleted after the lookup:
+    // look where its chunks are now, once
+    let moved: Vec<Hash> = placed
+        .iter()
+        .zip(&read)
+        .filter(|(chunk, bytes)| chunk.slot.is_some() && bytes.is_none())
+        .map(|(chunk, _)| chunk.hash)
+        .collect();
+    if !moved.is_empty() {
+        let now = state.db.readable_chunks(folder.id, &moved).await?;
+        let again: Vec<(usize, Placed)> = placed
+            .iter()
+            .enumerate()
+            .filter(|(idx, _)| read[*idx].is_none())
+            .filter_map(|(idx, chunk)| Some((idx, now.get(&chunk.hash)?.clone())))
+            .collect();
+        let retried: Vec<Placed> = again.iter().map(|(_, chunk)| chunk.clone()).collect();
+        let bytes = packs::read(state.chunk_store.as_ref(), &retried)
+            .await
+            .map_err(Error::io("reading a chunk"))?;
+        for ((idx, _), bytes) in again.iter().zip(bytes) {
+            read[*idx] = bytes;
+        }
+    }
+    let mut chunks = Vec::with_capacity(placed.len());
+    for (hash, bytes) in placed.into_iter().map(|chunk| chunk.hash).zip(read) {
         let Some(bytes) = bytes else {
             tracing::error!(folder = %folder.name, %hash, "chunk recorded for the folder is absent from the store");
             return Err(Error::ChunkNotFound(hash));
@@ -218,11 +251,13 @@ pub async fn fetch(
 ) -> Result<impl IntoResponse> {
     let limits = &state.limits;
     validate::fetch_chunks_request(&request, limits)?;
-    let sizes = state.db.chunk_sizes(folder.id, &request.hashes).await?;
+    let readable = state.db.readable_chunks(folder.id, &request.hashes).await?;
     let mut total: u64 = 0;
+    let mut placed = Vec::with_capacity(request.hashes.len());
     for hash in &request.hashes {
-        let size = sizes.get(hash).ok_or(Error::ChunkNotFound(*hash))?;
-        total = total.saturating_add(*size);
+        let chunk = readable.get(hash).ok_or(Error::ChunkNotFound(*hash))?;
+        total = total.saturating_add(chunk.size);
+        placed.push(chunk.clone());
     }
     if total > limits.max_fetch_bytes {
         return Err(Error::InvalidRequest(format!(
@@ -230,9 +265,7 @@ pub async fn fetch(
             limits.max_fetch_bytes
         )));
     }
-    Ok(framed(
-        read_readable(&state, &folder, request.hashes).await?,
-    ))
+    Ok(framed(read_readable(&state, &folder, placed).await?))
 }
 
 /// Chunks framed as [`frame`] describes, sent as they are read (each
@@ -275,18 +308,18 @@ pub async fn stream(
     loop {
         // subscribe before looking, so a store in between still wakes us
         let mut stored = state.announcements.subscribe_stored();
-        let sizes = state.db.chunk_sizes(folder.id, &request.hashes).await?;
+        let stored_now = state.db.readable_chunks(folder.id, &request.hashes).await?;
         let mut readable = Vec::new();
         let mut total: u64 = 0;
         for hash in &request.hashes {
-            match sizes.get(hash).copied() {
-                Some(size) => {
-                    total = total.saturating_add(size);
+            match stored_now.get(hash) {
+                Some(chunk) => {
+                    total = total.saturating_add(chunk.size);
                     if total > limits.max_fetch_bytes && !readable.is_empty() {
                         // the rest next time
                         break;
                     }
-                    readable.push(*hash);
+                    readable.push(chunk.clone());
                 }
                 None => {
                     if crate::announcements::chunk_size(&state, folder.id, hash)

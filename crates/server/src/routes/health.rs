@@ -128,6 +128,9 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
     let store = state.db.store_totals().await?;
     metrics.store_chunks.set(gauge(store.n_chunks));
     metrics.store_bytes.set(gauge(store.n_bytes));
+    let (n_packs, n_pack_bytes) = state.db.pack_totals().await?;
+    metrics.store_packs.set(gauge(n_packs));
+    metrics.store_pack_bytes.set(gauge(n_pack_bytes));
     metrics
         .damaged_chunks
         .set(gauge(state.db.n_damaged_chunks().await?));

@@ -4,6 +4,7 @@
 //! real thing, a small tmpfs, is `crates/syncfolder/tests/disk_full.rs`).
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +16,7 @@ use syncfolder_core::protocol::{
     CommitResult, FetchChunksRequest, MissingChunksRequest, MissingChunksResponse, UploadResponse,
 };
 use syncfolder_server::chunk_store::Space;
+use syncfolder_server::packs::PackId;
 use syncfolder_server::{ChunkStore, Server, ServerConfig, router};
 
 use crate::harness::{FolderClient, expect_error, file_change, ok_json};
@@ -71,6 +73,37 @@ impl ChunkStore for FillableStore {
         limit: usize,
     ) -> BoxFuture<'_, io::Result<Vec<(Hash, u64)>>> {
         self.inner.list_after(after, limit)
+    }
+
+    fn put_pack(&self, pack: &PackId, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        if self.full.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(no_space()) });
+        }
+        self.inner.put_pack(pack, bytes)
+    }
+
+    fn get_pack_ranges(
+        &self,
+        pack: &PackId,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, io::Result<Option<Vec<Bytes>>>> {
+        self.inner.get_pack_ranges(pack, ranges)
+    }
+
+    fn list_packs_after(
+        &self,
+        after: Option<PackId>,
+        limit: usize,
+    ) -> BoxFuture<'_, io::Result<Vec<PackId>>> {
+        self.inner.list_packs_after(after, limit)
+    }
+
+    fn delete_packs(&self, packs: Vec<PackId>) -> BoxFuture<'_, io::Result<()>> {
+        self.inner.delete_packs(packs)
+    }
+
+    fn keep_aside(&self, hash: Hash, bytes: Bytes) -> BoxFuture<'_, io::Result<()>> {
+        self.inner.keep_aside(hash, bytes)
     }
 }
 

@@ -306,7 +306,23 @@ async fn one_collection_runs_at_a_time_across_servers_of_one_database() {
 /// reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collections_racing_uploads_and_commits_never_lose_a_referenced_chunk() {
-    let server = TestServer::start_maintained(no_grace()).await;
+    race_collections_with_uploads(TestServer::start_maintained(no_grace()).await).await;
+}
+
+/// The same with small chunks in packs: collections also rewrite packs and
+/// delete them under readers' and uploads' feet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collections_racing_uploads_and_commits_never_lose_a_packed_chunk() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut config =
+        syncfolder_server::ServerConfig::new("127.0.0.1:0".parse().expect("addr"), temp.path());
+    config.maintenance = no_grace();
+    config.pack_chunks_under = Some(1 << 20);
+    let server = TestServer::start_config(config).await.owning(temp);
+    race_collections_with_uploads(server).await;
+}
+
+async fn race_collections_with_uploads(server: TestServer) {
     let created = server
         .create_folder_with("docs", keep_one_previous_version())
         .await;
@@ -413,9 +429,44 @@ async fn collections_racing_uploads_and_commits_never_lose_a_referenced_chunk() 
         assert_eq!(Hash::of(&response.bytes().await.expect("bytes")), *hash);
     }
     gc(&server, false).await;
+    // twice: a pack rewritten by the first is deleted by the second
+    gc(&server, false).await;
+    let mut held = stored(&server);
+    let placed = server
+        .state
+        .db
+        .placements(&referenced.iter().copied().collect::<Vec<_>>())
+        .await
+        .expect("placements");
+    let mut packs_in_use = BTreeSet::new();
+    for chunk in placed {
+        if let Some(slot) = chunk.slot {
+            held.insert(chunk.hash);
+            packs_in_use.insert(slot.pack.to_string());
+        }
+    }
     assert_eq!(
-        stored(&server),
-        referenced,
+        held, referenced,
         "after a last collection the store holds exactly what is referenced"
+    );
+    let pack_files: BTreeSet<String> = std::fs::read_dir(server.data_dir.join("packs"))
+        .expect("packs")
+        .flatten()
+        .flat_map(|fan_out| {
+            std::fs::read_dir(fan_out.path())
+                .expect("fan-out")
+                .flatten()
+        })
+        .map(|pack| pack.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        pack_files, packs_in_use,
+        "no pack is kept that nothing points into"
+    );
+    let packing = server.state.pack_chunks_under > 0;
+    assert_eq!(
+        !packs_in_use.is_empty(),
+        packing,
+        "small chunks are packed exactly when packing is on"
     );
 }

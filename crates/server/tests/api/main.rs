@@ -18,6 +18,7 @@ mod gc;
 mod history;
 mod horizon;
 mod limits;
+mod packs;
 mod replicas;
 mod restart;
 mod streaming;

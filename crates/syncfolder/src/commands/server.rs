@@ -32,8 +32,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         scrub_interval: every(args.scrub_interval),
         scrub_bytes_per_second: args.scrub_bytes_per_second,
     };
+    let pack_chunks_under = args.stores.pack_chunks_under;
     let (metadata, chunk_store) = stores(args.stores)?;
     let config = ServerConfig {
+        pack_chunks_under,
         listen: args.listen,
         data_dir: args.data,
         metadata,

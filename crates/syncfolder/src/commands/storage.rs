@@ -121,7 +121,9 @@ fn scrub_summary(report: &ScrubReport) -> String {
 async fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
     use syncfolder_server::migrate::{MigrationProgress, migrate};
     use syncfolder_server::{ChunkStoreLocation, MetadataLocation};
+    let pack_chunks_under = args.stores.pack_chunks_under;
     let (metadata, chunks) = super::server::stores(args.stores)?;
+    let pack_chunks_under = pack_chunks_under.unwrap_or_else(|| chunks.default_pack_chunks_under());
     let (MetadataLocation::Postgres(metadata), ChunkStoreLocation::ObjectStore(chunks)) =
         (metadata, chunks)
     else {
@@ -130,12 +132,18 @@ async fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
              where the data directory's metadata and chunks go"
         );
     };
-    let report = migrate(&args.data, &metadata, &chunks, |progress| match progress {
-        MigrationProgress::Table { name, n_new } => eprintln!("{name}: {n_new} rows copied"),
-        MigrationProgress::Chunks { n_chunks, n_bytes } => {
-            eprintln!("chunks: {n_chunks} copied ({n_bytes} bytes)")
-        }
-    })
+    let report = migrate(
+        &args.data,
+        &metadata,
+        &chunks,
+        pack_chunks_under,
+        |progress| match progress {
+            MigrationProgress::Table { name, n_new } => eprintln!("{name}: {n_new} rows copied"),
+            MigrationProgress::Chunks { n_chunks, n_bytes } => {
+                eprintln!("chunks: {n_chunks} copied ({n_bytes} bytes)")
+            }
+        },
+    )
     .await
     .context("migrating")?;
     println!(
