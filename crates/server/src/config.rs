@@ -69,6 +69,9 @@ pub struct Maintenance {
     pub scrub_interval: Option<Duration>,
     /// The most bytes per second a background scrub reads.
     pub scrub_bytes_per_second: u64,
+    /// How long a job's lease lasts without renewal: when a server that
+    /// holds one dies, another takes the job over this much later.
+    pub lease_ttl: Duration,
 }
 
 /// 15 months, as Syncthing keeps deleted items.
@@ -82,6 +85,7 @@ impl Default for Maintenance {
             tombstone_retention: Some(DEFAULT_TOMBSTONE_RETENTION),
             scrub_interval: Some(Duration::from_secs(30 * 24 * 3600)),
             scrub_bytes_per_second: 32 * 1024 * 1024,
+            lease_ttl: crate::metadata::LEASE_TTL,
         }
     }
 }

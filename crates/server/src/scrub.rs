@@ -19,7 +19,7 @@ use syncfolder_core::protocol::ScrubReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::metadata::{LEASE_TTL, LeaseHold, now_ms};
+use crate::metadata::{LeaseHold, now_ms};
 use crate::packs;
 use crate::state::AppState;
 
@@ -154,7 +154,7 @@ async fn run(
         };
         after = Some(last.hash);
         for chunk in page {
-            if last_renewal.elapsed() > LEASE_TTL / 4 {
+            if last_renewal.elapsed() > state.db.lease_ttl() / 4 {
                 lease.renew().await?;
                 last_renewal = Instant::now();
                 tracing::info!(

@@ -79,7 +79,9 @@ impl Server {
         let pack_chunks_under = config
             .pack_chunks_under
             .unwrap_or_else(|| config.chunk_store.default_pack_chunks_under());
-        let db = Db::connect(&config.metadata, &data_dir).await?;
+        let db = Db::connect(&config.metadata, &data_dir)
+            .await?
+            .with_lease_ttl(config.maintenance.lease_ttl);
         let admin_token = admin_token::load_or_create(&data_dir, config.admin_token.as_deref())?;
         let metrics = Metrics::new().map_err(|err| Error::Internal(format!("metrics: {err}")))?;
         let listener = TcpListener::bind(config.listen)

@@ -3,13 +3,13 @@
 //! when several servers share
 //! the metadata database: whoever holds the job's lease does it, renews it
 //! as it goes, and a server that dies hands it over when the lease expires
-//! ([`crate::metadata::LEASE_TTL`]). The jobs are safe to overlap briefly
+//! (`--lease-ttl`, [`crate::metadata::LEASE_TTL`] by default). The jobs are safe to overlap briefly
 //! (shipping is idempotent, pruning deletes by condition), so a lease that
 //! lapses only wastes work.
 
 use std::time::{Duration, Instant};
 
-use crate::metadata::{Db, LEASE_TTL, LeaseHold};
+use crate::metadata::{Db, LeaseHold};
 
 /// A standing job's claim on its lease.
 #[derive(Debug)]
@@ -31,8 +31,8 @@ impl Singleton {
     }
 
     /// How often a holder renews its lease.
-    pub fn renew_every() -> Duration {
-        LEASE_TTL / 4
+    pub fn renew_every(&self) -> Duration {
+        self.db.lease_ttl() / 4
     }
 
     /// How often a server that does not hold the lease asks again: a lease
@@ -44,7 +44,7 @@ impl Singleton {
     /// it go to whoever took it over.
     pub async fn held(&mut self) -> bool {
         if let Some((hold, renewed_at)) = &mut self.hold {
-            if renewed_at.elapsed() < Singleton::renew_every() {
+            if renewed_at.elapsed() < self.db.lease_ttl() / 4 {
                 return true;
             }
             match hold.renew().await {

@@ -304,6 +304,12 @@ pub struct ServerArgs {
     /// dedup hit (its commit may still come).
     #[arg(long, env = "SYNCFOLDER_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub gc_grace: Duration,
+    /// With several servers on one database, how long the lease on a
+    /// standing job (event shipping, garbage collection, scrub, gauges)
+    /// lasts without renewal: a server that dies hands its jobs to another
+    /// this much later. At least 4s; holders renew every quarter of it.
+    #[arg(long, env = "SYNCFOLDER_LEASE_TTL", default_value = "2m", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
     /// How long deleted files are remembered (their tombstones and their
     /// history), such as 456d (15 months); 0 keeps them forever. An agent
     /// offline for longer syncs afresh: what only it has is uploaded again.
@@ -322,6 +328,15 @@ pub struct ServerArgs {
 
 /// A duration: a whole number with a unit, `s`, `m`, `h` or `d` (such as
 /// `90s`, `1h`, `456d`), or `0`.
+/// A lease time: a duration of at least 4 s (renewals come every quarter).
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < Duration::from_secs(4) {
+        return Err(format!("{text:?} is too short for a lease: at least 4s"));
+    }
+    Ok(ttl)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -591,6 +606,15 @@ mod tests {
         );
         for bad in ["", "h", "10", "1.5h", "1w", "-1h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_lease_lasts_at_least_four_seconds() {
+        assert_eq!(parse_lease_ttl("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_lease_ttl("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "3s", "1m5"] {
+            assert!(parse_lease_ttl(bad).is_err(), "{bad:?}");
         }
     }
 }

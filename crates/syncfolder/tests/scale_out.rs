@@ -137,31 +137,7 @@ impl Cluster {
         port: u16,
         idx: usize,
     ) -> TestServer {
-        let endpoint = garage.s3_endpoint(idx);
-        let chunk_store = format!("s3://{}/cluster", garage.bucket());
-        TestServer::start_on_with_env(
-            &dir.join(format!("server-{idx}")),
-            port,
-            &[
-                "--metadata-url",
-                &postgres.url(),
-                "--chunk-store",
-                &chunk_store,
-                "--chunk-store-endpoint",
-                &endpoint,
-                "--chunk-store-region",
-                garage.region(),
-                "--chunk-store-allow-http",
-                "--postgres-url",
-                &postgres.url(),
-                "--gc-interval",
-                "0",
-            ],
-            &[
-                ("AWS_ACCESS_KEY_ID", garage.access_key_id()),
-                ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key()),
-            ],
-        )
+        start_replica(postgres, garage, dir, port, idx, &[])
     }
 
     /// Kills replica `idx` (SIGKILL) and starts it again on its port.
@@ -177,6 +153,101 @@ impl Cluster {
         );
         self.servers[idx] = restarted;
     }
+}
+
+/// Replica `idx` of a cluster on `postgres` and `garage` (its own Garage
+/// node's endpoint), shipping the event log, collecting only on demand,
+/// with `extra` flags.
+fn start_replica(
+    postgres: &TestPostgres,
+    garage: &syncfolder_testkit::TestGarage,
+    dir: &std::path::Path,
+    port: u16,
+    idx: usize,
+    extra: &[&str],
+) -> TestServer {
+    let endpoint = garage.s3_endpoint(idx);
+    let chunk_store = format!("s3://{}/cluster", garage.bucket());
+    let url = postgres.url();
+    let mut args = vec![
+        "--metadata-url",
+        &url,
+        "--chunk-store",
+        &chunk_store,
+        "--chunk-store-endpoint",
+        &endpoint,
+        "--chunk-store-region",
+        garage.region(),
+        "--chunk-store-allow-http",
+        "--postgres-url",
+        &url,
+        "--gc-interval",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    TestServer::start_on_with_env(
+        &dir.join(format!("server-{idx}")),
+        port,
+        &args,
+        &[
+            ("AWS_ACCESS_KEY_ID", garage.access_key_id()),
+            ("AWS_SECRET_ACCESS_KEY", garage.secret_access_key()),
+        ],
+    )
+}
+
+/// Whether a server's `/metrics` has a series of the per-folder gauges:
+/// only the server holding the `gauges` lease exports them.
+fn exports_folder_gauges(server: &TestServer, folder: &str) -> bool {
+    http_get(server.port, "/metrics").is_some_and(|(_, body)| {
+        body.contains(&format!("syncfolder_folder_files{{folder=\"{folder}\"}}"))
+    })
+}
+
+#[test]
+fn a_replica_killed_while_holding_a_standing_job_hands_it_over_within_the_lease_time() {
+    const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(8);
+    let postgres = TestPostgres::start();
+    let garage = syncfolder_testkit::TestGarage::start();
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let ttl_flag = ["--lease-ttl", "8s"];
+    let mut servers: Vec<TestServer> = (0..2)
+        .map(|idx| start_replica(&postgres, &garage, dirs.path(), free_port(), idx, &ttl_flag))
+        .collect();
+    servers[0].create_folder("shared", &[]);
+    // exactly one exports the gauges read from the database
+    let exporting: Vec<bool> = servers
+        .iter()
+        .map(|server| exports_folder_gauges(server, "shared"))
+        .collect();
+    assert_eq!(
+        exporting.iter().filter(|exports| **exports).count(),
+        1,
+        "{exporting:?}"
+    );
+    let holder = exporting
+        .iter()
+        .position(|exports| *exports)
+        .expect("holder");
+    let other = 1 - holder;
+    // scraped again and again, the holder keeps it (renewing every 2 s)
+    for _ in 0..12 {
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        assert!(exports_folder_gauges(&servers[holder], "shared"));
+        assert!(!exports_folder_gauges(&servers[other], "shared"));
+    }
+
+    servers[holder].process.kill();
+    let killed_at = std::time::Instant::now();
+    wait_for("the other replica to take the gauges over", || {
+        exports_folder_gauges(&servers[other], "shared")
+    });
+    let took = killed_at.elapsed();
+    eprintln!("handed over {took:?} after the kill");
+    assert!(
+        took <= LEASE_TTL + std::time::Duration::from_secs(4),
+        "took {took:?} with a lease time of {LEASE_TTL:?}"
+    );
 }
 
 #[test]

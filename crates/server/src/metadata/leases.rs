@@ -10,11 +10,14 @@ use super::backend::on_pool;
 use super::{Db, now_ms};
 use crate::error::{Error, Result};
 
-/// How long a held lease lasts without renewal; holders renew well within.
+/// How long a held lease lasts without renewal by default (`--lease-ttl`;
+/// [`Db::with_lease_ttl`]); holders renew well within.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
 
-fn lease_ttl_ms() -> i64 {
-    i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
+impl Db {
+    fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.lease_ttl().as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A job's hold on its lease, from [`Db::hold_lease`] to [`LeaseHold::release`].
@@ -32,7 +35,7 @@ impl LeaseHold {
     pub async fn renew(&self) -> Result<()> {
         if self
             .db
-            .renew_lease(self.name, &self.holder, lease_ttl_ms())
+            .renew_lease(self.name, &self.holder, self.db.lease_ttl_ms())
             .await?
         {
             Ok(())
@@ -61,7 +64,7 @@ pub struct Lease {
 }
 
 impl Db {
-    /// Takes the lease `name` for `holder` for [`LEASE_TTL`];
+    /// Takes the lease `name` for `holder` for the lease time;
     /// [`Error::AlreadyRunning`], naming `job` and whoever holds it, when
     /// another holds it.
     pub async fn hold_lease(
@@ -70,7 +73,10 @@ impl Db {
         holder: &str,
         job: &str,
     ) -> Result<LeaseHold> {
-        match self.acquire_lease(name, holder, lease_ttl_ms()).await? {
+        match self
+            .acquire_lease(name, holder, self.lease_ttl_ms())
+            .await?
+        {
             Ok(()) => Ok(LeaseHold {
                 db: self.clone(),
                 name,

@@ -68,6 +68,8 @@ pub struct Db {
     /// The server's data directory: SQLite's garbage collection keeps its
     /// scratch database there.
     data_dir: PathBuf,
+    /// How long a lease lasts without renewal ([`LEASE_TTL`] unless set).
+    lease_ttl: std::time::Duration,
 }
 
 impl Db {
@@ -103,6 +105,7 @@ impl Db {
         Ok(Db {
             backend: Backend::Sqlite(pool),
             data_dir: data_dir.to_path_buf(),
+            lease_ttl: LEASE_TTL,
         })
     }
 
@@ -112,7 +115,21 @@ impl Db {
         Ok(Db {
             backend: Backend::Postgres(postgres.connect().await?),
             data_dir: data_dir.to_path_buf(),
+            lease_ttl: LEASE_TTL,
         })
+    }
+
+    /// This handle with leases that last `ttl` without renewal: a server
+    /// that dies hands its jobs over that much later (holders renew every
+    /// quarter of it).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Db {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a lease lasts without renewal.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.lease_ttl
     }
 
     /// True on PostgreSQL, shared by any number of servers.

@@ -81,6 +81,8 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
         metrics.outbox_oldest_age.set(0.0);
         metrics.store_chunks.set(0);
         metrics.store_bytes.set(0);
+        metrics.store_packs.set(0);
+        metrics.store_pack_bytes.set(0);
         metrics.damaged_chunks.set(0);
         return Ok(());
     }

@@ -31,6 +31,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tombstone_retention: every(args.tombstone_retention),
         scrub_interval: every(args.scrub_interval),
         scrub_bytes_per_second: args.scrub_bytes_per_second,
+        lease_ttl: args.lease_ttl,
     };
     let pack_chunks_under = args.stores.pack_chunks_under;
     let (metadata, chunk_store) = stores(args.stores)?;
