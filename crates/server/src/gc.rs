@@ -19,13 +19,13 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::GcReport;
 
 use crate::error::{Error, Result};
 use crate::metadata::{LeaseHold, now_ms};
-use crate::packs::{self, PackId, WrittenPack};
+use crate::packs::{self, PackId};
 use crate::state::AppState;
 
 /// The lease every collection holds (renewed after every page).
@@ -395,20 +395,7 @@ async fn rewrite(state: &AppState, old: Vec<PackId>, report: &mut GcReport) -> R
     if intact.is_empty() {
         return Ok(());
     }
-    let id = PackId::random();
-    let mut bytes = BytesMut::new();
-    let mut offsets = Vec::with_capacity(intact.len());
-    for (hash, chunk) in &intact {
-        offsets.push((*hash, bytes.len() as u64));
-        bytes.extend_from_slice(chunk);
-    }
-    state.db.begin_pack(&id, bytes.len() as u64).await?;
-    state
-        .chunk_store
-        .put_pack(&id, bytes.freeze())
-        .await
-        .map_err(Error::io("storing a rewritten pack"))?;
-    let into = WrittenPack { id, offsets };
+    let into = packs::write_pack(state.chunk_store.as_ref(), &state.db, &intact).await?;
     if state.db.move_into_pack(&into, &old).await? {
         report.n_packs_rewritten += old.len() as u64;
     }

@@ -91,15 +91,13 @@ pub struct WrittenPack {
 }
 
 /// What to do with a batch of chunks: which go loose and which into one
-/// pack, at which offsets. Each distinct chunk is placed once.
+/// pack. Each distinct chunk is placed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackPlan {
     /// Indexes into the batch of chunks stored as loose objects.
     pub loose: Vec<usize>,
-    /// Indexes of packed chunks, with their offsets, in pack order.
-    pub packed: Vec<(usize, u64)>,
-    /// The pack's length.
-    pub pack_size: u64,
+    /// Indexes of packed chunks, in pack order.
+    pub packed: Vec<usize>,
 }
 
 /// Plans a batch: chunks shorter than `pack_under` bytes go into one pack
@@ -124,10 +122,7 @@ pub fn plan(chunks: &[(Hash, Bytes)], pack_under: u64) -> PackPlan {
         plan.loose.sort_unstable();
         return plan;
     }
-    for idx in small {
-        plan.packed.push((idx, plan.pack_size));
-        plan.pack_size += chunks[idx].1.len() as u64;
-    }
+    plan.packed = small;
     plan
 }
 
@@ -154,21 +149,15 @@ pub async fn store(
     let mut newly_written = vec![false; chunks.len()];
     let mut pack = None;
     if !plan.packed.is_empty() {
-        let id = PackId::random();
-        let mut bytes = BytesMut::with_capacity(usize::try_from(plan.pack_size).unwrap_or(0));
-        let mut offsets = Vec::with_capacity(plan.packed.len());
-        for (idx, offset) in &plan.packed {
-            let (hash, chunk) = &chunks[*idx];
-            bytes.extend_from_slice(chunk);
-            offsets.push((*hash, *offset));
-            newly_written[*idx] = true;
-        }
-        db.begin_pack(&id, plan.pack_size).await?;
-        store
-            .put_pack(&id, bytes.freeze())
-            .await
-            .map_err(Error::io("storing a pack of chunks"))?;
-        pack = Some(WrittenPack { id, offsets });
+        let members: Vec<(Hash, Bytes)> = plan
+            .packed
+            .iter()
+            .map(|idx| {
+                newly_written[*idx] = true;
+                chunks[*idx].clone()
+            })
+            .collect();
+        pack = Some(write_pack(store, db, &members).await?);
     }
     if !plan.loose.is_empty() {
         let loose: Vec<(Hash, Bytes)> = plan.loose.iter().map(|idx| chunks[*idx].clone()).collect();
@@ -184,6 +173,31 @@ pub async fn store(
         newly_written,
         pack,
     })
+}
+
+/// Writes `chunks` end to end as a new pack: its row (`writing`) first,
+/// then the object. Record the pack with the chunks that point into it
+/// ([`Db::record_stored`], or a rewrite's [`Db::move_into_pack`]), which
+/// turns it live.
+pub async fn write_pack(
+    store: &dyn ChunkStore,
+    db: &Db,
+    chunks: &[(Hash, Bytes)],
+) -> Result<WrittenPack> {
+    let id = PackId::random();
+    let size: usize = chunks.iter().map(|(_, bytes)| bytes.len()).sum();
+    let mut bytes = BytesMut::with_capacity(size);
+    let mut offsets = Vec::with_capacity(chunks.len());
+    for (hash, chunk) in chunks {
+        offsets.push((*hash, bytes.len() as u64));
+        bytes.extend_from_slice(chunk);
+    }
+    db.begin_pack(&id, size as u64).await?;
+    store
+        .put_pack(&id, bytes.freeze())
+        .await
+        .map_err(Error::io("storing a pack of chunks"))?;
+    Ok(WrittenPack { id, offsets })
 }
 
 /// The bytes of `chunks`, in the order asked: loose ones in one go, packed
@@ -246,12 +260,7 @@ mod tests {
         ];
         let plan = plan(&chunks, 1_000);
         assert_eq!(plan.loose, vec![1]);
-        assert_eq!(
-            plan.packed,
-            vec![(0, 0), (2, 10), (4, 40)],
-            "a repeat is placed once"
-        );
-        assert_eq!(plan.pack_size, 1_039);
+        assert_eq!(plan.packed, vec![0, 2, 4], "a repeat is placed once");
     }
 
     #[test]
@@ -262,7 +271,7 @@ mod tests {
         assert!(plan_one.packed.is_empty());
         let off = plan(&[chunk(1, 10), chunk(3, 30)], 0);
         assert_eq!(off.loose, vec![0, 1]);
-        assert_eq!(off.pack_size, 0);
+        assert!(off.packed.is_empty());
     }
 
     #[test]

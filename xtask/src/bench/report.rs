@@ -213,6 +213,8 @@ pub mod names {
     pub const P50_ACROSS_REPLICAS: &str = "p50 across replicas";
     pub const P90_ACROSS_REPLICAS: &str = "p90 across replicas";
     pub const ROLLING_DELAY: &str = "rolling upgrade: longest delay until on A and B";
+    pub const STORE_PUT: &str = "object store alone: big file PUT";
+    pub const STORE_GET: &str = "object store alone: big file GET";
     pub const ROLLING_MEDIAN_DELAY: &str = "rolling upgrade: median delay until on A and B";
     pub const ROLLING_FAILED: &str = "rolling upgrade: files not on A and B within 30 s";
     pub const ROLLING_WRITTEN: &str = "rolling upgrade: files written through the balancer";

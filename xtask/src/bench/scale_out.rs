@@ -16,6 +16,10 @@
 //!   When case 1 or 2 did not run (`--only scale-out`), the embedded default
 //!   is measured here too, round by round before the scale-out stack (A B
 //!   A B), with the same code, so the ratio always comes from one run.
+//! - **the object store alone**: the big file copied into the bucket and
+//!   back with `rclone copyto` (multipart, 16 parts in flight), through the
+//!   Garage node replica 0 talks to: how fast the object store itself takes
+//!   and gives the bytes here, a floor for the scale-out end to end.
 //! - **change to visible**: case 4's 1 KiB files written on A, each timed
 //!   until complete on B; p50 and p90 over every round's samples.
 //! - **rolling upgrade**: HAProxy in front of both replicas (round robin,
@@ -57,7 +61,7 @@ use super::report::names::*;
 use super::report::{Observation, Results, Unit};
 use super::scratch::{Scratch, ScratchFactory};
 use super::syncfolder::Server;
-use super::{Config, SYNCFOLDER, SYNCFOLDER_SCALE_OUT};
+use super::{Config, RCLONE, SYNCFOLDER, SYNCFOLDER_SCALE_OUT};
 use stack::{Agent, Backends, Servers};
 
 /// A bound on any one wait, so a stack that never delivers fails the bench.
@@ -88,6 +92,9 @@ pub fn check_tools() -> anyhow::Result<()> {
     }
     if find_garage().is_none() {
         missing.push(format!("Garage {GARAGE_VERSION}"));
+    }
+    if find_on_path("rclone").is_none() {
+        missing.push("rclone (Debian package rclone)".to_owned());
     }
     if !missing.is_empty() {
         bail!(
@@ -125,6 +132,9 @@ pub fn run(
             case.end_to_end(Stack::ScaleOut, data_set, round)?;
         }
     }
+    for round in 1..=config.rounds {
+        case.object_store_alone(round)?;
+    }
     case.latency()?;
     let ScaleOut {
         factory,
@@ -142,7 +152,8 @@ pub fn run(
 /// ends, in the temp directory.
 fn check_free_space(config: &Config) -> anyhow::Result<()> {
     let small_bytes = (config.n_small_files * (config.small_file_bytes + 4096)) as u64;
-    let needed = 3 * config.rounds as u64 * (config.big_file_bytes + small_bytes) + (1 << 30);
+    // the end-to-end runs' data sets and the object store floor's copy
+    let needed = 3 * config.rounds as u64 * (2 * config.big_file_bytes + small_bytes) + (1 << 30);
     let temp = std::env::temp_dir();
     let free = super::scratch::free_bytes(&temp)?;
     if free < needed {
@@ -306,6 +317,51 @@ impl ScaleOut<'_> {
             &b_data,
             &manifest,
         )
+    }
+
+    /// The big file into the bucket and back with rclone: the object
+    /// store's own speed on this machine.
+    fn object_store_alone(&mut self, round: usize) -> anyhow::Result<()> {
+        progress(&format!(
+            "{SCALE_OUT} round {round}/{}: the object store alone (rclone)",
+            self.config.rounds
+        ));
+        let scratch = self.fresh_for(DataSet::Big, &format!("big-store-r{round}"))?;
+        let staging = scratch.dir("staging")?.join("data");
+        let (manifest, n_bytes) =
+            self.write_data_set(DataSet::Big, &staging, SEED + 100 + round as u64)?;
+        scratch.sync()?;
+        let (name, _) = manifest
+            .iter()
+            .next()
+            .context("the big data set has a file")?;
+        let local = staging.join(name);
+        let back = scratch.dir("back")?.join("big.bin");
+        let (env, remote) = self.backends.rclone_target("big.bin");
+        let config_dir = scratch.dir("rclone")?;
+        let parallel = [
+            "--s3-upload-concurrency",
+            "16",
+            "--multi-thread-streams",
+            "16",
+        ];
+        let local = local.to_string_lossy().into_owned();
+        let put = super::rclone::copy_file(&local, &remote, &config_dir, &env, &parallel)?;
+        let back_path = back.to_string_lossy().into_owned();
+        let get = super::rclone::copy_file(&remote, &back_path, &config_dir, &env, &parallel)?;
+        if std::fs::metadata(&back).map(|meta| meta.len()).ok() != Some(n_bytes) {
+            bail!("rclone's copy back from the bucket is not the big file");
+        }
+        for (measurement, seconds) in [(STORE_PUT, put), (STORE_GET, get)] {
+            let observation = Observation {
+                value: seconds,
+                bytes_sent: Some(n_bytes),
+                peak_rss_bytes: None,
+            };
+            self.results
+                .add(SCALE_OUT, measurement, RCLONE, Unit::Seconds, observation);
+        }
+        Ok(())
     }
 
     /// Case 4 on the scale-out stack: 1 KiB files written on A, each timed

@@ -58,6 +58,35 @@ impl Backends {
         })
     }
 
+    /// An rclone `:s3:` remote on Garage node 0, as environment variables,
+    /// and a fresh key in the bucket for one file.
+    pub(super) fn rclone_target(&mut self, name: &str) -> (Vec<(String, String)>, String) {
+        self.n_stores += 1;
+        let garage = &self.garage;
+        let env = [
+            ("RCLONE_S3_PROVIDER", "Other".to_owned()),
+            ("RCLONE_S3_ENV_AUTH", "false".to_owned()),
+            ("RCLONE_S3_ENDPOINT", garage.s3_endpoint(0)),
+            ("RCLONE_S3_REGION", garage.region().to_owned()),
+            ("RCLONE_S3_ACCESS_KEY_ID", garage.access_key_id().to_owned()),
+            (
+                "RCLONE_S3_SECRET_ACCESS_KEY",
+                garage.secret_access_key().to_owned(),
+            ),
+            ("RCLONE_S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+        let key = format!(
+            ":s3:{}/floor-{}-{}/{name}",
+            garage.bucket(),
+            std::process::id(),
+            self.n_stores
+        );
+        (env, key)
+    }
+
     /// A new database and a new key prefix in the bucket.
     fn fresh_stores(&mut self) -> anyhow::Result<Stores> {
         self.n_stores += 1;
