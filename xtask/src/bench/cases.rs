@@ -310,7 +310,7 @@ impl<'a> Bench<'a> {
         let server_rss = measure::peak_rss_bytes(server.pid())?;
         self.results.add(
             IDLE,
-            "server peak RSS in case 1",
+            SERVER_PEAK_RSS,
             SYNCFOLDER,
             Unit::Bytes,
             rss(server_rss),

@@ -201,6 +201,7 @@ pub mod names {
     pub const UPLOAD: &str = "upload (A to server durable)";
     pub const END_TO_END: &str = "end to end (A to B complete)";
     pub const TO_B: &str = "time to B";
+    pub const SERVER_PEAK_RSS: &str = "server peak RSS in case 1";
     pub const PUSH: &str = "push --fsync";
     pub const RESCAN_WALL: &str = "rescan wall";
     pub const RESCAN_CPU: &str = "rescan CPU";

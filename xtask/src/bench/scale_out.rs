@@ -20,6 +20,10 @@
 //!   back with `rclone copyto` (multipart, 16 parts in flight), through the
 //!   Garage node replica 0 talks to: how fast the object store itself takes
 //!   and gives the bytes here, a floor for the scale-out end to end.
+//! - **one byte changed** (case 3) after each big-file run, on the same
+//!   stack: bytes A uploads and the time until B shows the byte; and the
+//!   servers' peak RSS (case 5's "server peak RSS in case 1", the largest
+//!   replica's).
 //! - **change to visible**: case 4's 1 KiB files written on A, each timed
 //!   until complete on B; p50 and p90 over every round's samples.
 //! - **rolling upgrade**: HAProxy in front of both replicas (round robin,
@@ -316,6 +320,74 @@ impl ScaleOut<'_> {
             &format!("syncfolder {} end to end", stack.label()),
             &b_data,
             &manifest,
+        )?;
+        if data_set == DataSet::Big {
+            self.one_byte_changed(stack, round, &mut agent_a, &a_dir, &b_data, &manifest)?;
+            let mut server_rss = 0;
+            for pid in servers.pids() {
+                server_rss = server_rss.max(measure::peak_rss_bytes(pid)?);
+            }
+            let observation = Observation {
+                value: server_rss as f64,
+                bytes_sent: None,
+                peak_rss_bytes: Some(server_rss),
+            };
+            self.results.add(
+                IDLE,
+                SERVER_PEAK_RSS,
+                stack.tool(),
+                Unit::Bytes,
+                observation,
+            );
+            servers.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Case 3 on a stack that just synced the big file: one byte in the
+    /// middle of A's file, timed until B shows it.
+    fn one_byte_changed(
+        &mut self,
+        stack: Stack,
+        round: usize,
+        agent_a: &mut Agent,
+        a_dir: &Path,
+        b_data: &Path,
+        manifest: &Manifest,
+    ) -> anyhow::Result<()> {
+        progress(&format!(
+            "{CHANGE} round {round}/{}: syncfolder {} one byte changed",
+            self.config.rounds,
+            stack.label()
+        ));
+        std::thread::sleep(Duration::from_millis(2500));
+        let a_file = a_dir.join("data/big.bin");
+        let b_file = b_data.join("big.bin");
+        let new_byte = !datasets::middle_byte(&a_file).context("reading A's file")?;
+        let uploaded_before = agent_a.bytes_uploaded()?;
+        let started = Instant::now();
+        datasets::flip_middle_byte(&a_file)?;
+        let done = wait_until("B to show the changed byte", PATIENCE, FS_POLL, || {
+            agent_a.check_alive()?;
+            Ok(datasets::middle_byte(&b_file) == Some(new_byte))
+        })?;
+        let uploaded = agent_a.bytes_uploaded()? - uploaded_before;
+        self.results.add(
+            CHANGE,
+            TO_B,
+            stack.tool(),
+            Unit::Seconds,
+            Observation {
+                value: (done - started).as_secs_f64(),
+                bytes_sent: Some(uploaded),
+                peak_rss_bytes: None,
+            },
+        );
+        let changed = datasets::manifest_of(&a_dir.join("data"), manifest)?;
+        datasets::verify(
+            &format!("syncfolder {} one byte changed", stack.label()),
+            b_data,
+            &changed,
         )
     }
 

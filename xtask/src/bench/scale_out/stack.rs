@@ -172,6 +172,17 @@ impl Servers {
         }
     }
 
+    /// The server processes: the embedded server, or every replica.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        match self {
+            Servers::Embedded { server, .. } => vec![server.pid()],
+            Servers::ScaleOut { replicas, .. } => replicas
+                .iter()
+                .filter_map(|replica| Some(replica.guard.as_ref()?.pid()))
+                .collect(),
+        }
+    }
+
     /// Fails, with the end of its log, when a replica has exited.
     pub(super) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Servers::ScaleOut { replicas, .. } = self {
