@@ -329,7 +329,6 @@ async fn sweep_orphan_packs(
                 .await
                 .map_err(Error::io("deleting packs from the store"))?;
             report.n_packs_deleted += unknown.len() as u64;
-            report.n_orphans += unknown.len() as u64;
         }
         lease.renew().await?;
     }

@@ -89,10 +89,20 @@ fn gc_summary(report: &GcReport) -> String {
     } else {
         "freed"
     };
+    let packs = if report.n_packs_rewritten + report.n_packs_deleted > 0 {
+        format!(
+            "; rewrote {} packs of small chunks and deleted {} ({})",
+            report.n_packs_rewritten,
+            report.n_packs_deleted,
+            human_bytes(report.n_pack_bytes_deleted)
+        )
+    } else {
+        String::new()
+    };
     format!(
         "{verb} {} chunks ({}, {} bytes) in {:.2} s; {} of them objects without an inventory row; \
          kept {} unreferenced chunks ({}) within the grace period; {} chunks referenced; \
-         forgot {} tombstones past the horizon and {} history versions",
+         forgot {} tombstones past the horizon and {} history versions{packs}",
         report.n_chunks,
         human_bytes(report.n_bytes),
         report.n_bytes,
@@ -185,6 +195,22 @@ mod tests {
         let summary = gc_summary(&report);
         assert!(
             summary.starts_with("would free 3 chunks (3.0 MiB, 3145728 bytes)"),
+            "{summary}"
+        );
+        assert!(!summary.contains("packs"), "{summary}");
+    }
+
+    #[test]
+    fn packs_rewritten_and_deleted_are_told_when_there_were_any() {
+        let report = GcReport {
+            n_packs_rewritten: 2,
+            n_packs_deleted: 3,
+            n_pack_bytes_deleted: 5 << 20,
+            ..GcReport::default()
+        };
+        let summary = gc_summary(&report);
+        assert!(
+            summary.ends_with("; rewrote 2 packs of small chunks and deleted 3 (5.0 MiB)"),
             "{summary}"
         );
     }
