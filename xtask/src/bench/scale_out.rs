@@ -64,9 +64,9 @@ use super::measure::{self, progress, wait_until};
 use super::report::names::*;
 use super::report::{Observation, Results, Unit};
 use super::scratch::{Scratch, ScratchFactory};
-use super::syncfolder::Server;
+use super::syncfolder::{Agent, Server};
 use super::{Config, RCLONE, SYNCFOLDER, SYNCFOLDER_SCALE_OUT};
-use stack::{Agent, Backends, Servers};
+use stack::{Backends, Servers};
 
 /// A bound on any one wait, so a stack that never delivers fails the bench.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -286,8 +286,22 @@ impl ScaleOut<'_> {
         let a_dir = scratch.dir("sf-a")?;
         let b_dir = scratch.dir("sf-b")?;
         let binary = self.binary();
-        let mut agent_a = Agent::start(binary, &servers.url_for(0), servers.token(), &a_dir, "a")?;
-        let mut agent_b = Agent::start(binary, &servers.url_for(1), servers.token(), &b_dir, "b")?;
+        let mut agent_a = Agent::start(
+            binary,
+            &servers.url_for(0),
+            servers.token(),
+            &a_dir,
+            "a",
+            &[],
+        )?;
+        let mut agent_b = Agent::start(
+            binary,
+            &servers.url_for(1),
+            servers.token(),
+            &b_dir,
+            "b",
+            &[],
+        )?;
         agent_a.wait_ready()?;
         agent_b.wait_ready()?;
         let n_files = manifest.len() as u64;
@@ -453,10 +467,22 @@ impl ScaleOut<'_> {
             let a_dir = scratch.dir("sf-a")?;
             let b_dir = scratch.dir("sf-b")?;
             let binary = self.binary();
-            let mut agent_a =
-                Agent::start(binary, &servers.url_for(0), servers.token(), &a_dir, "a")?;
-            let mut agent_b =
-                Agent::start(binary, &servers.url_for(1), servers.token(), &b_dir, "b")?;
+            let mut agent_a = Agent::start(
+                binary,
+                &servers.url_for(0),
+                servers.token(),
+                &a_dir,
+                "a",
+                &[],
+            )?;
+            let mut agent_b = Agent::start(
+                binary,
+                &servers.url_for(1),
+                servers.token(),
+                &b_dir,
+                "b",
+                &[],
+            )?;
             agent_a.wait_ready()?;
             agent_b.wait_ready()?;
             let mut random = datasets::Random::new(SEED + round as u64);

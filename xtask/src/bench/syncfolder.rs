@@ -7,6 +7,7 @@
 //! `syncfolder_agent_files_synced_total` and
 //! `syncfolder_agent_scan_duration_seconds`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -67,24 +68,7 @@ impl Server {
                 Ok(http::get(port, "/healthz").is_ok_and(|response| response.status == 200))
             },
         )?;
-        let output = Command::new(binary)
-            .args(["folder", "create", FOLDER, "--server", &server.url()])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .env("SYNCFOLDER_LOG", "warn")
-            .output()
-            .context("running syncfolder folder create")?;
-        if !output.status.success() {
-            bail!(
-                "syncfolder folder create failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let token = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
+        let token = create_folder(binary, &server.url())?;
         Ok((server, token))
     }
 
@@ -126,11 +110,56 @@ impl Server {
         agent_id: &str,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
+        Agent::start(&self.binary, &self.url(), token, dir, agent_id, extra)
+    }
+}
+
+/// `syncfolder folder create` through `server_url`; the read-write token.
+pub fn create_folder(binary: &Path, server_url: &str) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .args(["folder", "create", FOLDER, "--server", server_url])
+        .args(["--admin-token", ADMIN_TOKEN])
+        .env("SYNCFOLDER_LOG", "warn")
+        .output()
+        .context("running syncfolder folder create")?;
+    if !output.status.success() {
+        bail!(
+            "syncfolder folder create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}
+
+/// An agent syncing a directory with the server at a URL (a server, a
+/// replica or a balancer), its metrics on a loopback port.
+pub struct Agent {
+    guard: Guard,
+    pub agent_id: String,
+    metrics_port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent syncing `dir` with the folder at `server_url`.
+    pub fn start(
+        binary: &Path,
+        server_url: &str,
+        token: &str,
+        dir: &Path,
+        agent_id: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(dir)?;
         let metrics_port = free_port();
-        let mut command = Command::new(&self.binary);
+        let mut command = Command::new(binary);
         command
-            .args(["agent", "--server", &self.url(), "--folder", FOLDER])
+            .args(["agent", "--server", server_url, "--folder", FOLDER])
             .args(["--token", token, "--agent-id", agent_id])
             .arg("--path")
             .arg(dir)
@@ -143,17 +172,12 @@ impl Server {
                 &mut command,
                 &log_path,
             )?,
+            agent_id: agent_id.to_owned(),
             metrics_port,
+            log_path,
         })
     }
-}
 
-pub struct Agent {
-    guard: Guard,
-    metrics_port: u16,
-}
-
-impl Agent {
     pub fn pid(&self) -> u32 {
         self.guard.pid()
     }
@@ -200,6 +224,35 @@ impl Agent {
             "syncfolder_agent_files_synced_total",
             &["direction=\"download\""],
         )? as u64)
+    }
+
+    /// Failed sync operations so far (each is retried) by their `kind`
+    /// label, from `syncfolder_agent_errors_total`.
+    pub fn errors(&mut self) -> anyhow::Result<BTreeMap<String, f64>> {
+        self.guard.check_running()?;
+        let response = http::get(self.metrics_port, "/metrics")?;
+        let mut errors = BTreeMap::new();
+        for line in response.body.lines() {
+            let Some(rest) = line.strip_prefix("syncfolder_agent_errors_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let kind = labels
+                .split_once("kind=\"")
+                .and_then(|(_, after)| after.split_once('"'))
+                .map_or("", |(kind, _)| kind);
+            if let Ok(value) = value.trim().parse::<f64>() {
+                *errors.entry(kind.to_owned()).or_insert(0.0) += value;
+            }
+        }
+        Ok(errors)
+    }
+
+    /// True when the agent stopped syncing to protect the server's copy.
+    pub fn is_halted(&mut self) -> anyhow::Result<bool> {
+        Ok(self.metric("syncfolder_agent_halted", &[])? > 0.0)
     }
 
     /// Full scans done and their summed duration in seconds.

@@ -19,8 +19,9 @@ use super::super::process::Guard;
 use super::super::report::names::*;
 use super::super::report::{Observation, Results, Unit};
 use super::super::scratch::ScratchFactory;
+use super::super::syncfolder::Agent;
 use super::super::{Config, SYNCFOLDER_SCALE_OUT};
-use super::stack::{Agent, Backends};
+use super::stack::Backends;
 use super::{FS_POLL, N_REPLICAS, SEED, SMALL_WRITE_BYTES, START_PATIENCE, has_length};
 
 /// Time between the writer's files during a rolling upgrade.
@@ -53,9 +54,9 @@ pub(super) fn measure(
     let (a_dir, b_dir, c_dir) = (a_dir?, b_dir?, c_dir?);
     let binary = &config.binary;
     let mut agents = [
-        Agent::start(binary, &replicas[0].url(), &token, &a_dir, "a")?,
-        Agent::start(binary, &replicas[1].url(), &token, &b_dir, "b")?,
-        Agent::start(binary, &balancer.url(), &token, &c_dir, "c")?,
+        Agent::start(binary, &replicas[0].url(), &token, &a_dir, "a", &[])?,
+        Agent::start(binary, &replicas[1].url(), &token, &b_dir, "b", &[])?,
+        Agent::start(binary, &balancer.url(), &token, &c_dir, "c", &[])?,
     ];
     for agent in &mut agents {
         agent.wait_ready()?;

@@ -1,9 +1,8 @@
 //! The processes of case 8: PostgreSQL and Garage ([`Backends`]), server
 //! replicas that keep their port and flags across restarts ([`Replica`]),
-//! the embedded default's server ([`Servers`]) and agents pointed at any of
-//! them ([`Agent`]).
+//! and the embedded default's server ([`Servers`]); agents pointed at any
+//! of them are `bench/syncfolder.rs`'s.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,8 +14,8 @@ use syncfolder_testkit::{TestGarage, TestPostgres, free_port};
 use super::super::http;
 use super::super::measure::wait_until;
 use super::super::process::Guard;
-use super::super::syncfolder::{ADMIN_TOKEN, FOLDER, Server};
-use super::{N_REPLICAS, PATIENCE, START_PATIENCE};
+use super::super::syncfolder::{ADMIN_TOKEN, Server, create_folder};
+use super::{N_REPLICAS, START_PATIENCE};
 
 /// Runs `start`, which fails by panicking (the testkit's way), and turns
 /// a panic into an error.
@@ -194,28 +193,6 @@ impl Servers {
     }
 }
 
-/// `syncfolder folder create` through `server_url`; the read-write token.
-fn create_folder(binary: &Path, server_url: &str) -> anyhow::Result<String> {
-    let output = Command::new(binary)
-        .args(["folder", "create", FOLDER, "--server", server_url])
-        .args(["--admin-token", ADMIN_TOKEN])
-        .env("SYNCFOLDER_LOG", "warn")
-        .output()
-        .context("running syncfolder folder create")?;
-    if !output.status.success() {
-        bail!(
-            "syncfolder folder create failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned())
-}
-
 /// One `syncfolder server` replica: its port, data directory, flags and
 /// environment stay the same across restarts.
 pub(super) struct Replica {
@@ -318,118 +295,5 @@ impl Replica {
 
     pub(super) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-/// An agent syncing a directory with the server at a URL (a replica, the
-/// balancer or the embedded server), its metrics on a loopback port.
-pub(super) struct Agent {
-    guard: Guard,
-    pub(super) agent_id: String,
-    metrics_port: u16,
-    pub(super) log_path: PathBuf,
-}
-
-impl Agent {
-    pub(super) fn start(
-        binary: &Path,
-        server_url: &str,
-        token: &str,
-        dir: &Path,
-        agent_id: &str,
-    ) -> anyhow::Result<Agent> {
-        std::fs::create_dir_all(dir)?;
-        let metrics_port = free_port();
-        let mut command = Command::new(binary);
-        command
-            .args(["agent", "--server", server_url, "--folder", FOLDER])
-            .args(["--token", token, "--agent-id", agent_id])
-            .arg("--path")
-            .arg(dir)
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
-        let log_path = dir.with_extension(format!("{agent_id}.log"));
-        Ok(Agent {
-            guard: Guard::spawn(
-                &format!("syncfolder agent {agent_id}"),
-                &mut command,
-                &log_path,
-            )?,
-            agent_id: agent_id.to_owned(),
-            metrics_port,
-            log_path,
-        })
-    }
-
-    pub(super) fn pid(&self) -> u32 {
-        self.guard.pid()
-    }
-
-    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
-        self.guard.check_running()
-    }
-
-    /// Waits for `/readyz` (the first full sync done).
-    pub(super) fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let port = self.metrics_port;
-        let guard = &mut self.guard;
-        wait_until(
-            "a syncfolder agent to be ready",
-            PATIENCE,
-            Duration::from_millis(20),
-            || {
-                guard.check_running()?;
-                Ok(http::get(port, "/readyz").is_ok_and(|response| response.status == 200))
-            },
-        )?;
-        Ok(())
-    }
-
-    fn metric(&mut self, name: &str, filters: &[&str]) -> anyhow::Result<f64> {
-        self.guard.check_running()?;
-        let response = http::get(self.metrics_port, "/metrics")?;
-        Ok(http::metric_sum(&response.body, name, filters).unwrap_or(0.0))
-    }
-
-    pub(super) fn bytes_uploaded(&mut self) -> anyhow::Result<u64> {
-        Ok(self.metric(
-            "syncfolder_agent_transferred_bytes_total",
-            &["direction=\"upload\""],
-        )? as u64)
-    }
-
-    pub(super) fn n_downloaded(&mut self) -> anyhow::Result<u64> {
-        Ok(self.metric(
-            "syncfolder_agent_files_synced_total",
-            &["direction=\"download\""],
-        )? as u64)
-    }
-
-    /// Failed sync operations so far (each is retried) by their `kind`
-    /// label, from `syncfolder_agent_errors_total`.
-    pub(super) fn errors(&mut self) -> anyhow::Result<BTreeMap<String, f64>> {
-        self.guard.check_running()?;
-        let response = http::get(self.metrics_port, "/metrics")?;
-        let mut errors = BTreeMap::new();
-        for line in response.body.lines() {
-            let Some(rest) = line.strip_prefix("syncfolder_agent_errors_total{") else {
-                continue;
-            };
-            let Some((labels, value)) = rest.rsplit_once("} ") else {
-                continue;
-            };
-            let kind = labels
-                .split_once("kind=\"")
-                .and_then(|(_, after)| after.split_once('"'))
-                .map_or("", |(kind, _)| kind);
-            if let Ok(value) = value.trim().parse::<f64>() {
-                *errors.entry(kind.to_owned()).or_insert(0.0) += value;
-            }
-        }
-        Ok(errors)
-    }
-
-    /// True when the agent stopped syncing to protect the server's copy.
-    pub(super) fn is_halted(&mut self) -> anyhow::Result<bool> {
-        Ok(self.metric("syncfolder_agent_halted", &[])? > 0.0)
     }
 }
