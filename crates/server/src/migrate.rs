@@ -9,7 +9,10 @@
 //! row is written only once the object store acknowledged its bytes, so the
 //! new metadata never lists a chunk its store lacks.
 
+use std::collections::HashMap;
 use std::path::Path;
+
+use syncfolder_core::Hash;
 
 use crate::chunk_store::LooseChunkStore;
 use crate::error::{Error, Result};
@@ -114,24 +117,26 @@ async fn copy_chunks(
     let hashes = rows
         .iter()
         .map(|row| {
-            syncfolder_core::Hash::from_hex(&row.0)
+            Hash::from_hex(&row.0)
                 .map_err(|_| Error::Internal(format!("the source lists chunk {:?}", row.0)))
         })
         .collect::<Result<Vec<_>>>()?;
     // where the source's rows say the bytes are (packs, if it packed)
-    let placed = source.placements(&hashes).await?;
-    let placed: Vec<Placed> = hashes
+    let mut places: HashMap<Hash, Placed> = source
+        .placements(&hashes)
+        .await?
+        .into_iter()
+        .map(|placed| (placed.hash, placed))
+        .collect();
+    let placed: Vec<Placed> = rows
         .iter()
-        .map(|hash| {
-            placed
-                .iter()
-                .find(|chunk| chunk.hash == *hash)
-                .cloned()
-                .unwrap_or(Placed {
-                    hash: *hash,
-                    size: 0,
-                    slot: None,
-                })
+        .zip(&hashes)
+        .map(|(row, hash)| {
+            places.remove(hash).unwrap_or(Placed {
+                hash: *hash,
+                size: u64::try_from(row.1).unwrap_or(0),
+                slot: None,
+            })
         })
         .collect();
     let contents = packs::read(source_store, &placed)

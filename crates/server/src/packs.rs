@@ -206,11 +206,15 @@ pub async fn write_pack(
 pub async fn read(store: &dyn ChunkStore, chunks: &[Placed]) -> io::Result<Vec<Option<Bytes>>> {
     let mut read: Vec<Option<Bytes>> = vec![None; chunks.len()];
     let mut loose = Vec::new();
-    let mut by_pack: HashMap<&PackId, Vec<usize>> = HashMap::new();
+    // per pack: each member's index and range
+    let mut by_pack: HashMap<&PackId, Vec<(usize, Range<u64>)>> = HashMap::new();
     for (idx, chunk) in chunks.iter().enumerate() {
         match &chunk.slot {
             None => loose.push(idx),
-            Some(slot) => by_pack.entry(&slot.pack).or_default().push(idx),
+            Some(slot) => by_pack
+                .entry(&slot.pack)
+                .or_default()
+                .push((idx, slot.offset..slot.offset + chunk.size)),
         }
     }
     if !loose.is_empty() {
@@ -220,19 +224,13 @@ pub async fn read(store: &dyn ChunkStore, chunks: &[Placed]) -> io::Result<Vec<O
         }
     }
     for (pack, members) in by_pack {
-        let ranges: Vec<Range<u64>> = members
-            .iter()
-            .map(|idx| {
-                let chunk = &chunks[*idx];
-                let offset = chunk.slot.as_ref().map_or(0, |slot| slot.offset);
-                offset..offset + chunk.size
-            })
-            .collect();
+        let ranges = members.iter().map(|(_, range)| range.clone()).collect();
         let Some(parts) = store.get_pack_ranges(pack, ranges).await? else {
             continue;
         };
-        for (idx, bytes) in members.iter().zip(parts) {
-            if bytes.len() as u64 == chunks[*idx].size {
+        for ((idx, range), bytes) in members.iter().zip(parts) {
+            // a pack that ends early does not hold the chunk
+            if bytes.len() as u64 == range.end - range.start {
                 read[*idx] = Some(bytes);
             }
         }

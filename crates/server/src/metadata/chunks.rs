@@ -32,25 +32,6 @@ pub(super) const ROWS_PER_STATEMENT: usize = 500;
 /// or a scrub is at work on it.
 pub(super) const LIVE: &str = "live";
 
-/// The size of `hash` when `folder_id` may read it.
-pub(super) async fn chunk_size_in(
-    mut connection: Connection<'_>,
-    folder_id: i64,
-    hash: &Hash,
-) -> Result<Option<u64>> {
-    let size: Option<i64> = on_connection!(&mut connection, connection => {
-        sqlx::query_scalar(
-            "SELECT fc.size FROM folder_chunks fc JOIN chunks c ON c.hash = fc.hash \
-             WHERE fc.folder_id = $1 AND fc.hash = $2 AND c.stored AND c.state = 'live'",
-        )
-        .bind(folder_id)
-        .bind(hash.to_hex())
-        .fetch_optional(connection)
-        .await?
-    });
-    Ok(size.map(from_db))
-}
-
 /// Each hash once, in first-seen order.
 fn unique(hashes: impl IntoIterator<Item = Hash>) -> Vec<Hash> {
     let mut seen = HashSet::new();
@@ -206,17 +187,6 @@ pub struct Recorded {
 }
 
 impl Db {
-    /// The sizes of those of `hashes` that `folder_id` may read; the others
-    /// are absent from the map.
-    pub async fn chunk_sizes(&self, folder_id: i64, hashes: &[Hash]) -> Result<HashMap<Hash, u64>> {
-        Ok(self
-            .readable_chunks(folder_id, hashes)
-            .await?
-            .into_iter()
-            .map(|(hash, placed)| (hash, placed.size))
-            .collect())
-    }
-
     /// Those of `hashes` that `folder_id` may read, with their sizes and
     /// where their bytes are; the others are absent from the map.
     pub async fn readable_chunks(
@@ -228,9 +198,10 @@ impl Db {
         readable_in(pooled.connection(), folder_id, hashes).await
     }
 
+    /// The size of `hash` when `folder_id` may read it.
     pub async fn chunk_size(&self, folder_id: i64, hash: &Hash) -> Result<Option<u64>> {
-        let mut pooled = self.backend.acquire().await?;
-        chunk_size_in(pooled.connection(), folder_id, hash).await
+        let mut readable = self.readable_chunks(folder_id, &[*hash]).await?;
+        Ok(readable.remove(hash).map(|placed| placed.size))
     }
 
     /// Those of `hashes` the folder cannot read, each once. The ones it can
@@ -450,13 +421,19 @@ mod tests {
             db.chunk_size(folder.id, &hashes[0]).await.expect("size"),
             Some(7)
         );
-        let sizes = db.chunk_sizes(folder.id, &asked).await.expect("sizes");
+        let readable = db
+            .readable_chunks(folder.id, &asked)
+            .await
+            .expect("readable");
         assert_eq!(
-            sizes.len(),
+            readable.len(),
             held.len(),
             "each readable chunk once, across batches"
         );
-        assert!(held.iter().all(|(hash, _)| sizes[hash] == 7));
-        assert!(!sizes.contains_key(&hashes[1]), "another folder's chunk");
+        assert!(
+            held.iter()
+                .all(|(hash, _)| readable[hash].size == 7 && readable[hash].slot.is_none())
+        );
+        assert!(!readable.contains_key(&hashes[1]), "another folder's chunk");
     }
 }

@@ -196,19 +196,15 @@ async fn read_readable(
         .map_err(Error::io("reading a chunk"))?;
     // a pack that garbage collection rewrote and deleted after the lookup:
     // look where its chunks are now, once
-    let moved: Vec<Hash> = placed
-        .iter()
-        .zip(&read)
-        .filter(|(chunk, bytes)| chunk.slot.is_some() && bytes.is_none())
-        .map(|(chunk, _)| chunk.hash)
+    let moved: Vec<usize> = (0..placed.len())
+        .filter(|idx| placed[*idx].slot.is_some() && read[*idx].is_none())
         .collect();
     if !moved.is_empty() {
-        let now = state.db.readable_chunks(folder.id, &moved).await?;
-        let again: Vec<(usize, Placed)> = placed
-            .iter()
-            .enumerate()
-            .filter(|(idx, _)| read[*idx].is_none())
-            .filter_map(|(idx, chunk)| Some((idx, now.get(&chunk.hash)?.clone())))
+        let hashes: Vec<Hash> = moved.iter().map(|idx| placed[*idx].hash).collect();
+        let now = state.db.readable_chunks(folder.id, &hashes).await?;
+        let again: Vec<(usize, Placed)> = moved
+            .into_iter()
+            .filter_map(|idx| Some((idx, now.get(&placed[idx].hash)?.clone())))
             .collect();
         let retried: Vec<Placed> = again.iter().map(|(_, chunk)| chunk.clone()).collect();
         let bytes = packs::read(state.chunk_store.as_ref(), &retried)
