@@ -543,8 +543,8 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
         };
         // every synced entry gone at once looks like an unmounted or replaced
         // volume, not like a user's deletions: propagate nothing
-        let n_live = self.engine.n_live_base_entries();
-        let n_present = self.engine.n_live_base_entries_present(&local);
+        let n_live = self.engine.state().n_live_base_entries();
+        let n_present = self.engine.state().n_live_base_entries_present(&local);
         if n_live > 0 && n_present == 0 && (local.is_empty() || n_live >= 2) {
             tracing::error!(
                 n_synced = n_live,

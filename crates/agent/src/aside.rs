@@ -120,9 +120,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let content = self.content_of(inside).await?;
         let known = same_bytes(content.as_ref(), self.content_of(original).await?.as_ref())
             || [
-                self.base.get(original).map(|entry| &entry.record),
-                self.pending.get(original),
-                self.remote_records.get(original),
+                self.state.base(original).map(|entry| &entry.record),
+                self.state.pending(original),
+                self.state.remote(original),
             ]
             .into_iter()
             .flatten()

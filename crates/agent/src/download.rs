@@ -17,8 +17,8 @@ use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 use crate::prefetch;
 use crate::remote::{Remote, RemoteError};
-use crate::state::StateBatch;
 use crate::stats::ErrorKind;
+use crate::sync_state::StateChanges;
 
 const FETCH_BATCH_BYTES: u64 = 8 << 20;
 const FETCH_BATCH_CHUNKS: usize = 1024;
@@ -47,21 +47,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         downloads.sort_by(|(left, _), (right, _)| left.cmp(right));
         // intents first: after a crash between applying a change and recording
         // it, the local entry is recognised as that record, not as a new one
-        let intents = StateBatch {
-            pending_put: downloads
-                .iter()
-                .filter_map(|(synced_path, _)| self.remote_records.get(synced_path).cloned())
-                .collect(),
-            ..StateBatch::default()
-        };
-        self.state_db.apply(&intents).await?;
-        for record in intents.pending_put {
-            self.pending.insert(record.path.clone(), record);
+        let mut intents = StateChanges::default();
+        for (synced_path, _) in &downloads {
+            if let Some(record) = self.state.remote(synced_path) {
+                intents.intend(record.clone());
+            }
         }
-        let mut batch = StateBatch::default();
+        self.state.apply(intents).await?;
+        let mut batch = StateChanges::default();
         let mut files = Vec::new();
         for (synced_path, local) in downloads {
-            let Some(record) = self.remote_records.get(&synced_path).cloned() else {
+            let Some(record) = self.state.remote(&synced_path).cloned() else {
                 continue;
             };
             let applied = match &record.content {
@@ -80,8 +76,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 None => continue,
             };
-            self.pending.remove(&synced_path);
-            batch.pending_delete.push(synced_path.clone());
+            batch.settle(synced_path.clone());
             match applied {
                 Ok(true) => outcome.n_applied += 1,
                 Ok(false) => {
@@ -94,7 +89,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
             }
         }
-        self.state_db.apply(&batch).await?;
+        self.state.apply(batch).await?;
         self.download_files(files, outcome).await
     }
 
@@ -173,7 +168,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         synced_path: &str,
         local: &LocalObservation,
         record: &FileRecord,
-        batch: &mut StateBatch,
+        batch: &mut StateChanges,
     ) -> std::io::Result<bool> {
         if !self
             .still_as_observed(synced_path, local.meta.as_ref())
@@ -194,7 +189,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             version = record.version,
             "created directory"
         );
-        self.set_base(batch, record.clone(), meta.map(|meta| meta.fingerprint));
+        batch.set_base(record.clone(), meta.map(|meta| meta.fingerprint));
         Ok(true)
     }
 
@@ -204,7 +199,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         local: &LocalObservation,
         record: &FileRecord,
         target: &str,
-        batch: &mut StateBatch,
+        batch: &mut StateChanges,
     ) -> std::io::Result<bool> {
         self.prepare_parent(synced_path).await?;
         let temp_path = self
@@ -231,7 +226,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             target,
             "created symlink"
         );
-        self.set_base(batch, record.clone(), meta.map(|meta| meta.fingerprint));
+        batch.set_base(record.clone(), meta.map(|meta| meta.fingerprint));
         Ok(true)
     }
 
@@ -300,14 +295,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return Ok(());
         }
 
-        let mut batch = StateBatch::default();
+        let mut batch = StateChanges::default();
         let mut n_renamed = 0;
         let streamed = pending
             .iter()
             .any(|file| path::is_within(&file.temp_path, prefetch::STREAM_DIR));
         for file in pending {
-            self.pending.remove(&file.synced_path);
-            batch.pending_delete.push(file.synced_path.clone());
+            batch.settle(file.synced_path.clone());
             match self.finish_file(&file, &mut batch).await {
                 Ok(true) => {
                     n_renamed += 1;
@@ -336,13 +330,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             // gone when no other prefetch is under way
             let _ = self.fs.remove_dir(prefetch::STREAM_DIR).await;
         }
-        self.state_db.apply(&batch).await
+        self.state.apply(batch).await
     }
 
     /// Where each chunk of each synced file can be read locally, by hash.
     pub(crate) fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
         let mut reusable = HashMap::new();
-        for (synced_path, entry) in &self.base {
+        for (synced_path, entry) in self.state.bases() {
             // whether the file still holds these chunks is checked by hash on reading
             if !matches!(entry.record.content, Some(Content::File { .. })) {
                 continue;
@@ -351,7 +345,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             for chunk in &entry.record.chunks {
                 reusable
                     .entry(chunk.hash)
-                    .or_insert_with(|| (synced_path.clone(), offset));
+                    .or_insert_with(|| (synced_path.to_owned(), offset));
                 offset += chunk.size;
             }
         }
@@ -463,7 +457,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     async fn finish_file(
         &mut self,
         file: &PendingFile,
-        batch: &mut StateBatch,
+        batch: &mut StateChanges,
     ) -> std::io::Result<bool> {
         if !self
             .clear_for_replace(&file.synced_path, &file.local)
@@ -493,7 +487,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let fingerprint = meta
             .filter(|meta| temp_meta.is_some_and(|temp| temp.is_same_entry(meta)))
             .map(|meta| meta.fingerprint);
-        self.set_base(batch, file.record.clone(), fingerprint);
+        batch.set_base(file.record.clone(), fingerprint);
         Ok(true)
     }
 }

@@ -86,7 +86,7 @@ impl Announced {
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Whether a file of `size` bytes is uploaded while it is hashed.
     pub(crate) fn uploads_while_hashing(&self, size: u64) -> bool {
-        size >= EARLY_UPLOAD_MIN_BYTES && self.config.mode != FolderMode::ReceiveOnly
+        size >= EARLY_UPLOAD_MIN_BYTES && self.mode() != FolderMode::ReceiveOnly
     }
 
     /// Chunks a file and, at the same time, sends the chunks the server

@@ -27,8 +27,9 @@ use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::prefetch::{self, PrefetchJob, Prefetches};
 use crate::remote::Remote;
 use crate::scan;
-use crate::state::{BaseEntry, StateBatch, StateDb};
+use crate::state::StateDb;
 use crate::stats::SyncStats;
+use crate::sync_state::{StateChanges, SyncState};
 use crate::{Error, Result};
 
 /// Settings of one engine.
@@ -84,13 +85,12 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) fs: Arc<F>,
     pub(crate) remote: Arc<R>,
     pub(crate) clock: Arc<C>,
-    pub(crate) state_db: StateDb,
     pub(crate) config: EngineConfig,
-    pub(crate) base: BTreeMap<String, BaseEntry>,
-    pub(crate) remote_records: BTreeMap<String, FileRecord>,
-    pub(crate) since: u64,
-    /// Downloads renamed (or about to be) into place before their base was recorded.
-    pub(crate) pending: BTreeMap<String, FileRecord>,
+    /// Set once the server refused this agent's changes (a read-only
+    /// token): from then on it syncs as receive-only.
+    pub(crate) writes_refused: bool,
+    /// Base, remote records, intents and the feed cursor.
+    pub(crate) state: SyncState,
     ignore: IgnoreRules,
     ignore_file_fingerprint: Option<Fingerprint>,
     /// Paths the server refused outright, with the local fingerprint and the
@@ -116,7 +116,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         config: EngineConfig,
         stats: Arc<SyncStats>,
     ) -> Result<Self> {
-        let loaded = state_db.load().await?;
+        let state = SyncState::load(state_db).await?;
         let ignore = IgnoreRules::new(config.folder_ignore_patterns.iter().map(String::as_str))
             .map_err(|err| Error::Config(err.to_string()))?;
         Ok(Engine {
@@ -124,12 +124,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             fs,
             remote,
             clock,
-            state_db,
             config,
-            base: loaded.base,
-            remote_records: loaded.remote,
-            since: loaded.since,
-            pending: loaded.pending,
+            writes_refused: false,
+            state,
             ignore,
             ignore_file_fingerprint: None,
             refused: BTreeMap::new(),
@@ -146,34 +143,22 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     }
 
     pub fn since(&self) -> u64 {
-        self.since
+        self.state.since()
     }
 
-    /// Number of base records that are live files, directories or links.
-    pub fn n_live_base_entries(&self) -> usize {
-        self.base
-            .values()
-            .filter(|entry| !entry.record.is_deleted())
-            .count()
+    /// What the agent knows of each path.
+    pub fn state(&self) -> &SyncState {
+        &self.state
     }
 
-    /// Path and version of every live base record: what this agent holds as synced.
-    pub fn live_base_versions(&self) -> BTreeMap<String, u64> {
-        self.base
-            .iter()
-            .filter(|(_, entry)| !entry.record.is_deleted())
-            .map(|(synced_path, entry)| (synced_path.clone(), entry.record.version))
-            .collect()
-    }
-
-    /// Number of live base entries that `local` (a full walk) still holds.
-    pub fn n_live_base_entries_present(&self, local: &BTreeMap<String, LocalMeta>) -> usize {
-        self.base
-            .iter()
-            .filter(|(synced_path, entry)| {
-                !entry.record.is_deleted() && local.contains_key(*synced_path)
-            })
-            .count()
+    /// The mode this agent syncs in now: the configured one, or
+    /// receive-only once the server refused its changes.
+    pub(crate) fn mode(&self) -> FolderMode {
+        if self.writes_refused {
+            FolderMode::ReceiveOnly
+        } else {
+            self.config.mode
+        }
     }
 
     /// Turns on streaming sync: announcements in feed pages become jobs on
@@ -192,7 +177,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let Some(jobs) = &self.prefetch_jobs else {
             return;
         };
-        if announced.is_empty() || self.config.mode == FolderMode::SendOnly {
+        if announced.is_empty() || self.mode() == FolderMode::SendOnly {
             return;
         }
         let reusable = self.reusable_chunks();
@@ -201,8 +186,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 record.is_some_and(|record| record.content.as_ref() == Some(&announcement.content))
             };
             if self.ignore.is_ignored(&announcement.path, false)
-                || known(self.remote_records.get(&announcement.path))
-                || known(self.base.get(&announcement.path).map(|entry| &entry.record))
+                || known(self.state.remote(&announcement.path))
+                || known(
+                    self.state
+                        .base(&announcement.path)
+                        .map(|entry| &entry.record),
+                )
             {
                 self.prefetches.withdraw(&announcement.path);
                 continue;
@@ -230,24 +219,24 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .await;
         self.upload_wanted_chunks(&std::mem::take(&mut changes.wanted))
             .await;
-        let mut batch = StateBatch::default();
+        let mut state_changes = StateChanges::default();
         let mut touched = BTreeSet::new();
-        let mut next_since = self.since;
+        let since = self.state.since();
+        let mut next_since = since;
         for record in changes.records {
             next_since = next_since.max(record.version);
-            if self.remember_remote(record.clone()) {
+            if self.state.is_news(&record) {
                 touched.insert(record.path.clone());
-                batch.remote_put.push(record);
+                state_changes.see_remote(record);
             }
         }
         if !changes.more {
             next_since = next_since.max(changes.latest);
         }
-        if next_since != self.since {
-            self.since = next_since;
-            batch.since = Some(next_since);
+        if next_since != since {
+            state_changes.advance_since(next_since);
         }
-        self.state_db.apply(&batch).await?;
+        self.state.apply(state_changes).await?;
         Ok(touched)
     }
 
@@ -259,31 +248,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// local is deleted. A deletion that old may come back; nothing is lost.
     pub async fn forget_synced_state(&mut self) -> Result<()> {
         tracing::warn!(
-            since = self.since,
-            n_synced = self.base.len(),
+            since = self.state.since(),
+            n_synced = self.state.n_base_entries(),
             "the server forgot deletions older than this agent's last sync: \
              syncing afresh; files deleted elsewhere meanwhile may come back"
         );
-        self.state_db.reset_records().await?;
-        self.base.clear();
-        self.remote_records.clear();
-        self.pending.clear();
+        self.state.forget_all().await?;
         self.refused.clear();
         self.blocking_dirs.clear();
-        self.since = 0;
         Ok(())
-    }
-
-    /// Keeps `record` as the server's current record when it is newer than
-    /// the one known; true when it was.
-    pub(crate) fn remember_remote(&mut self, record: FileRecord) -> bool {
-        match self.remote_records.get(&record.path) {
-            Some(known) if known.version >= record.version => false,
-            _ => {
-                self.remote_records.insert(record.path.clone(), record);
-                true
-            }
-        }
     }
 
     /// Every path worth a look in a full scan: all local entries, base and remote records.
@@ -296,8 +269,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             walk = self.walk_all().await?;
         }
         let mut paths: BTreeSet<String> = walk.found.keys().cloned().collect();
-        paths.extend(self.base.keys().cloned());
-        paths.extend(self.remote_records.keys().cloned());
+        paths.extend(self.state.known_paths());
         // below a directory that could not be listed nothing is known: leave it for later
         paths.retain(|synced_path| {
             !walk
@@ -329,20 +301,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         let mut paths = BTreeSet::new();
         for changed_path in changed {
-            paths.extend(
-                self.base
-                    .range(changed_path.clone()..)
-                    .take_while(|(known, _)| known.starts_with(changed_path.as_str()))
-                    .filter(|(known, _)| path::is_within(known, &changed_path))
-                    .map(|(known, _)| known.clone()),
-            );
-            paths.extend(
-                self.remote_records
-                    .range(changed_path.clone()..)
-                    .take_while(|(known, _)| known.starts_with(changed_path.as_str()))
-                    .filter(|(known, _)| path::is_within(known, &changed_path))
-                    .map(|(known, _)| known.clone()),
-            );
+            paths.extend(self.state.known_within(&changed_path));
             if let Ok(Some(meta)) = self.fs.stat(&changed_path).await
                 && meta.kind == LocalKind::Directory
                 && !self.ignore.is_ignored(&changed_path, true)
@@ -420,14 +379,10 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         };
         // before reading anything: a watcher event for an ignored file (a
         // download's own temp file, a build output) must not cost a hash
-        if self.is_ignored(
-            synced_path,
-            Some(&meta),
-            self.remote_records.get(synced_path),
-        ) {
+        if self.is_ignored(synced_path, Some(&meta), self.state.remote(synced_path)) {
             return Observation::Ignored;
         }
-        let base = self.base.get(synced_path);
+        let base = self.state.base(synced_path);
         let content = match meta.kind {
             LocalKind::Directory => Content::Directory,
             LocalKind::Symlink => match self.fs.read_link(synced_path).await {
@@ -534,8 +489,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .await
         };
 
-        let mut plan = crate::plan::Plan::default();
-        let mut fingerprint_updates = StateBatch::default();
+        let mut to_decide = Vec::new();
         for (synced_path, observation) in observations {
             let local = match observation {
                 Observation::Seen(local) => local,
@@ -548,22 +502,33 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             if self.is_ignored(
                 &synced_path,
                 local.meta.as_ref(),
-                self.remote_records.get(&synced_path),
+                self.state.remote(&synced_path),
             ) {
                 continue;
             }
             let remote_version = self
-                .remote_records
-                .get(&synced_path)
+                .state
+                .remote(&synced_path)
                 .map_or(0, |record| record.version);
             if let Some(refused) = self.refused.get(&synced_path)
                 && *refused == (local.meta.map(|meta| meta.fingerprint), remote_version)
             {
                 continue;
             }
-            self.adopt_pending(&synced_path, &local, &mut fingerprint_updates);
-            let remote = self.remote_records.get(&synced_path);
-            let base = self.base.get(&synced_path);
+            to_decide.push((synced_path, local));
+        }
+        // intents a crash left: settled before anything is decided
+        let mut adopted = StateChanges::default();
+        for (synced_path, local) in &to_decide {
+            self.adopt_pending(synced_path, local, &mut adopted);
+        }
+        self.state.apply(adopted).await?;
+
+        let mut plan = crate::plan::Plan::default();
+        let mut fingerprint_updates = StateChanges::default();
+        for (synced_path, local) in to_decide {
+            let remote = self.state.remote(&synced_path);
+            let base = self.state.base(&synced_path);
             let action = decision::decide(
                 Observed {
                     base: base.map(|entry| Versioned {
@@ -576,7 +541,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                         content: record.content.as_ref(),
                     }),
                 },
-                self.config.mode,
+                self.mode(),
             );
             // a touched file with unchanged content: remember its new fingerprint, skip hashing next time
             if action == Action::Nothing
@@ -585,22 +550,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             {
                 let mut entry = base.clone();
                 entry.fingerprint = self.trusted_fingerprint(local.meta);
-                fingerprint_updates
-                    .base_put
-                    .push((synced_path.clone(), entry));
+                fingerprint_updates.keep_base(entry);
             }
             plan.add(synced_path, local, action);
         }
-        for (synced_path, entry) in &fingerprint_updates.base_put {
-            self.base.insert(synced_path.clone(), entry.clone());
-        }
-        self.state_db.apply(&fingerprint_updates).await?;
+        self.state.apply(fingerprint_updates).await?;
 
         let n_deletes = plan.commit_deletes.len();
         let now_ms = self.clock.now_ms();
         if let Err(refusal) =
             self.deletion_guard
-                .check(n_deletes, self.n_live_base_entries(), now_ms)
+                .check(n_deletes, self.state.n_live_base_entries(), now_ms)
         {
             // the folder stops here: nothing travels until a person decides
             outcome.mass_deletion = Some(refusal);
@@ -616,7 +576,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// already (applied another way), or they waited too long.
     async fn sweep_prefetches(&self) {
         let unwanted = self.prefetches.sweep(|synced_path, content_hash| {
-            self.base.get(synced_path).is_some_and(|entry| {
+            self.state.base(synced_path).is_some_and(|entry| {
                 matches!(&entry.record.content, Some(Content::File { content_hash: applied, .. }) if *applied == content_hash)
             })
         });
@@ -632,28 +592,26 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
 
     /// After a crash between a download's rename and its base update, the
     /// local file equals the intent: it is that record, not a new local file.
+    /// Likewise a commit whose answer was lost: when the server holds
+    /// exactly what this agent was committing, the commit went through.
     fn adopt_pending(
-        &mut self,
+        &self,
         synced_path: &str,
         local: &LocalObservation,
-        batch: &mut StateBatch,
+        changes: &mut StateChanges,
     ) {
-        let Some(pending) = self.pending.remove(synced_path) else {
+        let Some(pending) = self.state.pending(synced_path) else {
             return;
         };
-        batch.pending_delete.push(synced_path.to_owned());
+        changes.settle(synced_path.to_owned());
+        let base_version = self.state.base(synced_path).map(|base| base.record.version);
         if pending.version == 0 {
-            // an upload intent: if the server holds exactly what this agent was
-            // committing, the commit went through before a restart
-            let ours = self.remote_records.get(synced_path).filter(|remote| {
+            let ours = self.state.remote(synced_path).filter(|remote| {
                 remote.agent_id == self.config.agent_id
                     && remote.content == pending.content
-                    && self
-                        .base
-                        .get(synced_path)
-                        .is_none_or(|base| base.record.version < remote.version)
+                    && base_version.is_none_or(|version| version < remote.version)
             });
-            if let Some(remote) = ours.cloned() {
+            if let Some(remote) = ours {
                 tracing::debug!(
                     path = synced_path,
                     version = remote.version,
@@ -664,22 +622,18 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 } else {
                     None
                 };
-                self.set_base(batch, remote, fingerprint);
+                changes.set_base(remote.clone(), fingerprint);
             }
             return;
         }
-        let newer_than_base = self
-            .base
-            .get(synced_path)
-            .is_none_or(|base| base.record.version < pending.version);
+        let newer_than_base = base_version.is_none_or(|version| version < pending.version);
         if local.content.is_some() && local.content == pending.content && newer_than_base {
             tracing::debug!(
                 path = synced_path,
                 version = pending.version,
                 "adopting a download completed before a restart"
             );
-            let fingerprint = self.trusted_fingerprint(local.meta);
-            self.set_base(batch, pending, fingerprint);
+            changes.set_base(pending.clone(), self.trusted_fingerprint(local.meta));
         }
     }
 
@@ -695,21 +649,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return None;
         }
         Some(meta.fingerprint)
-    }
-
-    /// Records `record` as synced with the local entry at `fingerprint`.
-    pub(crate) fn set_base(
-        &mut self,
-        batch: &mut StateBatch,
-        record: FileRecord,
-        fingerprint: Option<Fingerprint>,
-    ) {
-        let entry = BaseEntry {
-            record,
-            fingerprint,
-        };
-        self.base.insert(entry.record.path.clone(), entry.clone());
-        batch.base_put.push((entry.record.path.clone(), entry));
     }
 
     /// True when the local entry still is what the decision was based on.

@@ -10,7 +10,8 @@
 //! - [`aside`]: where an entry waits during a delete or replace, and its
 //!   recovery after a crash;
 //! - [`prefetch`]: streaming sync's receiving side;
-//! - [`state`]: the local state DB;
+//! - [`sync_state`]: what the agent knows of each path, with one owner;
+//! - [`state`]: the local state DB underneath it;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
 //! - [`stats`]: counters and readiness; [`metrics`]: them in Prometheus form.
 
@@ -26,6 +27,7 @@ pub mod remote;
 pub mod scan;
 pub mod state;
 pub mod stats;
+pub mod sync_state;
 pub mod watcher;
 
 mod download;

@@ -11,8 +11,8 @@ use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::remote::Remote;
-use crate::state::StateBatch;
 use crate::stats::ErrorKind;
+use crate::sync_state::StateChanges;
 
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -48,21 +48,16 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         mut plan: Plan,
         outcome: &mut CycleOutcome,
     ) -> Result<()> {
-        let mut batch = StateBatch::default();
+        let mut changes = StateChanges::default();
         for (synced_path, local) in std::mem::take(&mut plan.record_synced) {
-            let record = self.remote_records.get(&synced_path).cloned();
-            match record {
+            match self.state.remote(&synced_path) {
                 Some(record) => {
-                    let fingerprint = self.trusted_fingerprint(local.meta);
-                    self.set_base(&mut batch, record, fingerprint)
+                    changes.set_base(record.clone(), self.trusted_fingerprint(local.meta))
                 }
-                None => {
-                    self.base.remove(&synced_path);
-                    batch.base_delete.push(synced_path);
-                }
+                None => changes.forget_base(synced_path),
             }
         }
-        self.state_db.apply(&batch).await?;
+        self.state.apply(changes).await?;
 
         for (synced_path, local) in std::mem::take(&mut plan.conflicts) {
             match self.make_conflict_copy(&synced_path, &local).await {
@@ -166,9 +161,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         deletes: Vec<(String, LocalObservation)>,
         outcome: &mut CycleOutcome,
     ) -> Result<()> {
-        let mut batch = StateBatch::default();
+        let mut changes = StateChanges::default();
         for (synced_path, local) in deletes {
-            let Some(record) = self.remote_records.get(&synced_path).cloned() else {
+            let Some(record) = self.state.remote(&synced_path).cloned() else {
                 continue;
             };
             if !self
@@ -202,7 +197,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     );
                     self.stats.files_deleted_locally.inc();
                     outcome.n_applied += 1;
-                    self.set_base(&mut batch, record, None);
+                    changes.set_base(record, None);
                 }
                 Err(err)
                     if local
@@ -212,7 +207,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     // it still holds entries the server never saw deleted (new or ignored ones):
                     // the directory survives, and is committed again on the next pass
                     tracing::info!(%err, path = synced_path, "keeping a directory deleted on the server: it is not empty");
-                    self.set_base(&mut batch, record, None);
+                    changes.set_base(record, None);
                     outcome.follow_up.insert(synced_path);
                 }
                 Err(err) => {
@@ -222,6 +217,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
             }
         }
-        self.state_db.apply(&batch).await
+        self.state.apply(changes).await
     }
 }

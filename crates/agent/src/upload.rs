@@ -16,8 +16,8 @@ use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::LocalFs;
 use crate::prefetch::STREAM_MIN_BYTES;
 use crate::remote::{Remote, RemoteError};
-use crate::state::StateBatch;
 use crate::stats::ErrorKind;
+use crate::sync_state::StateChanges;
 
 /// Hashes asked about in one `chunks/missing` request.
 const MISSING_BATCH: usize = 4096;
@@ -88,8 +88,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         deletes: Vec<(String, u64)>,
         outcome: &mut CycleOutcome,
     ) -> Result<()> {
-        if (uploads.is_empty() && deletes.is_empty()) || self.config.mode == FolderMode::ReceiveOnly
-        {
+        if (uploads.is_empty() && deletes.is_empty()) || self.mode() == FolderMode::ReceiveOnly {
             return Ok(());
         }
         let changes: Vec<(Change, Option<&LocalObservation>)> = uploads
@@ -118,26 +117,43 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             }))
             .collect();
         self.announce_large_files(&changes).await;
+        // intents first, so that after a crash between the server's answer
+        // and the base update this agent's own commit does not look like
+        // someone else's change
+        let mut intents = StateChanges::default();
+        for (change, _) in &changes {
+            intents.intend(FileRecord {
+                path: change.path.clone(),
+                version: 0,
+                content: change.content.clone(),
+                chunks: Vec::new(),
+                mtime_ns: change.mtime_ns,
+                agent_id: self.config.agent_id.clone(),
+                committed_at_ms: 0,
+            });
+        }
+        self.state.apply(intents).await?;
 
         // groups go through upload and commit as a pipeline: other agents get
         // the first files while the later ones are still on their way
         let groups = commit_groups(&changes);
-        let sent: Vec<Result<SentGroup>> = futures::stream::iter(groups)
+        let sent: Vec<SentGroup> = futures::stream::iter(groups)
             .map(|group| self.send_group(group))
             .buffered(GROUPS_IN_FLIGHT)
             .collect()
             .await;
 
-        let mut batch = StateBatch::default();
+        let mut batch = StateChanges::default();
         let mut refused = false;
         for sent_group in sent {
-            let sent_group = sent_group?;
-            outcome.retry.extend(sent_group.retry);
-            for (change, _) in &sent_group.committed {
-                // the intent is settled either way: committed, refused, or to retry
-                self.pending.remove(&change.path);
-                batch.pending_delete.push(change.path.clone());
+            // the intents are settled either way: committed, refused, or to retry
+            for synced_path in &sent_group.retry {
+                batch.settle(synced_path.clone());
             }
+            for (change, _) in &sent_group.committed {
+                batch.settle(change.path.clone());
+            }
+            outcome.retry.extend(sent_group.retry);
             let results = match sent_group.results {
                 Some(Ok(results)) => results,
                 None => continue,
@@ -148,7 +164,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                             message,
                             "the server refuses this agent's changes (read-only token?); continuing as receive-only"
                         );
-                        self.config.mode = FolderMode::ReceiveOnly;
+                        self.writes_refused = true;
                         refused = true;
                     }
                     continue;
@@ -169,17 +185,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 self.handle_commit_result(change, *local, result, &mut batch, outcome);
             }
         }
-        self.state_db.apply(&batch).await
+        self.state.apply(batch).await
     }
 
     /// Uploads the chunks a group's files need and commits the files whose
-    /// chunks all arrived, after recording them as pending (so that after a
-    /// crash between the server's answer and the base update, this agent's
-    /// own commit does not look like someone else's change).
+    /// chunks all arrived.
     async fn send_group<'c>(
         &self,
         group: &'c [(Change, Option<&'c LocalObservation>)],
-    ) -> Result<SentGroup<'c>> {
+    ) -> SentGroup<'c> {
         let mut sources: HashMap<Hash, ChunkSource> = HashMap::new();
         for (change, _) in group {
             let mut offset = 0;
@@ -203,11 +217,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             Err(err) => {
                 tracing::warn!(%err, "upload failed; will retry");
                 self.stats.error(ErrorKind::Upload);
-                return Ok(SentGroup {
+                return SentGroup {
                     retry: all_paths(),
                     committed: Vec::new(),
                     results: None,
-                });
+                };
             }
         };
         if let Some(err) = &uploaded.error {
@@ -226,35 +240,19 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .map(|(change, _)| change.path.clone())
             .collect();
         if committed.is_empty() {
-            return Ok(SentGroup {
+            return SentGroup {
                 retry,
                 committed: Vec::new(),
                 results: None,
-            });
+            };
         }
-        let intents = StateBatch {
-            pending_put: committed
-                .iter()
-                .map(|(change, _)| FileRecord {
-                    path: change.path.clone(),
-                    version: 0,
-                    content: change.content.clone(),
-                    chunks: Vec::new(),
-                    mtime_ns: change.mtime_ns,
-                    agent_id: self.config.agent_id.clone(),
-                    committed_at_ms: 0,
-                })
-                .collect(),
-            ..StateBatch::default()
-        };
-        self.state_db.apply(&intents).await?;
         let request = committed.iter().map(|(change, _)| change.clone()).collect();
         let results = self.remote.commit(request).await;
-        Ok(SentGroup {
+        SentGroup {
             retry,
             committed: committed.into_iter().cloned().collect(),
             results: Some(results),
-        })
+        }
     }
 
     /// Streaming sync: tells other agents which large files are on their
@@ -281,7 +279,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         change: &Change,
         local: Option<&LocalObservation>,
         result: CommitResult,
-        batch: &mut StateBatch,
+        batch: &mut StateChanges,
         outcome: &mut CycleOutcome,
     ) {
         let synced_path = &change.path;
@@ -303,21 +301,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 }
                 outcome.n_applied += 1;
                 self.refused.remove(synced_path);
-                if self.remember_remote(record.clone()) {
-                    batch.remote_put.push(record.clone());
-                }
+                batch.see_remote(record.clone());
                 let fingerprint = self.trusted_fingerprint(local.and_then(|local| local.meta));
-                self.set_base(batch, record, fingerprint);
+                batch.set_base(record, fingerprint);
             }
             CommitResult::Conflict { current } => {
                 tracing::debug!(
                     path = synced_path,
                     "the server has a newer version; deciding again"
                 );
-                if let Some(current) = current
-                    && self.remember_remote(current.clone())
-                {
-                    batch.remote_put.push(current);
+                if let Some(current) = current {
+                    batch.see_remote(current);
                 }
                 outcome.follow_up.insert(synced_path.clone());
             }
@@ -337,8 +331,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     "the server refused this change; it is not retried until the file or the server's version changes"
                 );
                 let remote_version = self
-                    .remote_records
-                    .get(synced_path)
+                    .state
+                    .remote(synced_path)
                     .map_or(0, |record| record.version);
                 let fingerprint = local
                     .and_then(|local| local.meta)
@@ -355,17 +349,17 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// server has them back already; returns how many this agent held. A
     /// file that changed since it was synced simply does not match.
     pub async fn upload_wanted_chunks(&self, wanted: &[Hash]) -> usize {
-        if wanted.is_empty() || self.config.mode == FolderMode::ReceiveOnly {
+        if wanted.is_empty() || self.mode() == FolderMode::ReceiveOnly {
             return 0;
         }
         let wanted: HashSet<Hash> = wanted.iter().copied().collect();
         let mut sources: HashMap<Hash, ChunkSource> = HashMap::new();
-        for (synced_path, entry) in &self.base {
+        for (synced_path, entry) in self.state.bases() {
             let mut offset = 0;
             for chunk in &entry.record.chunks {
                 if wanted.contains(&chunk.hash) {
                     sources.entry(chunk.hash).or_insert_with(|| ChunkSource {
-                        path: synced_path.clone(),
+                        path: synced_path.to_owned(),
                         offset,
                         size: chunk.size,
                     });

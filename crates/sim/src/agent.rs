@@ -191,7 +191,7 @@ impl SimAgent {
             let mut statuses = self.statuses.lock();
             let status = &mut statuses[self.agent_idx];
             status.n_cycles += 1;
-            status.base = engine.live_base_versions();
+            status.base = engine.state().live_base_versions();
             if full_walk {
                 status.quiet_since = quiet.then_some(writes_at_start);
             }
