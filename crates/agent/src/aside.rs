@@ -3,7 +3,8 @@
 //!
 //! A local deletion moves the file into a fresh aside directory next to it
 //! before its last look, and a download replacing a file swaps it into one:
-//! either way the entry waits at `<dir>/.syncfolder-tmp-aside-<hex>/<name>`
+//! either way the entry waits at `<dir>/<aside dir>/<name>` (the name is
+//! [`crate::own_names::aside_dir_name`]'s)
 //! for a moment. If the agent stops in that moment, the next full walk finds
 //! the aside directory and [`Engine::recover_asides`] puts the entry back, or
 //! drops it when its content is one the server already holds, or keeps it
@@ -19,17 +20,6 @@ use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::remote::Remote;
-
-/// How an aside directory's name starts; 16 hex digits follow. It starts
-/// with the temp prefix, so ignore rules and the watcher leave it alone.
-pub const ASIDE_DIR_PREFIX: &str = ".syncfolder-tmp-aside-";
-
-/// Exactly the names [`LocalFs::create_aside_dir`] makes.
-pub fn is_aside_dir_name(name: &str) -> bool {
-    name.strip_prefix(ASIDE_DIR_PREFIX).is_some_and(|suffix| {
-        suffix.len() == 16 && suffix.bytes().all(|byte| byte.is_ascii_hexdigit())
-    })
-}
 
 /// A place an entry waits under its own name.
 #[derive(Debug)]
@@ -182,18 +172,5 @@ fn same_bytes(left: Option<&Content>, right: Option<&Content>) -> bool {
             left == right
         }
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_aside_dir_name;
-
-    #[test]
-    fn only_the_agents_own_aside_directories_count() {
-        assert!(is_aside_dir_name(".syncfolder-tmp-aside-0123456789abcdef"));
-        assert!(!is_aside_dir_name(".syncfolder-tmp-aside-notes"));
-        assert!(!is_aside_dir_name(".syncfolder-tmp-0123456789abcdef"));
-        assert!(!is_aside_dir_name("0123456789abcdef"));
     }
 }

@@ -15,6 +15,7 @@ use crate::Result;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+use crate::own_names;
 use crate::prefetch;
 use crate::remote::{Remote, RemoteError};
 use crate::stats::ErrorKind;
@@ -299,7 +300,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let mut n_renamed = 0;
         let streamed = pending
             .iter()
-            .any(|file| path::is_within(&file.temp_path, prefetch::STREAM_DIR));
+            .any(|file| own_names::is_in_stream_dir(&file.temp_path));
         for file in pending {
             batch.settle(file.synced_path.clone());
             match self.finish_file(&file, &mut batch).await {
@@ -328,7 +329,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         if streamed {
             // gone when no other prefetch is under way
-            let _ = self.fs.remove_dir(prefetch::STREAM_DIR).await;
+            let _ = self.fs.remove_dir(own_names::STREAM_DIR).await;
         }
         self.state.apply(batch).await
     }

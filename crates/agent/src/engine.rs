@@ -24,7 +24,8 @@ use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
 use crate::early_upload::GrowingFile;
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
-use crate::prefetch::{self, PrefetchJob, Prefetches};
+use crate::own_names;
+use crate::prefetch::{PrefetchJob, Prefetches};
 use crate::remote::Remote;
 use crate::scan;
 use crate::state::StateDb;
@@ -587,7 +588,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             let _ = self.fs.remove_file(&temp_path).await;
         }
         // gone when no other prefetch is under way
-        let _ = self.fs.remove_dir(prefetch::STREAM_DIR).await;
+        let _ = self.fs.remove_dir(own_names::STREAM_DIR).await;
     }
 
     /// After a crash between a download's rename and its base update, the

@@ -10,6 +10,7 @@
 //! - [`aside`]: where an entry waits during a delete or replace, and its
 //!   recovery after a crash;
 //! - [`prefetch`]: streaming sync's receiving side;
+//! - [`own_names`]: the names of the agent's own temp files and directories;
 //! - [`sync_state`]: what the agent knows of each path, with one owner;
 //! - [`state`]: the local state DB underneath it;
 //! - [`scan`]: walking the tree; [`watcher`]: inotify through `notify`;
@@ -22,6 +23,7 @@ pub mod deletion_guard;
 pub mod engine;
 pub mod local_fs;
 pub mod metrics;
+pub mod own_names;
 pub mod prefetch;
 pub mod remote;
 pub mod scan;

@@ -20,6 +20,8 @@ use syncfolder_core::chunking::{self, ChunkSpan, ChunkerConfig};
 use syncfolder_core::protocol::ChunkRef;
 use tokio::sync::mpsc;
 
+use crate::own_names;
+
 /// What kind of thing a local path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
@@ -117,10 +119,10 @@ pub trait LocalFs: Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
     /// Creates a new empty temp file in directory `dir` (created if missing)
-    /// and returns its synced path. Its name starts with the fixed temp prefix.
+    /// and returns its synced path; the name is [`own_names::temp_file_name`]'s.
     fn create_temp(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
     /// Creates a new empty directory in the existing directory `dir` named
-    /// [`crate::aside::ASIDE_DIR_PREFIX`] and 16 hex digits, and returns its
+    /// [`crate::own_names::aside_dir_name`], and returns its
     /// synced path: a place to set an entry aside under its own name.
     fn create_aside_dir(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;
     /// Writes `bytes` at `offset` of an existing file (a fetched chunk's
@@ -431,16 +433,8 @@ impl LocalFs for RealFs {
             let full_dir = join(root, dir);
             let mut dir_made = false;
             loop {
-                let name = format!(
-                    "{}{:016x}",
-                    syncfolder_core::ignore::TEMP_FILE_PREFIX,
-                    rand::random::<u64>()
-                );
-                let synced = if dir.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{dir}/{name}")
-                };
+                let name = own_names::temp_file_name(rand::random());
+                let synced = own_names::in_dir(dir, &name);
                 match std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -463,16 +457,7 @@ impl LocalFs for RealFs {
     async fn create_aside_dir(&self, dir: &str) -> io::Result<String> {
         self.quick(move |root| {
             loop {
-                let name = format!(
-                    "{}{:016x}",
-                    crate::aside::ASIDE_DIR_PREFIX,
-                    rand::random::<u64>()
-                );
-                let synced = if dir.is_empty() {
-                    name
-                } else {
-                    format!("{dir}/{name}")
-                };
+                let synced = own_names::in_dir(dir, &own_names::aside_dir_name(rand::random()));
                 // resolving the new name checks `dir` itself is no link
                 match std::fs::create_dir(resolve(root, &synced)?) {
                     Ok(()) => return Ok(synced),

@@ -21,13 +21,11 @@ use syncfolder_core::protocol::{Announcement, ChunkRef, Content};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
-use crate::local_fs::LocalFs;
+use crate::local_fs::{LocalFs, LocalKind};
+use crate::own_names::{self, STREAM_DIR};
 use crate::remote::{Remote, RemoteError};
 use crate::stats::SyncStats;
 
-/// Where prefetched files wait, below the synced root. Its name starts with
-/// the temp prefix, so ignore rules, the watcher and the walk leave it be.
-pub const STREAM_DIR: &str = ".syncfolder-tmp-stream";
 /// Files smaller than this are not announced: a whole transfer of one is
 /// quicker than the announcement round trip is worth.
 pub const STREAM_MIN_BYTES: u64 = 8 << 20;
@@ -399,9 +397,8 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
         for (name, meta) in leftovers {
             // only what `create_temp` made: anything else there is not ours
             let name = String::from_utf8_lossy(&name);
-            if crate::scan::is_our_temp_name(&name) && meta.kind == crate::local_fs::LocalKind::File
-            {
-                let _ = fs.remove_file(&format!("{STREAM_DIR}/{name}")).await;
+            if own_names::is_temp_file_name(&name) && meta.kind == LocalKind::File {
+                let _ = fs.remove_file(&own_names::in_dir(STREAM_DIR, &name)).await;
             }
         }
         let _ = fs.remove_dir(STREAM_DIR).await;

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use syncfolder_core::ignore::{IgnoreRules, TEMP_FILE_PREFIX};
+use syncfolder_core::ignore::IgnoreRules;
 use syncfolder_core::path;
 
-use crate::aside::is_aside_dir_name;
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+use crate::own_names::{in_dir, is_aside_dir_name, is_temp_file_name};
 
 /// What a walk found.
 #[derive(Debug, Default)]
@@ -48,12 +48,8 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
                 tracing::warn!(dir, name = %String::from_utf8_lossy(&name), "not syncing a name that is not valid UTF-8");
                 continue;
             };
-            let synced_path = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            if is_our_temp_name(&name) && meta.kind == LocalKind::File {
+            let synced_path = in_dir(&dir, &name);
+            if is_temp_file_name(&name) && meta.kind == LocalKind::File {
                 // ours, from a run that stopped before renaming it into place
                 if let Err(err) = fs.remove_file(&synced_path).await {
                     tracing::debug!(%err, path = synced_path, "could not remove a stale temp file");
@@ -84,25 +80,4 @@ pub async fn walk<F: LocalFs>(fs: &F, start: &str, ignore: &IgnoreRules) -> std:
         unreadable,
         asides,
     })
-}
-
-/// Exactly the names [`crate::local_fs::LocalFs::create_temp`] makes: the
-/// prefix and 16 hex digits. Anything else is a user's file, however named.
-pub(crate) fn is_our_temp_name(name: &str) -> bool {
-    name.strip_prefix(TEMP_FILE_PREFIX).is_some_and(|suffix| {
-        suffix.len() == 16 && suffix.bytes().all(|byte| byte.is_ascii_hexdigit())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_our_temp_name;
-
-    #[test]
-    fn only_the_agents_own_temp_names_count_as_stale_temp_files() {
-        assert!(is_our_temp_name(".syncfolder-tmp-0123456789abcdef"));
-        assert!(!is_our_temp_name(".syncfolder-tmp-notes.txt"));
-        assert!(!is_our_temp_name(".syncfolder-tmp-0123456789abcdef0"));
-        assert!(!is_our_temp_name("0123456789abcdef"));
-    }
 }

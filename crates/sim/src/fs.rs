@@ -16,8 +16,8 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use syncfolder_agent::aside::{ASIDE_DIR_PREFIX, is_aside_dir_name};
 use syncfolder_agent::local_fs::{ChunkedFile, Fingerprint, LocalFs, LocalKind, LocalMeta};
+use syncfolder_agent::own_names::{aside_dir_name, in_dir, is_aside_dir_name, temp_file_name};
 use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
 use syncfolder_core::conflict::is_conflict_copy;
 use syncfolder_core::ignore::TEMP_FILE_PREFIX;
@@ -604,12 +604,7 @@ impl LocalFs for SimFs {
         tree.resolve(dir)?;
         tree.mkdir_all(dir)?;
         tree.next_temp += 1;
-        let name = format!("{TEMP_FILE_PREFIX}{:016x}", tree.next_temp);
-        let path = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
-        };
+        let path = in_dir(dir, &temp_file_name(tree.next_temp));
         let file = tree.new_file(Vec::new(), Vec::new(), now_ns);
         tree.nodes.insert(path.clone(), Node::File(file));
         self.journal.wrote();
@@ -624,12 +619,7 @@ impl LocalFs for SimFs {
             return Err(not_found(dir));
         }
         tree.next_temp += 1;
-        let name = format!("{ASIDE_DIR_PREFIX}{:016x}", tree.next_temp);
-        let path = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
-        };
+        let path = in_dir(dir, &aside_dir_name(tree.next_temp));
         tree.nodes.insert(path.clone(), Node::Dir);
         self.journal.wrote();
         Ok(path)
