@@ -2,7 +2,7 @@
 //! the sync loop, fed by the change feed, the file watcher, a periodic full
 //! rescan and retries with backoff.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,12 +18,18 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineConfig};
-use crate::local_fs::{LocalFs, RealFs};
+use crate::local_fs::RealFs;
+use crate::loop_policy::Backoff;
 use crate::remote::{FeedCursors, HttpRemote, Remote, RemoteError};
 use crate::state::StateDb;
-use crate::stats::{ErrorKind, HaltReason, Identity, SyncStats};
+use crate::stats::{ErrorKind, Identity, SyncStats};
+use crate::sync_loop::{Stepped, SyncLoop};
+use crate::sync_state::cursor_after;
 use crate::watcher::LocalWatcher;
 use crate::{Error, Result};
+
+/// Records asked for in one page of the change feed.
+const FEED_PAGE: u32 = 1000;
 
 /// Everything an agent needs to know.
 #[derive(Debug, Clone)]
@@ -206,8 +212,15 @@ impl Agent {
         } else {
             None
         };
-        SyncLoop {
+        let sync = SyncLoop::new(
             engine,
+            Arc::clone(&self.stats),
+            config.rescan_interval,
+            Backoff::new(),
+            config.root.display().to_string(),
+        );
+        AgentLoop {
+            sync,
             watcher,
             stats: self.stats,
             config,
@@ -292,83 +305,57 @@ async fn wait_for_server<C: Clock>(clock: &C, backoff: &mut Backoff, message: &s
     clock.sleep(delay).await;
 }
 
-/// Exponential backoff with jitter, 0.5 s to 30 s.
-pub(crate) struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new() -> Backoff {
-        Backoff { attempt: 0 }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base_ms = (500u64 << self.attempt.min(6)).min(30_000);
-        self.attempt += 1;
-        let jitter = rand::random::<u64>() % (base_ms / 4 + 1);
-        Duration::from_millis(base_ms + jitter)
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-struct SyncLoop<F: LocalFs, R: Remote, C: Clock> {
-    engine: Engine<F, R, C>,
+/// The real agent around the shared [`SyncLoop`]: the change feed is
+/// followed by a task of its own and local changes come from the watcher;
+/// between steps the loop waits for either, for the policy's next timer,
+/// or for shutdown.
+struct AgentLoop<R: Remote, C: Clock> {
+    sync: SyncLoop<RealFs, R, C>,
     watcher: Option<LocalWatcher>,
     stats: Arc<SyncStats>,
     config: AgentConfig,
 }
 
-impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
+impl<R: Remote, C: Clock> AgentLoop<R, C> {
     async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         // catch up with the feed before the first full pass, so it sees the whole server
         tokio::select! {
-            caught_up = self.catch_up() => caught_up?,
+            caught_up = self.sync.catch_up(FEED_PAGE) => caught_up?,
             () = &mut shutdown => return Ok(()),
         }
-        let (prefetches, prefetch_jobs) = self.engine.enable_streaming();
+        let (prefetches, prefetch_jobs) = self.sync.engine_mut().enable_streaming();
+        let engine = self.sync.engine();
+        let clock = Arc::clone(&engine.clock);
         let prefetch_task = tokio::spawn(crate::prefetch::run_prefetcher(
-            Arc::clone(&self.engine.fs),
-            Arc::clone(&self.engine.remote),
-            Arc::clone(&self.engine.clock),
+            Arc::clone(&engine.fs),
+            Arc::clone(&engine.remote),
+            Arc::clone(&engine.clock),
             prefetches,
             Arc::clone(&self.stats),
             prefetch_jobs,
         ));
         let (feed_sender, mut feed) = mpsc::channel(4);
         let feed_task = tokio::spawn(follow_feed(
-            Arc::clone(&self.engine.remote),
+            Arc::clone(&engine.remote),
             Arc::clone(&self.stats),
-            self.engine.since(),
+            engine.since(),
             self.config.long_poll,
             feed_sender,
         ));
 
-        let mut full_scan = true;
-        let mut dirty: BTreeSet<String> = BTreeSet::new();
-        let mut retry: BTreeSet<String> = BTreeSet::new();
-        let mut retry_backoff = Backoff::new();
-        let mut retry_at: Option<Instant> = None;
-        let mut next_rescan = Instant::now() + self.config.rescan_interval;
-        let no_metadata = BTreeMap::new();
         let result = loop {
             if self
                 .watcher
                 .as_mut()
                 .is_some_and(LocalWatcher::take_rescan_request)
             {
-                full_scan = true;
+                self.sync.rescan();
             }
             // remote news first, however busy the local side keeps the loop
             let mut feed_error = None;
             while let Ok(event) = feed.try_recv() {
-                if let Err(err) = self
-                    .take_feed_event(event, &mut dirty, &mut retry, &mut full_scan)
-                    .await
-                {
+                if let Err(err) = self.take_feed_event(event).await {
                     feed_error = Some(err);
                     break;
                 }
@@ -376,99 +363,26 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
             if let Some(err) = feed_error {
                 break Err(err);
             }
-            let outcome = if full_scan {
-                full_scan = false;
-                next_rescan = Instant::now() + self.config.rescan_interval;
-                match self.full_pass().await {
-                    Ok(Some(outcome)) => Some(outcome),
-                    Ok(None) => {
-                        retry_at = Some(Instant::now() + retry_backoff.next_delay());
-                        None
-                    }
-                    Err(err) => break Err(err),
-                }
-            } else if !dirty.is_empty() && !self.config.root.is_dir() {
-                // the root itself vanished: its deletions must not travel
-                tracing::error!(root = %self.config.root.display(), "the sync directory is gone; not syncing until it is back");
-                self.stats.error(ErrorKind::Unsafe);
-                self.stats.halt(HaltReason::RootMissing);
-                dirty.clear();
-                retry_at = Some(Instant::now() + retry_backoff.next_delay());
-                None
-            } else if !dirty.is_empty() && !self.stats.is_halted() {
-                let paths = self.engine.expand_paths(std::mem::take(&mut dirty)).await;
-                match self.engine.reconcile(paths, &no_metadata, false).await {
-                    Ok(outcome) => Some(outcome),
-                    Err(err) => break Err(err),
-                }
-            } else {
-                None
+            let until_ms = match self.sync.step().await {
+                Ok(Stepped::Worked) => continue,
+                Ok(Stepped::Idle { until_ms }) => until_ms,
+                Err(err) => break Err(err),
             };
-            if let Some(refusal) = outcome.as_ref().and_then(|outcome| outcome.mass_deletion) {
-                if self.stats.halt_reason() != Some(HaltReason::MassDeletion) {
-                    tracing::error!(
-                        %refusal,
-                        root = %self.config.root.display(),
-                        "refusing to delete these files on the server: syncing halted; restore them, \
-                         or restart the agent with --max-delete-percent 100 to let the deletions through"
-                    );
-                }
-                self.stats.error(ErrorKind::Unsafe);
-                self.stats.halt(HaltReason::MassDeletion);
-                dirty.clear();
-                retry_at = Some(Instant::now() + retry_backoff.next_delay());
-            }
-            if let Some(outcome) = outcome.filter(|outcome| outcome.mass_deletion.is_none()) {
-                self.stats.cycles.inc();
-                dirty.extend(outcome.follow_up);
-                if outcome.retry.is_empty() {
-                    if retry.is_empty() {
-                        retry_backoff.reset();
-                    }
-                } else {
-                    retry.extend(outcome.retry);
-                    retry_at = Some(Instant::now() + retry_backoff.next_delay());
-                }
-            }
-            let n_pending = dirty.len()
-                + retry.len()
-                + usize::from(full_scan || (retry.is_empty() && retry_at.is_some()));
-            self.stats
-                .set_pending(n_pending as u64, self.engine.clock.now_ms());
-            if n_pending == 0 {
-                self.mark_synced();
-            }
-            // a halted agent waits (for retries, shutdown) instead of spinning on its dirty paths
-            if (!dirty.is_empty() && !self.stats.is_halted()) || full_scan {
-                continue;
-            }
-
+            let wait_ms = until_ms.saturating_sub(clock.now_ms()).max(0);
             tokio::select! {
                 event = feed.recv() => match event {
                     Some(event) => {
-                        if let Err(err) = self
-                            .take_feed_event(event, &mut dirty, &mut retry, &mut full_scan)
-                            .await
-                        {
+                        if let Err(err) = self.take_feed_event(event).await {
                             break Err(err);
                         }
                     }
                     None => break Err(Error::Config("the change feed stopped".to_owned())),
                 },
                 Some(changed) = next_local_change(&mut self.watcher) => {
-                    dirty.insert(changed);
-                    self.debounce(&mut dirty).await;
+                    let changed = self.debounce(changed).await;
+                    self.sync.paths_changed(changed);
                 }
-                () = tokio::time::sleep_until(next_rescan) => full_scan = true,
-                () = sleep_until_option(retry_at) => {
-                    retry_at = None;
-                    if retry.is_empty() {
-                        // a refused full pass: try the whole tree again
-                        full_scan = !self.stats.is_ready() || self.stats.is_halted();
-                    }
-                    dirty.extend(std::mem::take(&mut retry));
-                }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = clock.sleep(Duration::from_millis(wait_ms as u64)) => {}
                 () = &mut shutdown => break Ok(()),
             }
         };
@@ -481,142 +395,39 @@ impl<R: Remote, C: Clock> SyncLoop<RealFs, R, C> {
     /// Takes in what the change feed brought: a page, or word that the
     /// cursor is older than the tombstone horizon (then the engine forgets
     /// what it synced, and a full pass follows).
-    async fn take_feed_event(
-        &mut self,
-        event: FeedEvent,
-        dirty: &mut BTreeSet<String>,
-        retry: &mut BTreeSet<String>,
-        full_scan: &mut bool,
-    ) -> Result<()> {
+    async fn take_feed_event(&mut self, event: FeedEvent) -> Result<()> {
         match event {
-            FeedEvent::Page(page) => dirty.extend(self.engine.apply_changes(page).await?),
+            FeedEvent::Page(page) => self.sync.take_page(page).await,
             FeedEvent::CursorExpired => {
-                self.engine.forget_synced_state().await?;
+                self.sync.start_afresh().await?;
                 // the whole listing before the pass, as at the start: a pass
                 // that saw half of it would commit paths the server has
-                self.catch_up().await?;
-                dirty.clear();
-                retry.clear();
-                *full_scan = true;
+                self.sync.catch_up(FEED_PAGE).await
             }
         }
-        Ok(())
-    }
-
-    /// Reads the change feed until it has nothing more to give.
-    async fn catch_up(&mut self) -> Result<()> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self
-                .engine
-                .remote
-                .changes(self.engine.since(), 1000, Duration::ZERO)
-                .await
-            {
-                Ok(page) => {
-                    let more = page.more;
-                    self.engine.apply_changes(page).await?;
-                    if !more {
-                        return Ok(());
-                    }
-                }
-                Err(RemoteError::Unavailable(message)) => {
-                    wait_for_server(self.engine.clock.as_ref(), &mut backoff, &message).await;
-                }
-                Err(RemoteError::CursorExpired(_)) => self.engine.forget_synced_state().await?,
-                Err(err) => return Err(err.into()),
-            }
-        }
-    }
-
-    /// A full walk and reconcile; `None` when the pass was refused for safety.
-    async fn full_pass(&mut self) -> Result<Option<crate::engine::CycleOutcome>> {
-        let started = Instant::now();
-        let (paths, local) = match self.engine.all_paths().await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::error!(%err, "cannot read the sync directory; not syncing until it is back");
-                self.stats.error(ErrorKind::Unsafe);
-                self.stats.halt(HaltReason::RootMissing);
-                return Ok(None);
-            }
-        };
-        // every synced entry gone at once looks like an unmounted or replaced
-        // volume, not like a user's deletions: propagate nothing
-        let n_live = self.engine.state().n_live_base_entries();
-        let n_present = self.engine.state().n_live_base_entries_present(&local);
-        if n_live > 0 && n_present == 0 && (local.is_empty() || n_live >= 2) {
-            tracing::error!(
-                n_synced = n_live,
-                root = %self.config.root.display(),
-                "every synced file vanished from the sync directory: refusing to delete them on the server \
-                 (is the volume mounted?); delete the state directory to start afresh"
-            );
-            self.stats.error(ErrorKind::Unsafe);
-            self.stats.halt(HaltReason::Emptied);
-            return Ok(None);
-        }
-        let n_paths = paths.len();
-        let outcome = self.engine.reconcile(paths, &local, true).await?;
-        if outcome.mass_deletion.is_none()
-            && let Some(reason) = self.stats.resume()
-        {
-            tracing::warn!(
-                halted_because = reason.as_str(),
-                "the sync directory looks safe again: syncing again"
-            );
-        }
-        self.stats
-            .scanned_entries
-            .store(local.len() as u64, Ordering::Release);
-        self.stats
-            .scan_duration
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            n_paths,
-            n_applied = outcome.n_applied,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "full scan done"
-        );
-        Ok(Some(outcome))
     }
 
     /// Gathers more changed paths until the tree is quiet for the debounce time
     /// (at most ten debounce periods in all).
-    async fn debounce(&mut self, dirty: &mut BTreeSet<String>) {
+    async fn debounce(&mut self, first: String) -> BTreeSet<String> {
+        let mut changed = BTreeSet::from([first]);
         let Some(watcher) = self.watcher.as_mut() else {
-            return;
+            return changed;
         };
         let deadline = Instant::now() + self.config.debounce * 10;
         loop {
             tokio::select! {
-                Some(changed) = watcher.changed.recv() => { dirty.insert(changed); }
-                () = tokio::time::sleep(self.config.debounce) => return,
-                () = tokio::time::sleep_until(deadline) => return,
+                Some(path) = watcher.changed.recv() => { changed.insert(path); }
+                () = tokio::time::sleep(self.config.debounce) => return changed,
+                () = tokio::time::sleep_until(deadline) => return changed,
             }
         }
-    }
-
-    fn mark_synced(&self) {
-        if !self.stats.initial_sync_done.swap(true, Ordering::AcqRel) {
-            tracing::info!(cycles = self.stats.cycles.get(), "initial sync complete");
-        }
-        self.stats
-            .last_clean_sync_ms
-            .store(self.engine.clock.now_ms(), Ordering::Release);
     }
 }
 
 async fn next_local_change(watcher: &mut Option<LocalWatcher>) -> Option<String> {
     match watcher {
         Some(watcher) => watcher.changed.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_option(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -641,17 +452,11 @@ async fn follow_feed<R: Remote>(
     let mut backoff = Backoff::new();
     let mut cursors = FeedCursors::default();
     loop {
-        match remote.follow(since, 1000, long_poll, cursors).await {
+        match remote.follow(since, FEED_PAGE, long_poll, cursors).await {
             Ok(page) => {
                 backoff.reset();
                 stats.server_reachable.store(true, Ordering::Release);
-                let next = page
-                    .records
-                    .iter()
-                    .map(|record| record.version)
-                    .max()
-                    .unwrap_or(since)
-                    .max(if page.more { since } else { page.latest });
+                let next = cursor_after(since, &page);
                 let is_news = !page.records.is_empty()
                     || !page.announced.is_empty()
                     || !page.wanted.is_empty()

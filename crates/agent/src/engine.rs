@@ -30,7 +30,7 @@ use crate::remote::Remote;
 use crate::scan;
 use crate::state::StateDb;
 use crate::stats::SyncStats;
-use crate::sync_state::{StateChanges, SyncState};
+use crate::sync_state::{StateChanges, SyncState, cursor_after};
 use crate::{Error, Result};
 
 /// Settings of one engine.
@@ -223,16 +223,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let mut state_changes = StateChanges::default();
         let mut touched = BTreeSet::new();
         let since = self.state.since();
-        let mut next_since = since;
+        let next_since = cursor_after(since, &changes);
         for record in changes.records {
-            next_since = next_since.max(record.version);
             if self.state.is_news(&record) {
                 touched.insert(record.path.clone());
                 state_changes.see_remote(record);
             }
-        }
-        if !changes.more {
-            next_since = next_since.max(changes.latest);
         }
         if next_since != since {
             state_changes.advance_since(next_since);

@@ -2,6 +2,8 @@
 //! in both directions.
 //!
 //! - [`agent`]: the process: configuration, connection, the sync loop;
+//! - [`sync_loop`]: the loop's steps, shared with the simulation, and
+//!   [`loop_policy`]: when it does what (rescans, retries, halts);
 //! - [`engine`]: base/local/remote per path, decisions, and carrying them out
 //!   ([`plan`], upload, download);
 //! - [`local_fs`], [`remote`], [`clock`]: the narrow traits the engine does
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod deletion_guard;
 pub mod engine;
 pub mod local_fs;
+pub mod loop_policy;
 pub mod metrics;
 pub mod own_names;
 pub mod prefetch;
@@ -29,6 +32,7 @@ pub mod remote;
 pub mod scan;
 pub mod state;
 pub mod stats;
+pub mod sync_loop;
 pub mod sync_state;
 pub mod watcher;
 

@@ -83,6 +83,9 @@ impl ChunkedFile {
 }
 
 pub trait LocalFs: Send + Sync + 'static {
+    /// Whether the synced directory itself is there (a volume unmounted or
+    /// a directory removed is not: its deletions must never travel).
+    fn root_is_present(&self) -> impl Future<Output = bool> + Send;
     /// `lstat`: `None` when nothing is there.
     fn stat(&self, path: &str) -> impl Future<Output = io::Result<Option<LocalMeta>>> + Send;
     /// The entries of a directory: raw names and their metadata.
@@ -338,6 +341,11 @@ fn join(root: &Path, path: &str) -> PathBuf {
 }
 
 impl LocalFs for RealFs {
+    async fn root_is_present(&self) -> bool {
+        // followed if a link: the root may be one
+        self.root.is_dir()
+    }
+
     async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
         self.quick(move |root| match beneath(root, path)? {
             Some(full) => lstat(&full),

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use syncfolder_core::path;
-use syncfolder_core::protocol::FileRecord;
+use syncfolder_core::protocol::{ChangesResponse, FileRecord};
 
 use crate::Result;
 use crate::local_fs::{Fingerprint, LocalMeta};
@@ -236,6 +236,24 @@ impl SyncState {
     }
 }
 
+/// Where the change-feed cursor stands after `page`, read from `since`:
+/// past every record it holds, and at the folder's latest version once
+/// the feed has nothing more (versions of paths this agent never sees,
+/// such as another folder's, need no second look). The one rule for
+/// moving the cursor: the engine's and the feed follower's.
+pub fn cursor_after(since: u64, page: &ChangesResponse) -> u64 {
+    let past_records = page
+        .records
+        .iter()
+        .map(|record| record.version)
+        .fold(since, u64::max);
+    if page.more {
+        past_records
+    } else {
+        past_records.max(page.latest)
+    }
+}
+
 /// The keys of `map` at or below the directory `dir`.
 fn keys_within<'m, V>(
     map: &'m BTreeMap<String, V>,
@@ -345,6 +363,27 @@ mod tests {
             state.known_within("d"),
             BTreeSet::from(["d".into(), "d/new".into(), "d/x".into(), "d/y/z".into()])
         );
+    }
+
+    #[test]
+    fn the_cursor_passes_every_record_and_reaches_latest_only_on_the_last_page() {
+        let page = |versions: &[u64], more: bool, latest: u64| ChangesResponse {
+            records: versions
+                .iter()
+                .map(|&version| record("p", version))
+                .collect(),
+            more,
+            latest,
+            announced: Vec::new(),
+            announce_seq: None,
+            wanted: Vec::new(),
+            wanted_seq: None,
+        };
+        assert_eq!(cursor_after(3, &page(&[5, 4], true, 20)), 5);
+        assert_eq!(cursor_after(3, &page(&[5, 4], false, 20)), 20);
+        assert_eq!(cursor_after(3, &page(&[], false, 9)), 9);
+        assert_eq!(cursor_after(30, &page(&[], false, 9)), 30, "never back");
+        assert_eq!(cursor_after(3, &page(&[], true, 9)), 3);
     }
 
     #[tokio::test]

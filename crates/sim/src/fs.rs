@@ -510,6 +510,11 @@ impl SimFs {
 }
 
 impl LocalFs for SimFs {
+    async fn root_is_present(&self) -> bool {
+        self.pass("root_is_present", "").await;
+        matches!(self.tree().get(""), Some(Node::Dir))
+    }
+
     async fn stat(&self, path: &str) -> io::Result<Option<LocalMeta>> {
         self.pass("stat", path).await;
         Ok(self.tree().meta(path))
