@@ -364,7 +364,7 @@ impl<R: Remote, C: Clock> AgentLoop<R, C> {
                 break Err(err);
             }
             let until_ms = match self.sync.step().await {
-                Ok(Stepped::Worked) => continue,
+                Ok(Stepped::FullPass { .. } | Stepped::Reconciled) => continue,
                 Ok(Stepped::Idle { until_ms }) => until_ms,
                 Err(err) => break Err(err),
             };
@@ -397,7 +397,7 @@ impl<R: Remote, C: Clock> AgentLoop<R, C> {
     /// what it synced, and a full pass follows).
     async fn take_feed_event(&mut self, event: FeedEvent) -> Result<()> {
         match event {
-            FeedEvent::Page(page) => self.sync.take_page(page).await,
+            FeedEvent::Page(page) => self.sync.take_page(page).await.map(drop),
             FeedEvent::CursorExpired => {
                 self.sync.start_afresh().await?;
                 // the whole listing before the pass, as at the start: a pass

@@ -32,11 +32,14 @@ pub struct SyncLoop<F: LocalFs, R: Remote, C: Clock> {
     root_label: String,
 }
 
-/// Whether a step ran or the loop has nothing to do before a moment.
+/// What a step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stepped {
-    /// A full pass or a reconcile ran (or was refused).
-    Worked,
+    /// A full pass ran, or was refused; `quiet` when it ran and found
+    /// nothing to do.
+    FullPass { quiet: bool },
+    /// Changed paths were reconciled (or refused).
+    Reconciled,
     /// Nothing is due before this clock time (ms), unless news arrives.
     Idle { until_ms: i64 },
 }
@@ -77,11 +80,13 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
     }
 
     /// Takes in a page of the change feed: the engine keeps its records and
-    /// moves the cursor, and the paths it touched are looked at next.
-    pub async fn take_page(&mut self, page: ChangesResponse) -> Result<()> {
+    /// moves the cursor, and the paths it touched are looked at next; true
+    /// when it touched any.
+    pub async fn take_page(&mut self, page: ChangesResponse) -> Result<bool> {
         let touched = self.engine.apply_changes(page).await?;
+        let news = !touched.is_empty();
         self.policy.paths_changed(touched);
-        Ok(())
+        Ok(news)
     }
 
     /// The feed cursor is older than the folder's tombstone horizon: forgets
@@ -136,8 +141,14 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
         let stepped = match step {
             Step::FullPass => {
                 let outcome = self.full_pass().await?;
+                let quiet = outcome.as_ref().is_some_and(|outcome| {
+                    outcome.n_applied == 0
+                        && outcome.follow_up.is_empty()
+                        && outcome.retry.is_empty()
+                        && outcome.mass_deletion.is_none()
+                });
                 self.finish(outcome);
-                Stepped::Worked
+                Stepped::FullPass { quiet }
             }
             Step::Reconcile(paths) => {
                 let outcome = if self.engine.fs.root_is_present().await {
@@ -158,7 +169,7 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
                     None
                 };
                 self.finish(outcome);
-                Stepped::Worked
+                Stepped::Reconciled
             }
             Step::Wait { until_ms } => Stepped::Idle { until_ms },
         };

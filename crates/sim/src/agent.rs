@@ -1,8 +1,9 @@
 //! One simulated agent: the real [`Engine`] over a [`SimFs`], a
-//! [`SimRemote`] and the [`SimClock`], driven by a loop shaped like the real
-//! agent's: read the change feed, then reconcile what the watcher reported
-//! and what the feed touched, with a full walk every few cycles (the rescan
-//! that catches lost watcher events).
+//! [`SimRemote`] and the [`SimClock`], driven by the real agent's
+//! [`SyncLoop`]: its policy decides when to walk the whole tree, when to
+//! retry and when to halt, in simulated time. What differs is only how news
+//! arrives: each turn reads the change feed once and takes the paths the
+//! watcher reported (which the driver now and then loses).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -11,10 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
-use syncfolder_agent::engine::{CycleOutcome, Engine, EngineConfig};
+use syncfolder_agent::engine::{Engine, EngineConfig};
+use syncfolder_agent::loop_policy::Backoff;
 use syncfolder_agent::remote::{Remote, RemoteError};
 use syncfolder_agent::state::StateDb;
-use syncfolder_agent::stats::SyncStats;
+use syncfolder_agent::stats::{HaltReason, SyncStats};
+use syncfolder_agent::sync_loop::{Stepped, SyncLoop};
 use syncfolder_core::protocol::FolderMode;
 
 use crate::clock::SimClock;
@@ -23,8 +26,11 @@ use crate::gate::Gate;
 use crate::journal::{CHUNKER, Journal};
 use crate::remote::SimRemote;
 
-/// Every how many cycles an agent walks its whole tree.
-const FULL_WALK_EVERY: u64 = 3;
+/// How often an agent walks its whole tree, in simulated time (the real
+/// agent's default is five minutes; the storm needs many walks).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(3);
+/// Records in one page of the change feed: small, so that paging is exercised.
+const FEED_PAGE: u32 = 50;
 
 /// What the driver can see of an agent between steps.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +38,10 @@ pub struct AgentStatus {
     /// The write count at the start of the last full cycle that found
     /// nothing to do and saw nothing change.
     pub quiet_since: Option<u64>,
+    /// Full passes done.
     pub n_cycles: u64,
+    /// Why the agent halted, if it did.
+    pub halted: Option<HaltReason>,
     /// Live base records after the last cycle.
     pub base: BTreeMap<String, u64>,
     /// Set when the engine failed: a bug, reported with the seed.
@@ -69,6 +78,8 @@ pub struct SimAgent {
     pub journal: Journal,
     pub statuses: Statuses,
     pub gate: Gate,
+    /// Seeds the retry backoff's jitter: runs repeat.
+    pub backoff_seed: u64,
 }
 
 type SimEngine = Engine<SimFs, SimRemote, SimClock>;
@@ -107,50 +118,61 @@ impl SimAgent {
             // the storm deletes whole trees on purpose
             max_delete_percent: 100,
         };
-        let mut engine: SimEngine = Engine::load(
+        let stats = Arc::new(SyncStats::default());
+        let engine: SimEngine = Engine::load(
             Arc::new(self.fs.clone()),
             Arc::clone(&self.remote),
             Arc::new(self.clock.clone()),
             state_db,
             config,
-            Arc::new(SyncStats::default()),
+            Arc::clone(&stats),
         )
         .await
         .map_err(|err| format!("loading the engine: {err}"))?;
-        let mut dirty: BTreeSet<String> = BTreeSet::new();
-        let mut n_cycles = 0u64;
-        let mut walk_next = false;
+        // the production loop: its policy, its passes, its halts
+        let mut sync = SyncLoop::new(
+            engine,
+            Arc::clone(&stats),
+            RESCAN_INTERVAL,
+            Backoff::seeded(self.backoff_seed),
+            format!("agent-{}", self.agent_idx),
+        );
+        // as the real agent: the whole feed before the first pass
+        sync.catch_up(FEED_PAGE)
+            .await
+            .map_err(|err| format!("catching up with the feed: {err}"))?;
+        let mut saw_news = true;
         loop {
             let writes_at_start = self.journal.n_writes();
-            let mut saw_news = false;
+            // the feed: the real agent's follower long-polls in a task of its
+            // own; here each turn reads it once, through the gate
             loop {
-                match engine
+                let since = sync.engine().since();
+                match sync
+                    .engine()
                     .remote_for_tests()
-                    .changes(engine.since(), 50, Duration::ZERO)
+                    .changes(since, FEED_PAGE, Duration::ZERO)
                     .await
                 {
                     Ok(page) => {
                         let more = page.more;
-                        let touched = engine
-                            .apply_changes(page)
+                        saw_news |= sync
+                            .take_page(page)
                             .await
                             .map_err(|err| format!("applying changes: {err}"))?;
-                        saw_news |= !touched.is_empty();
-                        dirty.extend(touched);
                         if !more {
                             break;
                         }
                     }
                     Err(RemoteError::CursorExpired(_)) => {
                         // the horizon forgot deletions this agent has not seen
-                        engine
-                            .forget_synced_state()
+                        sync.start_afresh()
                             .await
                             .map_err(|err| format!("forgetting the synced state: {err}"))?;
-                        dirty.clear();
+                        sync.catch_up(FEED_PAGE)
+                            .await
+                            .map_err(|err| format!("catching up with the feed: {err}"))?;
                         saw_news = true;
-                        // as the real agent: the whole tree next, against a full listing
-                        walk_next = true;
                     }
                     Err(_) => {
                         saw_news = true;
@@ -158,41 +180,22 @@ impl SimAgent {
                     }
                 }
             }
-            dirty.extend(std::mem::take(
+            sync.paths_changed(std::mem::take(
                 &mut self.statuses.lock()[self.agent_idx].watched,
             ));
-            let full_walk =
-                std::mem::take(&mut walk_next) || n_cycles.is_multiple_of(FULL_WALK_EVERY);
-            let outcome = if full_walk {
-                let (paths, local) = engine
-                    .all_paths()
-                    .await
-                    .map_err(|err| format!("walking the tree: {err}"))?;
-                dirty.clear();
-                engine.reconcile(paths, &local, true).await
-            } else if !dirty.is_empty() {
-                let paths = engine.expand_paths(std::mem::take(&mut dirty)).await;
-                engine.reconcile(paths, &BTreeMap::new(), false).await
-            } else {
-                Ok(CycleOutcome::default())
-            }
-            .map_err(|err| format!("reconcile: {err}"))?;
-            let quiet = full_walk
-                && !saw_news
-                && outcome.n_applied == 0
-                && outcome.follow_up.is_empty()
-                && outcome.retry.is_empty()
-                && outcome.mass_deletion.is_none()
-                && self.journal.n_writes() == writes_at_start;
+            let stepped = sync
+                .step()
+                .await
+                .map_err(|err| format!("sync step: {err}"))?;
             self.journal.close_conflicts(self.agent_idx);
-            dirty.extend(outcome.follow_up);
-            dirty.extend(outcome.retry);
-            n_cycles += 1;
             let mut statuses = self.statuses.lock();
             let status = &mut statuses[self.agent_idx];
-            status.n_cycles += 1;
-            status.base = engine.state().live_base_versions();
-            if full_walk {
+            status.base = sync.engine().state().live_base_versions();
+            status.halted = stats.halt_reason();
+            if let Stepped::FullPass { quiet } = stepped {
+                let quiet = quiet && !saw_news && self.journal.n_writes() == writes_at_start;
+                saw_news = false;
+                status.n_cycles += 1;
                 status.quiet_since = quiet.then_some(writes_at_start);
             }
         }

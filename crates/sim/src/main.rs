@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     let n_done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let totals = Arc::new(Mutex::new([0u64; 13]));
+    let totals = Arc::new(Mutex::new([0u64; 14]));
     let end = options.seed + options.runs;
     let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -88,6 +88,7 @@ fn main() -> anyhow::Result<()> {
                             totals[10] += report.n_purges;
                             totals[11] += report.n_packs_rewritten;
                             totals[12] += report.n_packs_deleted;
+                            totals[13] += report.n_fresh_starts;
                         }
                         Err(failure) => {
                             failed.store(true, Ordering::Release);
@@ -124,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     }
     let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes; {} garbage collections deleted {} chunks, rewrote {} packs and deleted {}, the horizon forgot {} tombstones, {} folder purges",
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes, {} agents halted for an emptied tree and started afresh; {} garbage collections deleted {} chunks, rewrote {} packs and deleted {}, the horizon forgot {} tombstones, {} folder purges",
         n_done.load(Ordering::Acquire),
         options.seed,
         end - 1,
@@ -136,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         totals[4],
         totals[3],
         totals[6],
+        totals[13],
         totals[7],
         totals[8],
         totals[11],

@@ -18,6 +18,8 @@ use syncfolder_core::protocol::{
 };
 use tokio::task::JoinHandle;
 
+use syncfolder_agent::stats::HaltReason;
+
 use crate::agent::{SimAgent, Statuses};
 use crate::clock::SimClock;
 use crate::fs::{Node, SimFs};
@@ -74,6 +76,9 @@ pub struct Report {
     pub n_lost_answers: u64,
     pub n_conflict_copies: u64,
     pub n_aside_recoveries: u64,
+    /// Agents halted because every synced file vanished, and restarted
+    /// with a fresh state directory, as the README says.
+    pub n_fresh_starts: u64,
     pub n_final_entries: usize,
     /// Garbage collections, chunks they deleted, tombstones the horizon
     /// forgot, and purges of the scratch folder.
@@ -264,6 +269,7 @@ impl World {
             journal: self.journal.clone(),
             statuses: self.statuses.clone(),
             gate: self.gate.clone(),
+            backoff_seed: self.rng.random(),
         };
         // the engine's futures are not `Send` in general: agents run as local tasks
         slot.task = Some(tokio::task::spawn_local(agent.run()));
@@ -277,6 +283,34 @@ impl World {
         self.gate.set_gone(agent_idx);
         self.journal.close_conflicts(agent_idx);
         self.agents[agent_idx].fs.crash();
+        self.spawn_agent(agent_idx);
+    }
+
+    /// What the README tells a person whose agent halted because every
+    /// synced file vanished: delete the state directory and start again.
+    /// The agent then has no base: it uploads what is left here, downloads
+    /// the rest, and deletes nothing (the deletions that emptied the tree
+    /// do not travel; the files come back).
+    async fn restart_afresh(&mut self, agent_idx: usize) {
+        if let Some(task) = self.agents[agent_idx].task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.gate.set_gone(agent_idx);
+        self.journal.close_conflicts(agent_idx);
+        let state_path = self.agents[agent_idx].state_path.clone();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = state_path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+        {
+            let mut statuses = self.statuses.lock();
+            let status = &mut statuses[agent_idx];
+            status.halted = None;
+            status.quiet_since = None;
+        }
+        self.report.n_fresh_starts += 1;
         self.spawn_agent(agent_idx);
     }
 
@@ -347,6 +381,23 @@ impl World {
             self.note("server restarted".to_owned());
         }
         self.advance_clock();
+        let emptied: Vec<usize> = self
+            .statuses
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, status)| status.halted == Some(HaltReason::Emptied))
+            .map(|(agent_idx, _)| agent_idx)
+            .collect();
+        for agent_idx in emptied {
+            // a person notices after a while
+            if self.rng.random_bool(0.02) {
+                self.note(format!(
+                    "agent-{agent_idx} halted: every synced file vanished; restarted afresh"
+                ));
+                self.restart_afresh(agent_idx).await;
+            }
+        }
         let roll = if faults {
             self.rng.random_range(0..1000)
         } else {
