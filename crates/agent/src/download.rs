@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine, LocalObservation};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 use crate::own_names;
-use crate::prefetch;
+use crate::prefetches;
 use crate::remote::{Remote, RemoteError};
 use crate::stats::ErrorKind;
 use crate::sync_state::StateChanges;
@@ -374,7 +374,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             && self.prefetches.has(synced_path, *content_hash)
             && let Some(temp_path) = self
                 .prefetches
-                .take(synced_path, *content_hash, prefetch::TAKE_WAIT)
+                .take(
+                    synced_path,
+                    *content_hash,
+                    self.clock.sleep(prefetches::TAKE_WAIT),
+                )
                 .await
         {
             return Ok(temp_path);

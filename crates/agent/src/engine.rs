@@ -25,7 +25,7 @@ use crate::deletion_guard::{DeletionGuard, MassDeletion};
 use crate::early_upload::GrowingFile;
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::own_names;
-use crate::prefetch::{PrefetchJob, Prefetches};
+use crate::prefetches::{PrefetchJob, Prefetches};
 use crate::remote::Remote;
 use crate::scan;
 use crate::state::StateDb;
@@ -572,7 +572,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Removes prefetched files nobody will take: their content is in place
     /// already (applied another way), or they waited too long.
     async fn sweep_prefetches(&self) {
-        let unwanted = self.prefetches.sweep(|synced_path, content_hash| {
+        let unwanted = self.prefetches.sweep(self.clock.now_ms(), |synced_path, content_hash| {
             self.state.base(synced_path).is_some_and(|entry| {
                 matches!(&entry.record.content, Some(Content::File { content_hash: applied, .. }) if *applied == content_hash)
             })

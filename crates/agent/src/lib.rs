@@ -11,7 +11,7 @@
 //! - [`deletion_guard`]: holds back a mass deletion;
 //! - [`aside`]: where an entry waits during a delete or replace, and its
 //!   recovery after a crash;
-//! - [`prefetch`]: streaming sync's receiving side;
+//! - [`prefetch`]: streaming sync's receiving side, filling [`prefetches`];
 //! - [`own_names`]: the names of the agent's own temp files and directories;
 //! - [`sync_state`]: what the agent knows of each path, with one owner;
 //! - [`state`]: the local state DB underneath it;
@@ -28,6 +28,7 @@ pub mod loop_policy;
 pub mod metrics;
 pub mod own_names;
 pub mod prefetch;
+pub mod prefetches;
 pub mod remote;
 pub mod scan;
 pub mod state;

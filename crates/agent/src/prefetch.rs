@@ -2,6 +2,8 @@
 //! file it is uploading, fetch its chunks while they arrive on the server,
 //! into a temp file of our own, so that the download after the commit is
 //! only a rename. End to end then costs about one transfer instead of two.
+//! What is under way and ready is in [`crate::prefetches`]; this module
+//! fills it.
 //!
 //! A prefetch is speculative and never touches a real name: it fills a temp
 //! file under [`STREAM_DIR`] (which the walk skips, and which is emptied at
@@ -10,19 +12,20 @@
 //! any download.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use syncfolder_core::Hash;
-use syncfolder_core::protocol::{Announcement, ChunkRef, Content};
-use tokio::sync::{Notify, mpsc};
+use syncfolder_core::protocol::ChunkRef;
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::own_names::{self, STREAM_DIR};
+use crate::prefetches::{LocalSources, Next, PrefetchJob, Prefetches};
 use crate::remote::{Remote, RemoteError};
 use crate::stats::SyncStats;
 
@@ -42,346 +45,6 @@ const STREAM_READS_IN_FLIGHT: usize = 3;
 const PREFETCHES_AT_ONCE: usize = 2;
 /// A prefetch that gets nothing for this long is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
-/// How long a download waits for a prefetch of the same content that is
-/// still running before fetching on its own.
-pub const TAKE_WAIT: Duration = Duration::from_secs(60);
-/// How long a prefetched file waits to be taken (the sender may have
-/// committed something else, or nothing).
-const READY_TTL: Duration = Duration::from_secs(600);
-
-/// Where chunks can be read locally: hash → (synced path, offset).
-pub type LocalSources = HashMap<Hash, (String, u64)>;
-
-/// What the engine hands the prefetcher: a prefetch it registered in
-/// [`Prefetches`], which holds what to fetch.
-#[derive(Debug)]
-pub struct PrefetchJob {
-    path: String,
-    generation: u64,
-    /// The temp file of the prefetch this one replaced, to remove.
-    stale: Option<String>,
-}
-
-#[derive(Debug)]
-enum State {
-    Running,
-    Ready(String, Instant),
-    Failed,
-}
-
-#[derive(Debug)]
-struct Entry {
-    /// Tells a prefetch from the one that replaced it.
-    generation: u64,
-    /// The content of the newest announcement: what the prefetch holds
-    /// once it is ready.
-    content_hash: Hash,
-    /// The newest announcement's chunks; they grow while `growing`.
-    chunks: Vec<ChunkRef>,
-    growing: bool,
-    local_sources: LocalSources,
-    state: State,
-}
-
-impl Entry {
-    /// Takes in a longer list of the same growing file.
-    fn grow(
-        &mut self,
-        chunks: Vec<ChunkRef>,
-        content_hash: Hash,
-        growing: bool,
-        local_sources: &LocalSources,
-    ) {
-        for chunk in &chunks[self.chunks.len()..] {
-            if let Some(source) = local_sources.get(&chunk.hash) {
-                self.local_sources.insert(chunk.hash, source.clone());
-            }
-        }
-        self.chunks = chunks;
-        self.content_hash = content_hash;
-        self.growing = growing;
-    }
-
-    fn is_running_and_growing(&self) -> bool {
-        matches!(self.state, State::Running) && self.growing
-    }
-}
-
-impl PrefetchJob {
-    /// The temp file of the prefetch this one replaced.
-    pub fn stale(&self) -> Option<&str> {
-        self.stale.as_deref()
-    }
-}
-
-/// What a running prefetch does next.
-#[derive(Debug, PartialEq)]
-enum Next {
-    /// Fetch these chunks, which follow those fetched so far.
-    Fetch(Vec<ChunkRef>, LocalSources),
-    /// Everything announced is fetched and the list is final.
-    Complete,
-    /// Another prefetch replaced this one, or nobody wants it any more.
-    Superseded,
-    /// The growing list did not grow in time.
-    Stalled,
-}
-
-/// Prefetches by path, shared by the engine (which registers and takes
-/// them) and the prefetcher (which fills them).
-#[derive(Debug, Default)]
-pub struct Prefetches {
-    entries: Mutex<HashMap<String, Entry>>,
-    last_generation: AtomicU64,
-    /// Woken when a prefetch ends, grows or is replaced.
-    changed: Notify,
-}
-
-fn content_hash_of(content: &Content) -> Option<Hash> {
-    match content {
-        Content::File { content_hash, .. } => Some(*content_hash),
-        Content::Directory | Content::Symlink { .. } => None,
-    }
-}
-
-/// True when `longer` starts with `shorter`.
-fn extends(longer: &[ChunkRef], shorter: &[ChunkRef]) -> bool {
-    longer.len() >= shorter.len() && longer[..shorter.len()] == *shorter
-}
-
-impl Prefetches {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// Takes in an announcement of a file: a running prefetch of the same
-    /// growing file grows with it; otherwise a prefetch of the announced
-    /// content is registered and returned as a job for the prefetcher,
-    /// unless one of that content runs or is ready already.
-    pub fn offer(
-        &self,
-        announcement: Announcement,
-        local_sources: &LocalSources,
-    ) -> Option<PrefetchJob> {
-        let content_hash = content_hash_of(&announcement.content)?;
-        let mut entries = self.entries();
-        if let Some(entry) = entries.get_mut(&announcement.path) {
-            if entry.content_hash == content_hash && !matches!(entry.state, State::Failed) {
-                if entry.growing && !announcement.growing {
-                    // the last growing list was the whole file
-                    entry.growing = false;
-                    drop(entries);
-                    self.changed.notify_waiters();
-                }
-                return None;
-            }
-            if entry.is_running_and_growing() {
-                if extends(&announcement.chunks, &entry.chunks) {
-                    entry.grow(
-                        announcement.chunks,
-                        content_hash,
-                        announcement.growing,
-                        local_sources,
-                    );
-                    drop(entries);
-                    self.changed.notify_waiters();
-                    return None;
-                }
-                if announcement.growing && extends(&entry.chunks, &announcement.chunks) {
-                    // an older, shorter list of the same file
-                    return None;
-                }
-            }
-        }
-        let generation = self.last_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let local_sources = announcement
-            .chunks
-            .iter()
-            .filter_map(|chunk| Some((chunk.hash, local_sources.get(&chunk.hash)?.clone())))
-            .collect();
-        let replaced = entries.insert(
-            announcement.path.clone(),
-            Entry {
-                generation,
-                content_hash,
-                chunks: announcement.chunks,
-                growing: announcement.growing,
-                local_sources,
-                state: State::Running,
-            },
-        );
-        drop(entries);
-        // a running prefetch of the replaced content stops
-        self.changed.notify_waiters();
-        let stale = match replaced.map(|entry| entry.state) {
-            Some(State::Ready(temp_path, _)) => Some(temp_path),
-            _ => None,
-        };
-        Some(PrefetchJob {
-            path: announcement.path,
-            generation,
-            stale,
-        })
-    }
-
-    /// Gives up a running prefetch of `path` (its content is here already,
-    /// or the path is ignored now).
-    pub fn withdraw(&self, path: &str) {
-        let mut entries = self.entries();
-        if entries
-            .get(path)
-            .is_some_and(|entry| matches!(entry.state, State::Running))
-        {
-            entries.remove(path);
-            drop(entries);
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// A commit of `chunks` at `path` ends a growing prefetch whose list
-    /// they extend: the prefetch fetches the rest and becomes ready.
-    pub fn complete(
-        &self,
-        path: &str,
-        content_hash: Hash,
-        chunks: &[ChunkRef],
-        local_sources: &LocalSources,
-    ) {
-        let mut entries = self.entries();
-        let Some(entry) = entries.get_mut(path) else {
-            return;
-        };
-        if !entry.is_running_and_growing() || !extends(chunks, &entry.chunks) {
-            return;
-        }
-        entry.grow(chunks.to_vec(), content_hash, false, local_sources);
-        drop(entries);
-        self.changed.notify_waiters();
-    }
-
-    /// What the prefetch `generation` of `path`, which has fetched the
-    /// first `have` chunks of its list, does next; waits up to `wait` for a
-    /// growing list to grow.
-    async fn next(&self, path: &str, generation: u64, have: usize, wait: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let changed = self.changed.notified();
-            {
-                let entries = self.entries();
-                let Some(entry) = entries
-                    .get(path)
-                    .filter(|entry| entry.generation == generation)
-                    .filter(|entry| matches!(entry.state, State::Running))
-                else {
-                    return Next::Superseded;
-                };
-                if entry.chunks.len() > have {
-                    let chunks = entry.chunks[have..].to_vec();
-                    let local_sources = chunks
-                        .iter()
-                        .filter_map(|chunk| {
-                            Some((chunk.hash, entry.local_sources.get(&chunk.hash)?.clone()))
-                        })
-                        .collect();
-                    return Next::Fetch(chunks, local_sources);
-                }
-                if !entry.growing {
-                    return Next::Complete;
-                }
-            }
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(deadline) => return Next::Stalled,
-            }
-        }
-    }
-
-    /// Records how the prefetch `generation` of `path` ended; returns the
-    /// temp file when nobody wants it any more (another prefetch replaced
-    /// it meanwhile).
-    fn finish(&self, path: &str, generation: u64, temp_path: Option<String>) -> Option<String> {
-        let mut entries = self.entries();
-        let orphan = match entries.get_mut(path) {
-            Some(entry) if entry.generation == generation => {
-                entry.state = match temp_path {
-                    Some(temp_path) => State::Ready(temp_path, Instant::now()),
-                    None => State::Failed,
-                };
-                None
-            }
-            _ => temp_path,
-        };
-        drop(entries);
-        self.changed.notify_waiters();
-        orphan
-    }
-
-    /// Gives up a job that never reached the prefetcher.
-    pub fn abandon(&self, job: &PrefetchJob) {
-        self.finish(&job.path, job.generation, None);
-    }
-
-    /// The prefetched temp file of `content_hash` at `path`, if there is one
-    /// (waiting up to `wait` for one that is still running). The caller owns
-    /// the file from then on.
-    pub async fn take(&self, path: &str, content_hash: Hash, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let changed = self.changed.notified();
-            {
-                let mut entries = self.entries();
-                let entry = entries.get(path)?;
-                if entry.content_hash != content_hash {
-                    return None;
-                }
-                match &entry.state {
-                    State::Running => {}
-                    State::Failed => {
-                        entries.remove(path);
-                        return None;
-                    }
-                    State::Ready(..) => {
-                        return match entries.remove(path).map(|entry| entry.state) {
-                            Some(State::Ready(temp_path, _)) => Some(temp_path),
-                            _ => None,
-                        };
-                    }
-                }
-            }
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(deadline) => return None,
-            }
-        }
-    }
-
-    /// Forgets the ready prefetches that `wanted` turns down or that waited
-    /// longer than [`READY_TTL`], and failed ones; returns their temp files.
-    pub fn sweep(&self, is_applied: impl Fn(&str, Hash) -> bool) -> Vec<String> {
-        let mut unwanted = Vec::new();
-        self.entries().retain(|path, entry| match &entry.state {
-            State::Running => true,
-            State::Failed => false,
-            State::Ready(temp_path, ready_at) => {
-                let keep = ready_at.elapsed() < READY_TTL && !is_applied(path, entry.content_hash);
-                if !keep {
-                    unwanted.push(temp_path.clone());
-                }
-                keep
-            }
-        });
-        unwanted
-    }
-
-    /// True when a prefetch of `content_hash` at `path` runs or is ready.
-    pub fn has(&self, path: &str, content_hash: Hash) -> bool {
-        self.entries().get(path).is_some_and(|entry| {
-            entry.content_hash == content_hash && !matches!(entry.state, State::Failed)
-        })
-    }
-}
 
 /// Runs prefetch jobs, [`PREFETCHES_AT_ONCE`] at a time, until the sender
 /// goes away. Starts by clearing what an earlier run left in [`STREAM_DIR`].
@@ -434,7 +97,7 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
             }
         };
         let failed = temp_path.is_none();
-        if let Some(orphan) = prefetches.finish(&job.path, job.generation, temp_path) {
+        if let Some(orphan) = prefetches.finish(&job.path, job.generation, temp_path, clock.now_ms()) {
             let _ = fs.remove_file(&orphan).await;
         }
         if failed {
@@ -488,7 +151,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
         loop {
             let next = self
                 .prefetches
-                .next(&job.path, job.generation, filled.n_chunks, GIVE_UP_AFTER)
+                .next(
+                    &job.path,
+                    job.generation,
+                    filled.n_chunks,
+                    self.clock.sleep(GIVE_UP_AFTER),
+                )
                 .await;
             match next {
                 Next::Fetch(chunks, local_sources) => {
@@ -674,193 +342,5 @@ mod tests {
             ]
         );
         assert!(stream_batches(Vec::new()).is_empty());
-    }
-
-    fn chunk(id: u8) -> ChunkRef {
-        ChunkRef {
-            hash: Hash::of(&[id]),
-            size: 1,
-        }
-    }
-
-    /// An announcement of `path` made of the chunks `ids`.
-    fn announcement(path: &str, ids: &[u8], growing: bool) -> Announcement {
-        let chunks: Vec<ChunkRef> = ids.iter().map(|id| chunk(*id)).collect();
-        Announcement {
-            seq: 1,
-            agent_id: "sender".to_owned(),
-            path: path.to_owned(),
-            parent_version: 0,
-            content: Content::File {
-                content_hash: syncfolder_core::hash::content_hash(&chunks),
-                size: chunks.len() as u64,
-                executable: false,
-            },
-            chunks,
-            growing,
-        }
-    }
-
-    fn content_of(ids: &[u8]) -> Hash {
-        let chunks: Vec<ChunkRef> = ids.iter().map(|id| chunk(*id)).collect();
-        syncfolder_core::hash::content_hash(&chunks)
-    }
-
-    fn offer(
-        prefetches: &Prefetches,
-        path: &str,
-        ids: &[u8],
-        growing: bool,
-    ) -> Option<PrefetchJob> {
-        prefetches.offer(announcement(path, ids, growing), &LocalSources::new())
-    }
-
-    #[tokio::test]
-    async fn a_download_takes_a_ready_prefetch_of_the_same_content_only() {
-        let prefetches = Prefetches::default();
-        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
-        assert!(
-            offer(&prefetches, "big", &[1], false).is_none(),
-            "it runs already"
-        );
-        assert_eq!(
-            prefetches.finish("big", job.generation, Some("t1".into())),
-            None
-        );
-        assert!(prefetches.has("big", content_of(&[1])));
-        assert_eq!(
-            prefetches
-                .take("big", content_of(&[2]), Duration::ZERO)
-                .await,
-            None
-        );
-        assert_eq!(
-            prefetches
-                .take("big", content_of(&[1]), Duration::ZERO)
-                .await,
-            Some("t1".into())
-        );
-        assert_eq!(
-            prefetches
-                .take("big", content_of(&[1]), Duration::ZERO)
-                .await,
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn a_download_waits_for_a_running_prefetch() {
-        let prefetches = Arc::new(Prefetches::default());
-        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
-        let finisher = Arc::clone(&prefetches);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            finisher.finish("big", job.generation, Some("t1".into()));
-        });
-        assert_eq!(
-            prefetches
-                .take("big", content_of(&[1]), Duration::from_secs(10))
-                .await,
-            Some("t1".into())
-        );
-        // a failed one is given up at once
-        let job = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
-        prefetches.abandon(&job);
-        assert_eq!(
-            prefetches
-                .take("big", content_of(&[1]), Duration::from_secs(10))
-                .await,
-            None
-        );
-    }
-
-    #[test]
-    fn prefetches_whose_content_is_in_place_already_are_swept() {
-        let prefetches = Prefetches::default();
-        for (path, id) in [("applied", 1), ("waiting", 2)] {
-            let job = offer(&prefetches, path, &[id], false).expect("a new prefetch");
-            prefetches.finish(path, job.generation, Some(format!("t-{path}")));
-        }
-        offer(&prefetches, "running", &[3], false).expect("a new prefetch");
-        let unwanted = prefetches.sweep(|path, _| path == "applied");
-        assert_eq!(unwanted, vec!["t-applied".to_owned()]);
-        assert!(prefetches.has("waiting", content_of(&[2])));
-        assert!(prefetches.has("running", content_of(&[3])));
-    }
-
-    #[test]
-    fn a_newer_announcement_replaces_a_ready_prefetch() {
-        let prefetches = Prefetches::default();
-        let first = offer(&prefetches, "big", &[1], false).expect("a new prefetch");
-        prefetches.finish("big", first.generation, Some("t1".into()));
-        let second = offer(&prefetches, "big", &[2], false).expect("a new prefetch");
-        assert_eq!(second.stale(), Some("t1"));
-        // the first prefetch, finishing late, is nobody's
-        assert_eq!(
-            prefetches.finish("big", first.generation, Some("t2".into())),
-            Some("t2".into())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_growing_prefetch_fetches_each_longer_list_until_the_whole_file_is_announced() {
-        let prefetches = Prefetches::default();
-        let job = offer(&prefetches, "big", &[1, 2], true).expect("a new prefetch");
-        let next = |have| prefetches.next("big", job.generation, have, Duration::from_millis(20));
-        assert_eq!(
-            next(0).await,
-            Next::Fetch(vec![chunk(1), chunk(2)], LocalSources::new())
-        );
-        assert_eq!(next(2).await, Next::Stalled, "the list did not grow");
-
-        // a longer list grows it; a shorter, older one changes nothing
-        assert!(offer(&prefetches, "big", &[1, 2, 3, 4], true).is_none());
-        assert!(offer(&prefetches, "big", &[1, 2, 3], true).is_none());
-        assert_eq!(
-            next(2).await,
-            Next::Fetch(vec![chunk(3), chunk(4)], LocalSources::new())
-        );
-        assert!(!prefetches.has("big", content_of(&[1, 2, 3, 4, 5])));
-
-        // the whole file: fetched, then complete
-        assert!(offer(&prefetches, "big", &[1, 2, 3, 4, 5], false).is_none());
-        assert!(prefetches.has("big", content_of(&[1, 2, 3, 4, 5])));
-        assert_eq!(
-            next(4).await,
-            Next::Fetch(vec![chunk(5)], LocalSources::new())
-        );
-        assert_eq!(next(5).await, Next::Complete);
-    }
-
-    #[tokio::test]
-    async fn a_commit_completes_a_growing_prefetch_and_other_content_replaces_it() {
-        let prefetches = Prefetches::default();
-        let job = offer(&prefetches, "big", &[1, 2], true).expect("a new prefetch");
-        let next = |have| prefetches.next("big", job.generation, have, Duration::from_millis(20));
-        // committed before its whole list was announced: the commit's list
-        let committed = [chunk(1), chunk(2), chunk(3)];
-        let sources = LocalSources::from([(chunk(3).hash, ("old".to_owned(), 7))]);
-        prefetches.complete("big", content_of(&[1, 2, 3]), &committed, &sources);
-        assert!(prefetches.has("big", content_of(&[1, 2, 3])));
-        assert_eq!(next(2).await, Next::Fetch(vec![chunk(3)], sources));
-        assert_eq!(next(3).await, Next::Complete);
-
-        // a list that does not extend it (the file changed) starts over
-        let second = offer(&prefetches, "other", &[1, 2], true).expect("a new prefetch");
-        let replacing = offer(&prefetches, "other", &[9], true).expect("started over");
-        assert_eq!(
-            prefetches
-                .next("other", second.generation, 0, Duration::ZERO)
-                .await,
-            Next::Superseded
-        );
-        // the content is here already: the prefetch is given up
-        prefetches.withdraw("other");
-        assert_eq!(
-            prefetches
-                .next("other", replacing.generation, 0, Duration::ZERO)
-                .await,
-            Next::Superseded
-        );
     }
 }
