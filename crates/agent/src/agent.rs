@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
+use crate::early_upload::StreamingSizes;
 use crate::engine::{Engine, EngineConfig};
 use crate::local_fs::RealFs;
 use crate::loop_policy::Backoff;
@@ -191,6 +192,7 @@ impl Agent {
             parallelism: config.parallelism,
             folder_ignore_patterns: folder_info.settings.ignore_patterns.clone(),
             max_delete_percent: config.max_delete_percent,
+            streaming: StreamingSizes::default(),
         };
         let engine = Engine::load(
             fs,

@@ -13,9 +13,10 @@ use syncfolder_core::{conflict, path};
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine, LocalObservation};
+use crate::engine::{CycleOutcome, Engine};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 use crate::own_names;
+use crate::planner::LocalObservation;
 use crate::prefetches;
 use crate::remote::{Remote, RemoteError};
 use crate::stats::ErrorKind;

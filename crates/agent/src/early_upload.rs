@@ -4,6 +4,7 @@
 //! order (hash everything, ask which chunks the server lacks, read them
 //! again and send them) does the two one after the other and reads and
 //! hashes every byte twice. For a file of at least [`EARLY_UPLOAD_MIN_BYTES`]
+//! (in the simulation: [`StreamingSizes`]' smaller figure)
 //! the chunker hands each chunk's bytes, exactly as hashed, to an uploader
 //! that sends them in batches while the rest of the file is read. Nothing is
 //! committed early: the file is decided on as usual, and the upload that
@@ -35,6 +36,9 @@ use crate::engine::Engine;
 use crate::local_fs::{ChunkedFile, LocalFs};
 use crate::remote::{Remote, RemoteError};
 
+/// Files smaller than this are not announced: a whole transfer of one is
+/// quicker than the announcement round trip is worth.
+pub const STREAM_MIN_BYTES: u64 = 8 << 20;
 /// Files from this size on are uploaded while they are hashed.
 pub const EARLY_UPLOAD_MIN_BYTES: u64 = 8 << 20;
 /// Bytes sent in one upload request.
@@ -46,6 +50,32 @@ pub const ANNOUNCE_STEP_MIN_BYTES: u64 = 16 << 20;
 /// The most: a huge file read from a slow disk still tells receivers of
 /// more every few seconds.
 pub const ANNOUNCE_STEP_MAX_BYTES: u64 = 256 << 20;
+
+/// The sizes that decide what is streamed: the constants above in the
+/// agent, much smaller ones in the simulation, whose files are small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamingSizes {
+    /// Files from this size on are announced before their commit.
+    pub announce_min_bytes: u64,
+    /// Files from this size on are uploaded (and announced as they grow)
+    /// while they are hashed.
+    pub early_upload_min_bytes: u64,
+    /// The least and the most a growing announcement grows by before it
+    /// is sent again.
+    pub announce_step_min_bytes: u64,
+    pub announce_step_max_bytes: u64,
+}
+
+impl Default for StreamingSizes {
+    fn default() -> Self {
+        StreamingSizes {
+            announce_min_bytes: STREAM_MIN_BYTES,
+            early_upload_min_bytes: EARLY_UPLOAD_MIN_BYTES,
+            announce_step_min_bytes: ANNOUNCE_STEP_MIN_BYTES,
+            announce_step_max_bytes: ANNOUNCE_STEP_MAX_BYTES,
+        }
+    }
+}
 
 /// The file being read, as its growing announcements name it.
 #[derive(Debug, Clone)]
@@ -76,9 +106,9 @@ impl Announced {
     }
 
     /// Whether the list has grown enough since it was last announced.
-    fn worth_announcing(&self) -> bool {
-        let step =
-            (self.announced_bytes / 4).clamp(ANNOUNCE_STEP_MIN_BYTES, ANNOUNCE_STEP_MAX_BYTES);
+    fn worth_announcing(&self, sizes: &StreamingSizes) -> bool {
+        let step = (self.announced_bytes / 4)
+            .clamp(sizes.announce_step_min_bytes, sizes.announce_step_max_bytes);
         self.announced_bytes == 0 || self.cut_bytes >= self.announced_bytes + step
     }
 }
@@ -86,7 +116,8 @@ impl Announced {
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// Whether a file of `size` bytes is uploaded while it is hashed.
     pub(crate) fn uploads_while_hashing(&self, size: u64) -> bool {
-        size >= EARLY_UPLOAD_MIN_BYTES && self.mode() != FolderMode::ReceiveOnly
+        size >= self.config.streaming.early_upload_min_bytes
+            && self.mode() != FolderMode::ReceiveOnly
     }
 
     /// Chunks a file and, at the same time, sends the chunks the server
@@ -132,7 +163,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     return None;
                 }
                 announced.add(&batch);
-                if content_is_new.load(Ordering::Acquire) && announced.worth_announcing() {
+                if content_is_new.load(Ordering::Acquire)
+                    && announced.worth_announcing(&self.config.streaming)
+                {
                     self.announce_growing(file, &mut announced).await;
                 }
                 Some((batch, (chunks, next, announced)))
@@ -211,7 +244,7 @@ mod tests {
         // 8 MiB at a time up to 4 GiB
         for _ in 0..512 {
             announced.add(&batch);
-            if announced.worth_announcing() {
+            if announced.worth_announcing(&StreamingSizes::default()) {
                 announced.announced_bytes = announced.cut_bytes;
                 announced_at.push(announced.cut_bytes >> 20);
             }

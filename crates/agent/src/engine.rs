@@ -11,20 +11,18 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use syncfolder_core::chunking::ChunkerConfig;
-use syncfolder_core::decision::{self, Action, Observed, Versioned};
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::ignore::{IGNORE_FILE_NAME, IgnoreRules};
 use syncfolder_core::path;
-use syncfolder_core::protocol::{
-    Announcement, ChangesResponse, ChunkRef, Content, FileRecord, FolderMode,
-};
+use syncfolder_core::protocol::{Announcement, ChangesResponse, Content, FileRecord, FolderMode};
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
-use crate::early_upload::GrowingFile;
+use crate::early_upload::{GrowingFile, StreamingSizes};
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::own_names;
+use crate::planner::{self, LocalObservation, Observation, PlanContext, Refused};
 use crate::prefetches::{PrefetchJob, Prefetches};
 use crate::remote::Remote;
 use crate::scan;
@@ -46,6 +44,8 @@ pub struct EngineConfig {
     /// The mass-deletion guard's limit: the largest share (in percent) of the
     /// synced entries that may be deleted at once; 100 turns it off.
     pub max_delete_percent: u8,
+    /// Which files are announced and uploaded while they are hashed.
+    pub streaming: StreamingSizes,
 }
 
 /// What a cycle leaves for later.
@@ -59,27 +59,6 @@ pub struct CycleOutcome {
     pub n_applied: usize,
     /// Set when the mass-deletion guard stopped the cycle before it did anything.
     pub mass_deletion: Option<MassDeletion>,
-}
-
-/// A local path as observed in this cycle.
-#[derive(Debug, Clone)]
-pub(crate) struct LocalObservation {
-    pub meta: Option<LocalMeta>,
-    pub content: Option<Content>,
-    /// A file's chunks (hashed now, or the base's when the fingerprint matched).
-    pub chunks: Vec<ChunkRef>,
-    /// True when the file was hashed in this cycle.
-    pub hashed: bool,
-}
-
-pub(crate) enum Observation {
-    Seen(LocalObservation),
-    /// The entry changed while it was read, or could not be read: look again later.
-    Unstable,
-    /// Something that is never synced (a FIFO, socket or device) holds the path: leave it be.
-    Occupied,
-    /// An ignore rule covers the path (our own temp files among them): not read at all.
-    Ignored,
 }
 
 pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
@@ -96,7 +75,7 @@ pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     ignore_file_fingerprint: Option<Fingerprint>,
     /// Paths the server refused outright, with the local fingerprint and the
     /// remote version at the time: not tried again until either changes.
-    pub(crate) refused: BTreeMap<String, (Option<Fingerprint>, u64)>,
+    pub(crate) refused: Refused,
     /// Directories that were not empty when a remote file was to replace them once already.
     pub(crate) blocking_dirs: BTreeSet<String>,
     deletion_guard: DeletionGuard,
@@ -342,12 +321,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         meta: Option<&LocalMeta>,
         remote: Option<&FileRecord>,
     ) -> bool {
-        let is_dir = meta
-            .map(|meta| meta.kind == LocalKind::Directory)
-            .unwrap_or_else(|| {
-                remote.is_some_and(|record| matches!(record.content, Some(Content::Directory)))
-            });
-        self.ignore.is_ignored(synced_path, is_dir)
+        planner::is_ignored(&self.ignore, synced_path, meta, remote)
     }
 
     /// Looks at one local path: metadata, and content where it may have changed.
@@ -367,12 +341,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             },
         };
         let Some(meta) = meta else {
-            return Observation::Seen(LocalObservation {
-                meta: None,
-                content: None,
-                chunks: Vec::new(),
-                hashed: false,
-            });
+            return Observation::Seen(LocalObservation::absent());
         };
         // before reading anything: a watcher event for an ignored file (a
         // download's own temp file, a build output) must not cost a hash
@@ -470,12 +439,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 let known = known_meta.get(&synced_path).copied();
                 // a full walk that did not list a path has shown it is absent (or ignored)
                 let observation = if known.is_none() && full_walk {
-                    Observation::Seen(LocalObservation {
-                        meta: None,
-                        content: None,
-                        chunks: Vec::new(),
-                        hashed: false,
-                    })
+                    Observation::Seen(LocalObservation::absent())
                 } else {
                     engine.observe(&synced_path, known).await
                 };
@@ -486,72 +450,20 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .await
         };
 
-        let mut to_decide = Vec::new();
-        for (synced_path, observation) in observations {
-            let local = match observation {
-                Observation::Seen(local) => local,
-                Observation::Unstable => {
-                    outcome.retry.insert(synced_path);
-                    continue;
-                }
-                Observation::Occupied | Observation::Ignored => continue,
-            };
-            if self.is_ignored(
-                &synced_path,
-                local.meta.as_ref(),
-                self.state.remote(&synced_path),
-            ) {
-                continue;
-            }
-            let remote_version = self
-                .state
-                .remote(&synced_path)
-                .map_or(0, |record| record.version);
-            if let Some(refused) = self.refused.get(&synced_path)
-                && *refused == (local.meta.map(|meta| meta.fingerprint), remote_version)
-            {
-                continue;
-            }
-            to_decide.push((synced_path, local));
-        }
-        // intents a crash left: settled before anything is decided
-        let mut adopted = StateChanges::default();
-        for (synced_path, local) in &to_decide {
-            self.adopt_pending(synced_path, local, &mut adopted);
-        }
-        self.state.apply(adopted).await?;
-
-        let mut plan = crate::plan::Plan::default();
-        let mut fingerprint_updates = StateChanges::default();
-        for (synced_path, local) in to_decide {
-            let remote = self.state.remote(&synced_path);
-            let base = self.state.base(&synced_path);
-            let action = decision::decide(
-                Observed {
-                    base: base.map(|entry| Versioned {
-                        version: entry.record.version,
-                        content: entry.record.content.as_ref(),
-                    }),
-                    local: local.content.as_ref(),
-                    remote: remote.map(|record| Versioned {
-                        version: record.version,
-                        content: record.content.as_ref(),
-                    }),
-                },
-                self.mode(),
-            );
-            // a touched file with unchanged content: remember its new fingerprint, skip hashing next time
-            if action == Action::Nothing
-                && local.hashed
-                && let Some(base) = base.filter(|base| base.record.content == local.content)
-            {
-                let mut entry = base.clone();
-                entry.fingerprint = self.trusted_fingerprint(local.meta);
-                fingerprint_updates.keep_base(entry);
-            }
-            plan.add(synced_path, local, action);
-        }
-        self.state.apply(fingerprint_updates).await?;
+        let planned = planner::plan(
+            observations,
+            &PlanContext {
+                state: &self.state,
+                mode: self.mode(),
+                agent_id: &self.config.agent_id,
+                ignore: &self.ignore,
+                refused: &self.refused,
+                now_ms: self.clock.now_ms(),
+            },
+        );
+        outcome.retry.extend(planned.retry);
+        let plan = planned.plan;
+        self.state.apply(planned.state_changes).await?;
 
         let n_deletes = plan.commit_deletes.len();
         let now_ms = self.clock.now_ms();
@@ -587,65 +499,10 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let _ = self.fs.remove_dir(own_names::STREAM_DIR).await;
     }
 
-    /// After a crash between a download's rename and its base update, the
-    /// local file equals the intent: it is that record, not a new local file.
-    /// Likewise a commit whose answer was lost: when the server holds
-    /// exactly what this agent was committing, the commit went through.
-    fn adopt_pending(
-        &self,
-        synced_path: &str,
-        local: &LocalObservation,
-        changes: &mut StateChanges,
-    ) {
-        let Some(pending) = self.state.pending(synced_path) else {
-            return;
-        };
-        changes.settle(synced_path.to_owned());
-        let base_version = self.state.base(synced_path).map(|base| base.record.version);
-        if pending.version == 0 {
-            let ours = self.state.remote(synced_path).filter(|remote| {
-                remote.agent_id == self.config.agent_id
-                    && remote.content == pending.content
-                    && base_version.is_none_or(|version| version < remote.version)
-            });
-            if let Some(remote) = ours {
-                tracing::debug!(
-                    path = synced_path,
-                    version = remote.version,
-                    "adopting an upload committed before a restart"
-                );
-                let fingerprint = if local.content == remote.content {
-                    self.trusted_fingerprint(local.meta)
-                } else {
-                    None
-                };
-                changes.set_base(remote.clone(), fingerprint);
-            }
-            return;
-        }
-        let newer_than_base = base_version.is_none_or(|version| version < pending.version);
-        if local.content.is_some() && local.content == pending.content && newer_than_base {
-            tracing::debug!(
-                path = synced_path,
-                version = pending.version,
-                "adopting a download completed before a restart"
-            );
-            changes.set_base(pending.clone(), self.trusted_fingerprint(local.meta));
-        }
-    }
-
-    /// A fingerprint fit to skip hashing next time. A file modified within the
-    /// last two seconds gets none: a same-size rewrite inside one timestamp
-    /// tick would leave its fingerprint unchanged ("racy clean", as git calls
-    /// it), so it is hashed once more later.
+    /// A fingerprint fit to skip hashing next time (see
+    /// [`planner::trusted_fingerprint`]).
     pub(crate) fn trusted_fingerprint(&self, meta: Option<LocalMeta>) -> Option<Fingerprint> {
-        let meta = meta?;
-        let now_ns = i128::from(self.clock.now_ms()) * 1_000_000;
-        let recent = now_ns - i128::from(meta.fingerprint.mtime_ns) < 2_000_000_000;
-        if meta.kind == LocalKind::File && recent {
-            return None;
-        }
-        Some(meta.fingerprint)
+        planner::trusted_fingerprint(meta, self.clock.now_ms())
     }
 
     /// True when the local entry still is what the decision was based on.

@@ -4,14 +4,16 @@
 //! - [`agent`]: the process: configuration, connection, the sync loop;
 //! - [`sync_loop`]: the loop's steps, shared with the simulation, and
 //!   [`loop_policy`]: when it does what (rescans, retries, halts);
-//! - [`engine`]: base/local/remote per path, decisions, and carrying them out
-//!   ([`plan`], upload, download);
+//! - [`engine`]: observes local paths and runs a cycle: a pure planner
+//!   (`planner.rs`) decides, an executor (`execute.rs`, `download.rs`,
+//!   `upload.rs`) carries the plan out;
 //! - [`local_fs`], [`remote`], [`clock`]: the narrow traits the engine does
 //!   all its IO through, each with one real implementation;
 //! - [`deletion_guard`]: holds back a mass deletion;
 //! - [`aside`]: where an entry waits during a delete or replace, and its
 //!   recovery after a crash;
-//! - [`prefetch`]: streaming sync's receiving side, filling [`prefetches`];
+//! - [`early_upload`]: streaming sync's sending side; [`prefetch`]: its
+//!   receiving side, filling [`prefetches`];
 //! - [`own_names`]: the names of the agent's own temp files and directories;
 //! - [`sync_state`]: what the agent knows of each path, with one owner;
 //! - [`state`]: the local state DB underneath it;
@@ -22,6 +24,7 @@ pub mod agent;
 pub mod aside;
 pub mod clock;
 pub mod deletion_guard;
+pub mod early_upload;
 pub mod engine;
 pub mod local_fs;
 pub mod loop_policy;
@@ -38,9 +41,9 @@ pub mod sync_state;
 pub mod watcher;
 
 mod download;
-mod early_upload;
 mod error;
-mod plan;
+mod execute;
+mod planner;
 mod upload;
 
 pub use agent::{Agent, AgentConfig};

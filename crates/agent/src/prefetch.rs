@@ -29,9 +29,6 @@ use crate::prefetches::{LocalSources, Next, PrefetchJob, Prefetches};
 use crate::remote::{Remote, RemoteError};
 use crate::stats::SyncStats;
 
-/// Files smaller than this are not announced: a whole transfer of one is
-/// quicker than the announcement round trip is worth.
-pub const STREAM_MIN_BYTES: u64 = 8 << 20;
 /// How long one streamed read waits on the server for chunks to arrive.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// Bytes asked for in one streamed read (at least one chunk): what one

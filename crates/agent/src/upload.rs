@@ -12,9 +12,9 @@ use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord, Folde
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine, LocalObservation};
+use crate::engine::{CycleOutcome, Engine};
 use crate::local_fs::LocalFs;
-use crate::prefetch::STREAM_MIN_BYTES;
+use crate::planner::LocalObservation;
 use crate::remote::{Remote, RemoteError};
 use crate::stats::ErrorKind;
 use crate::sync_state::StateChanges;
@@ -261,7 +261,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let large: Vec<Change> = changes
             .iter()
             .filter(|(change, _)| {
-                matches!(&change.content, Some(Content::File { size, .. }) if *size >= STREAM_MIN_BYTES)
+                matches!(&change.content, Some(Content::File { size, .. }) if *size >= self.config.streaming.announce_min_bytes)
             })
             .map(|(change, _)| change.clone())
             .collect();

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
+use syncfolder_agent::early_upload::StreamingSizes;
 use syncfolder_agent::engine::{Engine, EngineConfig};
 use syncfolder_agent::loop_policy::Backoff;
 use syncfolder_agent::remote::{Remote, RemoteError};
@@ -117,6 +118,8 @@ impl SimAgent {
             folder_ignore_patterns: Vec::new(),
             // the storm deletes whole trees on purpose
             max_delete_percent: 100,
+            // the storm's files are all below these: nothing is streamed yet
+            streaming: StreamingSizes::default(),
         };
         let stats = Arc::new(SyncStats::default());
         let engine: SimEngine = Engine::load(

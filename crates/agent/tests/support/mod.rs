@@ -50,6 +50,7 @@ pub async fn engine_with_stats(
             parallelism: 2,
             folder_ignore_patterns: Vec::new(),
             max_delete_percent: 50,
+            streaming: Default::default(),
         },
         stats,
     )

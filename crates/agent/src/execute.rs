@@ -1,46 +1,19 @@
-//! A cycle's decisions grouped by kind of work, and carrying them out in a
-//! safe order: conflict copies first (so nothing is overwritten), downloads
-//! (which may copy chunks from files about to be deleted or renamed), uploads
-//! and tombstones, and local deletions last, deepest paths first.
+//! Carrying out a [`Plan`] in a safe order: the records found in sync
+//! first, conflict copies (so nothing is overwritten), downloads (which may
+//! copy chunks from files about to be deleted or renamed), uploads and
+//! tombstones, and local deletions last, deepest paths first. Downloads and
+//! uploads have files of their own (`download.rs`, `upload.rs`).
 
 use syncfolder_core::conflict;
-use syncfolder_core::decision::Action;
 
 use crate::Result;
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine, LocalObservation};
+use crate::engine::{CycleOutcome, Engine};
 use crate::local_fs::{LocalFs, LocalKind};
+use crate::planner::{LocalObservation, Plan};
 use crate::remote::Remote;
 use crate::stats::ErrorKind;
 use crate::sync_state::StateChanges;
-
-#[derive(Debug, Default)]
-pub(crate) struct Plan {
-    pub record_synced: Vec<(String, LocalObservation)>,
-    pub uploads: Vec<(String, LocalObservation, u64)>,
-    pub commit_deletes: Vec<(String, u64)>,
-    pub downloads: Vec<(String, LocalObservation)>,
-    pub delete_local: Vec<(String, LocalObservation)>,
-    pub conflicts: Vec<(String, LocalObservation)>,
-}
-
-impl Plan {
-    pub fn add(&mut self, synced_path: String, local: LocalObservation, action: Action) {
-        match action {
-            Action::Nothing | Action::KeepLocal => {}
-            Action::RecordSynced => self.record_synced.push((synced_path, local)),
-            Action::Upload { parent_version } => {
-                self.uploads.push((synced_path, local, parent_version))
-            }
-            Action::CommitDelete { parent_version } => {
-                self.commit_deletes.push((synced_path, parent_version))
-            }
-            Action::Download => self.downloads.push((synced_path, local)),
-            Action::DeleteLocal => self.delete_local.push((synced_path, local)),
-            Action::Conflict => self.conflicts.push((synced_path, local)),
-        }
-    }
-}
 
 impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     pub(crate) async fn execute(
@@ -64,15 +37,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 Some(copy_path) => {
                     outcome.follow_up.insert(copy_path);
                     outcome.n_applied += 1;
-                    plan.downloads.push((
-                        synced_path,
-                        LocalObservation {
-                            meta: None,
-                            content: None,
-                            chunks: Vec::new(),
-                            hashed: false,
-                        },
-                    ));
+                    plan.downloads
+                        .push((synced_path, LocalObservation::absent()));
                 }
                 None => {
                     outcome.retry.insert(synced_path);
