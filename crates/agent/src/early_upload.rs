@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::StreamExt;
 use syncfolder_core::Hash;
+use syncfolder_core::chunking::ChunkerConfig;
 use syncfolder_core::hash::content_hash;
-use syncfolder_core::protocol::{Change, ChunkRef, Content, FolderMode};
+use syncfolder_core::protocol::{Change, ChunkRef, Content};
 use tokio::sync::mpsc;
 
-use crate::clock::Clock;
-use crate::engine::Engine;
 use crate::local_fs::{ChunkedFile, LocalFs};
 use crate::remote::{Remote, RemoteError};
+use crate::stats::SyncStats;
 
 /// Files smaller than this are not announced: a whole transfer of one is
 /// quicker than the announcement round trip is worth.
@@ -113,21 +113,27 @@ impl Announced {
     }
 }
 
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
-    /// Whether a file of `size` bytes is uploaded while it is hashed.
-    pub(crate) fn uploads_while_hashing(&self, size: u64) -> bool {
-        size >= self.config.streaming.early_upload_min_bytes
-            && self.mode() != FolderMode::ReceiveOnly
-    }
+/// What an upload while hashing works with: the engine's filesystem,
+/// server, counters and settings, borrowed for one file.
+pub(crate) struct EarlyUpload<'a, F, R> {
+    pub fs: &'a F,
+    pub remote: &'a R,
+    pub stats: &'a SyncStats,
+    pub chunker: ChunkerConfig,
+    /// Upload requests in flight at once.
+    pub parallelism: usize,
+    pub sizes: &'a StreamingSizes,
+}
 
+impl<F: LocalFs, R: Remote> EarlyUpload<'_, F, R> {
     /// Chunks a file and, at the same time, sends the chunks the server
     /// lacks and announces them as they are cut. Upload errors are left to
     /// the upload after the decision.
-    pub(crate) async fn chunk_file_uploading(&self, file: GrowingFile) -> io::Result<ChunkedFile> {
+    pub(crate) async fn chunk_file(&self, file: GrowingFile) -> io::Result<ChunkedFile> {
         let (chunks_in, chunks_out) = mpsc::channel(QUEUE_CHUNKS);
         let hashing = self
             .fs
-            .chunk_file_sending(&file.path, self.config.chunker, chunks_in);
+            .chunk_file_sending(&file.path, self.chunker, chunks_in);
         let (chunked, ()) = futures::join!(hashing, self.upload_as_read(chunks_out, &file));
         chunked
     }
@@ -163,8 +169,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     return None;
                 }
                 announced.add(&batch);
-                if content_is_new.load(Ordering::Acquire)
-                    && announced.worth_announcing(&self.config.streaming)
+                if content_is_new.load(Ordering::Acquire) && announced.worth_announcing(self.sizes)
                 {
                     self.announce_growing(file, &mut announced).await;
                 }
@@ -172,7 +177,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             },
         );
         batches
-            .for_each_concurrent(self.config.parallelism.max(1), |batch| async move {
+            .for_each_concurrent(self.parallelism.max(1), |batch| async move {
                 match self.upload_batch_if_missing(batch).await {
                     Ok(true) => content_is_new.store(true, Ordering::Release),
                     Ok(false) => {}

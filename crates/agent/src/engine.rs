@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
-use crate::early_upload::{GrowingFile, StreamingSizes};
+use crate::early_upload::{EarlyUpload, GrowingFile, StreamingSizes};
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
 use crate::own_names;
 use crate::planner::{self, LocalObservation, Observation, PlanContext, Refused};
@@ -374,12 +374,13 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                     });
                 }
                 let chunking = if self.uploads_while_hashing(meta.fingerprint.size) {
-                    self.chunk_file_uploading(GrowingFile {
-                        path: synced_path.to_owned(),
-                        parent_version: base.map_or(0, |base| base.record.version),
-                        executable: meta.is_executable(),
-                    })
-                    .await
+                    self.early_upload()
+                        .chunk_file(GrowingFile {
+                            path: synced_path.to_owned(),
+                            parent_version: base.map_or(0, |base| base.record.version),
+                            executable: meta.is_executable(),
+                        })
+                        .await
                 } else {
                     self.fs.chunk_file(synced_path, self.config.chunker).await
                 };
@@ -497,6 +498,23 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         // gone when no other prefetch is under way
         let _ = self.fs.remove_dir(own_names::STREAM_DIR).await;
+    }
+
+    /// Whether a file of `size` bytes is uploaded while it is hashed.
+    fn uploads_while_hashing(&self, size: u64) -> bool {
+        size >= self.config.streaming.early_upload_min_bytes
+            && self.mode() != FolderMode::ReceiveOnly
+    }
+
+    fn early_upload(&self) -> EarlyUpload<'_, F, R> {
+        EarlyUpload {
+            fs: &self.fs,
+            remote: &self.remote,
+            stats: &self.stats,
+            chunker: self.config.chunker,
+            parallelism: self.config.parallelism,
+            sizes: &self.config.streaming,
+        }
     }
 
     /// A fingerprint fit to skip hashing next time (see
