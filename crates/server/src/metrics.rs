@@ -79,12 +79,6 @@ pub const GC_RESULTS: [&str; 2] = ["success", "failure"];
 /// `syncfolder_outbox_ship_errors_total`.
 pub const SHIP_ERROR_KINDS: [&str; 4] = ["connect", "migrate", "database", "outbox"];
 
-/// Every action an event can have, each a label value of
-/// `syncfolder_file_changes_total`.
-pub const EVENT_ACTIONS: [&str; 8] = [
-    "create", "modify", "delete", "mkdir", "symlink", "rename", "conflict", "restore",
-];
-
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();

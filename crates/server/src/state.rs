@@ -10,7 +10,7 @@ use crate::chunk_store::ChunkStore;
 use crate::config::{Limits, Maintenance};
 use crate::fanout::{Fanout, Signal};
 use crate::feed::Feed;
-use crate::metadata::Db;
+use crate::metadata::{Db, EventAction};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 
@@ -55,7 +55,7 @@ impl AppState {
         folder_id: i64,
         folder_name: &str,
         latest: u64,
-        actions: &[&str],
+        actions: &[EventAction],
     ) {
         if actions.is_empty() {
             return;
@@ -69,7 +69,7 @@ impl AppState {
         for action in actions {
             self.metrics
                 .file_changes
-                .with_label_values(&[folder_name, action])
+                .with_label_values(&[folder_name, action.as_str()])
                 .inc();
         }
     }

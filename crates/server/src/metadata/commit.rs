@@ -13,6 +13,7 @@ use syncfolder_core::path::{self, MAX_PATH_BYTES};
 use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord};
 
 use super::backend::{Connection, Tx, on_connection};
+use super::event_action::EventAction;
 use super::folders::{Folder, FolderRow};
 use super::records::{RecordColumns, RecordRow, current_row, current_rows, row_at_version};
 use super::{Db, chunks, from_db, now_ms, retention, to_db};
@@ -26,7 +27,7 @@ pub struct CommitOutcome {
     /// The folder's sequence after the batch.
     pub latest: u64,
     /// The action of every event the batch wrote, for the metrics.
-    pub actions: Vec<&'static str>,
+    pub actions: Vec<EventAction>,
 }
 
 /// Checks what a change says about itself, before looking at the database:
@@ -77,15 +78,17 @@ fn action(
     path: &str,
     content: &Option<Content>,
     restore: bool,
-) -> &'static str {
+) -> EventAction {
     match content {
-        _ if restore => "restore",
-        None => "delete",
-        Some(Content::Directory) => "mkdir",
-        Some(Content::Symlink { .. }) => "symlink",
-        Some(Content::File { .. }) if previous.is_some_and(RecordRow::is_file) => "modify",
-        Some(Content::File { .. }) if is_conflict_copy(path) => "conflict",
-        Some(Content::File { .. }) => "create",
+        _ if restore => EventAction::Restore,
+        None => EventAction::Delete,
+        Some(Content::Directory) => EventAction::Mkdir,
+        Some(Content::Symlink { .. }) => EventAction::Symlink,
+        Some(Content::File { .. }) if previous.is_some_and(RecordRow::is_file) => {
+            EventAction::Modify
+        }
+        Some(Content::File { .. }) if is_conflict_copy(path) => EventAction::Conflict,
+        Some(Content::File { .. }) => EventAction::Create,
     }
 }
 
@@ -99,7 +102,7 @@ fn is_conflict_copy(path: &str) -> bool {
 struct PendingEvent {
     path: String,
     from_path: Option<String>,
-    action: &'static str,
+    action: EventAction,
     size: i64,
     version: i64,
     content_hash: Option<String>,
@@ -115,12 +118,12 @@ fn detect_renames(events: Vec<PendingEvent>) -> Vec<PendingEvent> {
     let mut folded = vec![false; events.len()];
     let mut renamed_from: Vec<Option<String>> = vec![None; events.len()];
     for (create_idx, create) in events.iter().enumerate() {
-        if create.action != "create" {
+        if create.action != EventAction::Create {
             continue;
         }
         let source = events.iter().enumerate().position(|(delete_idx, delete)| {
             !folded[delete_idx]
-                && delete.action == "delete"
+                && delete.action == EventAction::Delete
                 && delete.removed_hash.is_some()
                 && delete.removed_hash == create.content_hash
         });
@@ -136,12 +139,28 @@ fn detect_renames(events: Vec<PendingEvent>) -> Vec<PendingEvent> {
         .filter(|(_, folded)| !folded)
         .map(|((mut event, from_path), _)| {
             if from_path.is_some() {
-                event.action = "rename";
+                event.action = EventAction::Rename;
                 event.from_path = from_path;
             }
             event
         })
         .collect()
+}
+
+/// What [`FolderWriter::check`] made of a change.
+enum Checked {
+    Accepted(Accepted),
+    /// Not written: the change names a version that is not current.
+    Conflict,
+    /// Not written: missing chunks, or over the quota.
+    Refused(CommitResult),
+}
+
+/// A change that passed its checks, with what they computed.
+struct Accepted {
+    columns: RecordColumns,
+    /// The folder's file bytes with the change, when it has a quota.
+    total_bytes: Option<u64>,
 }
 
 /// One write transaction on one folder.
@@ -248,60 +267,91 @@ impl<'a> FolderWriter<'a> {
         }
     }
 
+    /// Checks `change` and, when it passes, writes it.
     async fn apply(&mut self, change: Change, restore: bool) -> Result<CommitResult> {
+        // before anything is read: an invalid path is not even looked up
         if let Err(error) = validate_change(&change) {
             return Ok(CommitResult::Rejected { error });
         }
-        let folder_id = self.folder.id;
         let current = self.current_row(&change.path).await?;
-        let current_version = current.as_ref().map_or(0, |row| from_db(row.version));
+        match self.check(&change, current.as_ref())? {
+            Checked::Accepted(accepted) => self.write(change, current, accepted, restore).await,
+            Checked::Conflict => Ok(CommitResult::Conflict {
+                current: current.map(RecordRow::into_record).transpose()?,
+            }),
+            Checked::Refused(result) => Ok(result),
+        }
+    }
+
+    /// Whether a valid `change` may be written over `current`: its parent
+    /// version is current (compare-and-swap), the folder can read every
+    /// chunk it names, and it keeps the folder within its quota. No IO.
+    fn check(&self, change: &Change, current: Option<&RecordRow>) -> Result<Checked> {
+        let current_version = current.map_or(0, |row| from_db(row.version));
         // a path whose tombstone the horizon forgot has no record: a change
         // built on that tombstone, or on what it deleted, is built on nothing
         // (an edit beats a deletion its agent never saw)
         let on_forgotten_tombstone =
             current.is_none() && change.parent_version <= self.folder.horizon_version;
         if change.parent_version != current_version && !on_forgotten_tombstone {
-            let current = current.map(RecordRow::into_record).transpose()?;
-            return Ok(CommitResult::Conflict { current });
+            return Ok(Checked::Conflict);
         }
-        let hashes = change.chunks.iter().map(|chunk| chunk.hash);
-        let missing: Vec<Hash> = match &self.readable_chunks {
-            Some(readable) => {
-                let mut seen = HashSet::new();
-                hashes
-                    .filter(|hash| !readable.contains(hash) && seen.insert(*hash))
-                    .collect()
-            }
-            None => {
-                return Err(Error::Internal(
-                    "a commit applied a change before reading its batch".to_owned(),
-                ));
-            }
+        let Some(readable) = &self.readable_chunks else {
+            return Err(Error::Internal(
+                "a commit applied a change before reading its batch".to_owned(),
+            ));
         };
+        let mut seen = HashSet::new();
+        let missing: Vec<Hash> = change
+            .chunks
+            .iter()
+            .map(|chunk| chunk.hash)
+            .filter(|hash| !readable.contains(hash) && seen.insert(*hash))
+            .collect();
         if !missing.is_empty() {
-            return Ok(CommitResult::MissingChunks { missing });
+            return Ok(Checked::Refused(CommitResult::MissingChunks { missing }));
         }
         let columns = RecordColumns::of(&change.content, &change.chunks)?;
-        if let Some(total_bytes) = self.total_bytes {
+        let mut total_bytes = None;
+        if let Some(total) = self.total_bytes {
             let old_size = current
-                .as_ref()
                 .filter(|row| row.is_file())
                 .map_or(0, |row| from_db(row.size));
             let new_size = from_db(columns.size);
-            let new_total = total_bytes
-                .saturating_sub(old_size)
-                .saturating_add(new_size);
+            let new_total = total.saturating_sub(old_size).saturating_add(new_size);
             let quota = self.folder.settings.quota_bytes;
             if new_size > old_size && new_total > quota {
-                return Ok(CommitResult::Rejected {
+                return Ok(Checked::Refused(CommitResult::Rejected {
                     error: format!(
                         "the folder's quota of {quota} bytes would be exceeded ({new_total} bytes)"
                     ),
-                });
+                }));
             }
-            self.total_bytes = Some(new_total);
+            total_bytes = Some(new_total);
         }
+        Ok(Checked::Accepted(Accepted {
+            columns,
+            total_bytes,
+        }))
+    }
 
+    /// Writes an accepted change: the current row to history, the new row,
+    /// its event, and the path's history pruned by retention.
+    async fn write(
+        &mut self,
+        change: Change,
+        current: Option<RecordRow>,
+        accepted: Accepted,
+        restore: bool,
+    ) -> Result<CommitResult> {
+        let folder_id = self.folder.id;
+        let Accepted {
+            columns,
+            total_bytes,
+        } = accepted;
+        if total_bytes.is_some() {
+            self.total_bytes = total_bytes;
+        }
         let version = self.seq + 1;
         let action = action(current.as_ref(), &change.path, &change.content, restore);
         // only a deletion can be a rename's source
@@ -354,7 +404,7 @@ impl<'a> FolderWriter<'a> {
             from_path: None,
             action,
             size: columns.size,
-            version: to_db(version, "version")?,
+            version: db_version,
             content_hash,
             removed_hash,
         });
@@ -386,7 +436,7 @@ impl<'a> FolderWriter<'a> {
 
     /// Writes the batch's events and stores the advanced sequence; returns
     /// the sequence and the events' actions.
-    async fn finish(mut self) -> Result<(u64, Vec<&'static str>)> {
+    async fn finish(mut self) -> Result<(u64, Vec<EventAction>)> {
         let events = detect_renames(std::mem::take(&mut self.events));
         for batch in events.chunks(chunks::ROWS_PER_STATEMENT) {
             on_connection!(&mut self.connection, connection => {
@@ -398,7 +448,7 @@ impl<'a> FolderWriter<'a> {
                     row.push_bind(&self.folder.name)
                         .push_bind(&event.path)
                         .push_bind(&event.from_path)
-                        .push_bind(event.action)
+                        .push_bind(event.action.as_str())
                         .push_bind(event.size)
                         .push_bind(event.version)
                         .push_bind(&event.content_hash)
@@ -582,10 +632,13 @@ mod tests {
             size: 0,
             executable: false,
         });
-        assert_eq!(action(None, "a.txt", &file, false), "create");
-        assert_eq!(action(None, "a.txt", &None, false), "delete");
-        assert_eq!(action(None, "d", &Some(Content::Directory), false), "mkdir");
-        assert_eq!(action(None, "a.txt", &file, true), "restore");
+        assert_eq!(action(None, "a.txt", &file, false), EventAction::Create);
+        assert_eq!(action(None, "a.txt", &None, false), EventAction::Delete);
+        assert_eq!(
+            action(None, "d", &Some(Content::Directory), false),
+            EventAction::Mkdir
+        );
+        assert_eq!(action(None, "a.txt", &file, true), EventAction::Restore);
         assert_eq!(
             action(
                 None,
@@ -593,12 +646,12 @@ mod tests {
                 &file,
                 false
             ),
-            "conflict"
+            EventAction::Conflict
         );
     }
 
-    fn event(path: &str, action: &'static str, hash: Option<&str>) -> PendingEvent {
-        let is_delete = action == "delete";
+    fn event(path: &str, action: EventAction, hash: Option<&str>) -> PendingEvent {
+        let is_delete = action == EventAction::Delete;
         PendingEvent {
             path: path.to_owned(),
             from_path: None,
@@ -613,18 +666,18 @@ mod tests {
     #[test]
     fn a_deletion_and_a_creation_of_the_same_content_are_one_rename() {
         let events = detect_renames(vec![
-            event("old.txt", "delete", Some("h1")),
-            event("other.txt", "create", Some("h2")),
-            event("dir/new.txt", "create", Some("h1")),
-            event("copy.txt", "create", Some("h1")),
-            event("gone.txt", "delete", Some("h3")),
+            event("old.txt", EventAction::Delete, Some("h1")),
+            event("other.txt", EventAction::Create, Some("h2")),
+            event("dir/new.txt", EventAction::Create, Some("h1")),
+            event("copy.txt", EventAction::Create, Some("h1")),
+            event("gone.txt", EventAction::Delete, Some("h3")),
         ]);
         let summary: Vec<_> = events
             .iter()
             .map(|event| {
                 (
                     event.path.as_str(),
-                    event.action,
+                    event.action.as_str(),
                     event.from_path.as_deref(),
                 )
             })
@@ -643,11 +696,15 @@ mod tests {
     #[test]
     fn a_deleted_directory_or_tombstone_never_pairs() {
         let events = detect_renames(vec![
-            event("dir", "delete", None),
-            event("empty.txt", "create", None),
+            event("dir", EventAction::Delete, None),
+            event("empty.txt", EventAction::Create, None),
         ]);
         assert_eq!(events.len(), 2);
-        assert!(events.iter().all(|event| event.action != "rename"));
+        assert!(
+            events
+                .iter()
+                .all(|event| event.action != EventAction::Rename)
+        );
     }
 
     #[tokio::test]

@@ -97,8 +97,10 @@ async fn refresh_gauges(state: &AppState) -> crate::Result<()> {
         let name = folder.name.as_str();
         // every folder's change counters exist from zero, so that rate() and
         // increase() see a folder's first conflict, rename …
-        for action in crate::metrics::EVENT_ACTIONS {
-            metrics.file_changes.with_label_values(&[name, action]);
+        for action in crate::metadata::EventAction::ALL {
+            metrics
+                .file_changes
+                .with_label_values(&[name, action.as_str()]);
         }
         metrics
             .folder_files
