@@ -12,6 +12,7 @@ use syncfolder_core::protocol::{Content, FileRecord};
 use syncfolder_core::{conflict, path};
 
 use crate::Result;
+use crate::batches::batches;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine};
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
@@ -392,11 +393,10 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         for chunk in &record.chunks {
             let mut reused = false;
             if let Some((source_path, source_offset)) = reusable.get(&chunk.hash)
-                && let Ok(bytes) = self
+                && let Some(bytes) = self
                     .fs
-                    .read_range(source_path, *source_offset, chunk.size)
+                    .read_chunk(source_path, *source_offset, chunk.size, chunk.hash)
                     .await
-                && Hash::of(&bytes) == chunk.hash
             {
                 self.fs.write_at(&temp_path, offset, bytes.into()).await?;
                 self.stats.bytes_reused.add(chunk.size);
@@ -422,21 +422,15 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .map(|(hash, (size, _))| (*hash, *size))
             .collect();
         wanted.sort_by_key(|(hash, _)| needed[hash].1.first().cloned());
-        let mut groups: Vec<Vec<Hash>> = Vec::new();
-        let mut group_bytes = 0;
-        for (hash, size) in wanted {
-            let full = groups.last().is_none_or(|group| {
-                group_bytes + size > FETCH_BATCH_BYTES || group.len() >= FETCH_BATCH_CHUNKS
-            });
-            if full {
-                groups.push(Vec::new());
-                group_bytes = 0;
-            }
-            group_bytes += size;
-            if let Some(group) = groups.last_mut() {
-                group.push(hash);
-            }
-        }
+        let groups: Vec<Vec<Hash>> = batches(
+            wanted,
+            |(_, size)| *size,
+            FETCH_BATCH_BYTES,
+            FETCH_BATCH_CHUNKS,
+        )
+        .into_iter()
+        .map(|group| group.into_iter().map(|(hash, _)| hash).collect())
+        .collect();
         let needed = &needed;
         let results: Vec<Result<(), FetchError>> = futures::stream::iter(groups)
             .map(|group| async move {

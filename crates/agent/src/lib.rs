@@ -40,6 +40,7 @@ pub mod sync_loop;
 pub mod sync_state;
 pub mod watcher;
 
+mod batches;
 mod download;
 mod error;
 mod execute;

@@ -121,6 +121,23 @@ pub trait LocalFs: Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
+    /// The `size` bytes at `offset` of `path`, when they are the chunk
+    /// `hash` (a local copy of a chunk, checked before it is trusted: the
+    /// file may have changed since it was hashed).
+    fn read_chunk(
+        &self,
+        path: &str,
+        offset: u64,
+        size: u64,
+        hash: Hash,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        async move {
+            self.read_range(path, offset, size)
+                .await
+                .ok()
+                .filter(|bytes| Hash::of(bytes) == hash)
+        }
+    }
     /// Creates a new empty temp file in directory `dir` (created if missing)
     /// and returns its synced path; the name is [`own_names::temp_file_name`]'s.
     fn create_temp(&self, dir: &str) -> impl Future<Output = io::Result<String>> + Send;

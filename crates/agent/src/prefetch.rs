@@ -22,6 +22,7 @@ use syncfolder_core::Hash;
 use syncfolder_core::protocol::ChunkRef;
 use tokio::sync::mpsc;
 
+use crate::batches::batches;
 use crate::clock::Clock;
 use crate::local_fs::{LocalFs, LocalKind};
 use crate::own_names::{self, STREAM_DIR};
@@ -207,12 +208,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Prefetcher<'_, F, R, C> {
         let mut remaining = Vec::new();
         for (hash, size) in order {
             let local = match local_sources.get(&hash) {
-                Some((source_path, source_offset)) => self
-                    .fs
-                    .read_range(source_path, *source_offset, size)
-                    .await
-                    .ok()
-                    .filter(|bytes| Hash::of(bytes) == hash),
+                Some((source_path, source_offset)) => {
+                    self.fs
+                        .read_chunk(source_path, *source_offset, size, hash)
+                        .await
+                }
                 None => None,
             };
             match local {
@@ -297,21 +297,10 @@ struct Filled {
 /// Splits the chunks still to stream into reads of at most
 /// [`STREAM_BATCH_BYTES`] (at least one chunk each), in file order.
 fn stream_batches(chunks: Vec<(Hash, u64)>) -> Vec<Vec<Hash>> {
-    let mut batches: Vec<Vec<Hash>> = Vec::new();
-    let mut batch_bytes = 0;
-    for (hash, size) in chunks {
-        match batches.last_mut() {
-            Some(batch) if batch_bytes + size <= STREAM_BATCH_BYTES => {
-                batch.push(hash);
-                batch_bytes += size;
-            }
-            _ => {
-                batches.push(vec![hash]);
-                batch_bytes = size;
-            }
-        }
-    }
-    batches
+    batches(chunks, |(_, size)| *size, STREAM_BATCH_BYTES, usize::MAX)
+        .into_iter()
+        .map(|batch| batch.into_iter().map(|(hash, _)| hash).collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use syncfolder_core::Hash;
 use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord, FolderMode};
 
 use crate::Result;
+use crate::batches::{batch_ranges, batches};
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine};
 use crate::local_fs::LocalFs;
@@ -55,22 +56,13 @@ struct SentGroup<'c> {
 /// Splits changes, in order, into groups of at most [`COMMIT_BATCH`]
 /// changes and (unless one file alone is larger) [`GROUP_BYTES`] of content.
 fn commit_groups<T>(changes: &[(Change, T)]) -> Vec<&[(Change, T)]> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    let mut group_bytes = 0;
-    for (idx, (change, _)) in changes.iter().enumerate() {
-        let size = change.content.as_ref().map_or(0, Content::size);
-        if idx > start && (idx - start >= COMMIT_BATCH || group_bytes + size > GROUP_BYTES) {
-            groups.push(&changes[start..idx]);
-            start = idx;
-            group_bytes = 0;
-        }
-        group_bytes += size;
-    }
-    if start < changes.len() {
-        groups.push(&changes[start..]);
-    }
-    groups
+    let sizes = changes
+        .iter()
+        .map(|(change, _)| change.content.as_ref().map_or(0, Content::size));
+    batch_ranges(sizes, GROUP_BYTES, COMMIT_BATCH)
+        .into_iter()
+        .map(|range| &changes[range])
+        .collect()
 }
 
 /// Where the bytes of a chunk can be read.
@@ -418,21 +410,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             (&left.path, left.offset).cmp(&(&right.path, right.offset))
         });
 
-        let mut groups: Vec<Vec<(Hash, &ChunkSource)>> = Vec::new();
-        let mut group_bytes = 0;
-        for (hash, source) in wanted {
-            let full = groups.last().is_none_or(|group| {
-                group_bytes + source.size > UPLOAD_BATCH_BYTES || group.len() >= UPLOAD_BATCH_CHUNKS
-            });
-            if full {
-                groups.push(Vec::new());
-                group_bytes = 0;
-            }
-            group_bytes += source.size;
-            if let Some(group) = groups.last_mut() {
-                group.push((hash, source));
-            }
-        }
+        let groups = batches(
+            wanted,
+            |(_, source)| source.size,
+            UPLOAD_BATCH_BYTES,
+            UPLOAD_BATCH_CHUNKS,
+        );
 
         let results: Vec<GroupResult> = futures::stream::iter(groups)
             .map(|group| async move {
@@ -441,13 +424,11 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 for (hash, source) in group {
                     match self
                         .fs
-                        .read_range(&source.path, source.offset, source.size)
+                        .read_chunk(&source.path, source.offset, source.size, hash)
                         .await
                     {
-                        Ok(bytes) if Hash::of(&bytes) == hash => {
-                            chunks.push((hash, Bytes::from(bytes)))
-                        }
-                        _ => unstable.push(source.path.clone()),
+                        Some(bytes) => chunks.push((hash, Bytes::from(bytes))),
+                        None => unstable.push(source.path.clone()),
                     }
                 }
                 if chunks.is_empty() {
