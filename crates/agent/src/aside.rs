@@ -6,20 +6,21 @@
 //! either way the entry waits at `<dir>/<aside dir>/<name>` (the name is
 //! [`crate::own_names::aside_dir_name`]'s)
 //! for a moment. If the agent stops in that moment, the next full walk finds
-//! the aside directory and [`Engine::recover_asides`] puts the entry back, or
+//! the aside directory and [`Asides::recover`] puts the entry back, or
 //! drops it when its content is one the server already holds, or keeps it
 //! as a conflict copy. A byte the user wrote is never in a place the agent
 //! clears as its own leftovers.
 
+use syncfolder_core::chunking::ChunkerConfig;
 use syncfolder_core::conflict;
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::path;
 use syncfolder_core::protocol::Content;
 
 use crate::clock::Clock;
-use crate::engine::Engine;
-use crate::local_fs::{LocalFs, LocalKind};
-use crate::remote::Remote;
+use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+use crate::stats::SyncStats;
+use crate::sync_state::SyncState;
 
 /// A place an entry waits under its own name.
 #[derive(Debug)]
@@ -29,7 +30,25 @@ pub(crate) struct Aside {
     pub path: String,
 }
 
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+/// Moves that never lose an entry, with what they need of the engine: what
+/// they take off a path waits in an aside directory until it is known to
+/// be safe to drop, or becomes a conflict copy.
+pub(crate) struct Asides<'a, F, C> {
+    pub fs: &'a F,
+    pub clock: &'a C,
+    pub stats: &'a SyncStats,
+    /// Names this agent's conflict copies.
+    pub agent_id: &'a str,
+    pub chunker: ChunkerConfig,
+}
+
+impl<F: LocalFs, C: Clock> Asides<'_, F, C> {
+    /// A conflict copy's name for `synced_path`, now.
+    pub(crate) fn conflict_copy_path(&self, synced_path: &str) -> String {
+        let now_seconds = self.clock.now_ms().div_euclid(1000);
+        conflict::conflict_copy_path(synced_path, now_seconds, self.agent_id)
+    }
+
     /// A fresh aside directory next to `synced_path`, and the path in it
     /// under `synced_path`'s name.
     pub(crate) async fn new_aside(&self, synced_path: &str) -> std::io::Result<Aside> {
@@ -54,7 +73,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// to its path when that is free; when something else stands there it
     /// is dropped if its content is one the server holds or equals what
     /// stands there, else kept as a conflict copy.
-    pub(crate) async fn recover_asides(&self, dirs: &[String]) {
+    pub(crate) async fn recover(&self, dirs: &[String], state: &SyncState) {
         for dir in dirs {
             let entries = match self.fs.list_dir(dir).await {
                 Ok(entries) => entries,
@@ -78,7 +97,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 } else {
                     format!("{parent}/{name}")
                 };
-                if let Err(err) = self.recover_entry(&inside, &original).await {
+                if let Err(err) = self.recover_entry(&inside, &original, state).await {
                     tracing::warn!(%err, path = original, aside = inside, "could not recover an entry set aside; will try again");
                 }
             }
@@ -86,7 +105,12 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
     }
 
-    async fn recover_entry(&self, inside: &str, original: &str) -> std::io::Result<()> {
+    async fn recover_entry(
+        &self,
+        inside: &str,
+        original: &str,
+        state: &SyncState,
+    ) -> std::io::Result<()> {
         use std::io::ErrorKind;
         let occupied = match self.fs.rename_noreplace(inside, original).await {
             Ok(()) => false,
@@ -110,9 +134,9 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let content = self.content_of(inside).await?;
         let known = same_bytes(content.as_ref(), self.content_of(original).await?.as_ref())
             || [
-                self.state.base(original).map(|entry| &entry.record),
-                self.state.pending(original),
-                self.state.remote(original),
+                state.base(original).map(|entry| &entry.record),
+                state.pending(original),
+                state.remote(original),
             ]
             .into_iter()
             .flatten()
@@ -121,8 +145,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             self.fs.remove_file(inside).await?;
             return Ok(());
         }
-        let copy_path =
-            conflict::conflict_copy_path(original, self.now_seconds(), &self.config.agent_id);
+        let copy_path = self.conflict_copy_path(original);
         self.fs.rename(inside, &copy_path).await?;
         self.stats.conflicts.inc();
         tracing::warn!(
@@ -133,6 +156,113 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         Ok(())
     }
 
+    /// Puts the temp entry at `synced_path` without losing what appeared or
+    /// changed there since it was `observed` (the last look and the rename
+    /// are never one step): a new entry makes it fail (decided again), and a
+    /// changed one comes back from the exchange and is kept as a conflict copy.
+    pub(crate) async fn place(
+        &self,
+        temp_path: &str,
+        synced_path: &str,
+        observed: Option<&LocalMeta>,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        // a directory standing there was removed (empty) by `clear_for_replace`
+        let Some(observed) = observed.filter(|meta| meta.kind != LocalKind::Directory) else {
+            return match self.fs.rename_noreplace(temp_path, synced_path).await {
+                Ok(()) => Ok(true),
+                Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(err) if err.kind() == ErrorKind::Unsupported => {
+                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
+                }
+                Err(err) => Err(err),
+            };
+        };
+        // swapped in from an aside directory, so that what comes back waits
+        // under its own name: a crash now cannot pass it off as a temp file
+        let aside = self.new_aside(synced_path).await?;
+        if let Err(err) = self.fs.rename(temp_path, &aside.path).await {
+            self.close_aside(aside).await;
+            return Err(err);
+        }
+        if let Err(err) = self.fs.exchange(&aside.path, synced_path).await {
+            // back to the temp name: the caller removes it
+            self.fs.rename(&aside.path, temp_path).await?;
+            self.close_aside(aside).await;
+            return match err.kind() {
+                ErrorKind::Unsupported => {
+                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
+                }
+                // deleted meanwhile: decided again
+                ErrorKind::NotFound => Ok(false),
+                _ => Err(err),
+            };
+        }
+        let displaced = self.fs.stat(&aside.path).await?;
+        if displaced.is_some_and(|meta| meta.is_same_entry(observed)) {
+            match self.fs.remove_file(&aside.path).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        } else {
+            let copy_path = self.conflict_copy_path(synced_path);
+            self.fs.rename(&aside.path, &copy_path).await?;
+            self.stats.conflicts.inc();
+            tracing::warn!(
+                path = synced_path,
+                conflict_copy = copy_path,
+                "conflict: the file changed while a download was put in place; kept the local version as a conflict copy"
+            );
+        }
+        self.close_aside(aside).await;
+        Ok(true)
+    }
+
+    /// Removes the file or link at `synced_path` if it still is `observed`;
+    /// false, with the entry left in place, when a write slipped in since
+    /// (an edit beats a delete).
+    pub(crate) async fn remove_checked(
+        &self,
+        synced_path: &str,
+        observed: &LocalMeta,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        // moved aside first (atomic), then looked at: nothing can change it unseen
+        let aside = self.new_aside(synced_path).await?;
+        if let Err(err) = self.fs.rename(synced_path, &aside.path).await {
+            self.close_aside(aside).await;
+            return if err.kind() == ErrorKind::NotFound {
+                Ok(true)
+            } else {
+                Err(err)
+            };
+        }
+        let moved = self.fs.stat(&aside.path).await?;
+        if moved.is_some_and(|meta| meta.is_same_entry(observed)) {
+            self.fs.remove_file(&aside.path).await?;
+            self.close_aside(aside).await;
+            return Ok(true);
+        }
+        match self.fs.rename_noreplace(&aside.path, synced_path).await {
+            Ok(()) => {}
+            Err(err)
+                if err.kind() == ErrorKind::AlreadyExists
+                    || err.kind() == ErrorKind::Unsupported =>
+            {
+                let copy_path = self.conflict_copy_path(synced_path);
+                self.fs.rename(&aside.path, &copy_path).await?;
+            }
+            Err(err) => return Err(err),
+        }
+        self.close_aside(aside).await;
+        tracing::info!(
+            path = synced_path,
+            "not deleting: the file changed a moment ago"
+        );
+        Ok(false)
+    }
+
     /// The content of the file or link at `synced_path`, hashed; `None` for
     /// anything else or nothing.
     async fn content_of(&self, synced_path: &str) -> std::io::Result<Option<Content>> {
@@ -141,7 +271,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         };
         Ok(match meta.kind {
             LocalKind::File => {
-                let chunked = self.fs.chunk_file(synced_path, self.config.chunker).await?;
+                let chunked = self.fs.chunk_file(synced_path, self.chunker).await?;
                 Some(Content::File {
                     content_hash: content_hash(&chunked.chunks),
                     size: chunked.chunks.iter().map(|chunk| chunk.size).sum(),

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use syncfolder_core::Hash;
+use syncfolder_core::path;
 use syncfolder_core::protocol::{Content, FileRecord};
-use syncfolder_core::{conflict, path};
 
 use crate::Result;
 use crate::batches::batches;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine};
-use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
+use crate::local_fs::{LocalFs, LocalKind};
 use crate::own_names;
 use crate::planner::LocalObservation;
 use crate::prefetches;
@@ -147,11 +147,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                         return Err(err);
                     }
                     self.blocking_dirs.remove(synced_path);
-                    let copy_path = conflict::conflict_copy_path(
-                        synced_path,
-                        self.now_seconds(),
-                        &self.config.agent_id,
-                    );
+                    let copy_path = self.asides().conflict_copy_path(synced_path);
                     self.fs.rename(synced_path, &copy_path).await?;
                     self.stats.conflicts.inc();
                     tracing::warn!(
@@ -180,7 +176,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return Ok(false);
         }
         if let Some(meta) = local.meta.filter(|meta| meta.kind != LocalKind::Directory)
-            && !self.remove_checked(synced_path, &meta).await?
+            && !self.asides().remove_checked(synced_path, &meta).await?
         {
             return Ok(false);
         }
@@ -216,6 +212,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             return Ok(false);
         }
         if !self
+            .asides()
             .place(&temp_path, synced_path, local.meta.as_ref())
             .await?
         {
@@ -467,6 +464,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
         let temp_meta = self.fs.stat(&file.temp_path).await?;
         if !self
+            .asides()
             .place(&file.temp_path, &file.synced_path, file.local.meta.as_ref())
             .await?
         {
@@ -489,123 +487,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             .map(|meta| meta.fingerprint);
         batch.set_base(file.record.clone(), fingerprint);
         Ok(true)
-    }
-}
-
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
-    /// Puts the temp entry at `synced_path` without losing what appeared or
-    /// changed there since it was `observed` (the last look and the rename
-    /// are never one step): a new entry makes it fail (decided again), and a
-    /// changed one comes back from the exchange and is kept as a conflict copy.
-    async fn place(
-        &self,
-        temp_path: &str,
-        synced_path: &str,
-        observed: Option<&LocalMeta>,
-    ) -> std::io::Result<bool> {
-        use std::io::ErrorKind;
-        // a directory standing there was removed (empty) by `clear_for_replace`
-        let Some(observed) = observed.filter(|meta| meta.kind != LocalKind::Directory) else {
-            return match self.fs.rename_noreplace(temp_path, synced_path).await {
-                Ok(()) => Ok(true),
-                Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(false),
-                Err(err) if err.kind() == ErrorKind::Unsupported => {
-                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
-                }
-                Err(err) => Err(err),
-            };
-        };
-        // swapped in from an aside directory, so that what comes back waits
-        // under its own name: a crash now cannot pass it off as a temp file
-        let aside = self.new_aside(synced_path).await?;
-        if let Err(err) = self.fs.rename(temp_path, &aside.path).await {
-            self.close_aside(aside).await;
-            return Err(err);
-        }
-        if let Err(err) = self.fs.exchange(&aside.path, synced_path).await {
-            // back to the temp name: the caller removes it
-            self.fs.rename(&aside.path, temp_path).await?;
-            self.close_aside(aside).await;
-            return match err.kind() {
-                ErrorKind::Unsupported => {
-                    self.fs.rename(temp_path, synced_path).await.map(|()| true)
-                }
-                // deleted meanwhile: decided again
-                ErrorKind::NotFound => Ok(false),
-                _ => Err(err),
-            };
-        }
-        let displaced = self.fs.stat(&aside.path).await?;
-        if displaced.is_some_and(|meta| meta.is_same_entry(observed)) {
-            match self.fs.remove_file(&aside.path).await {
-                Ok(()) => {}
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-        } else {
-            let copy_path = conflict::conflict_copy_path(
-                synced_path,
-                self.now_seconds(),
-                &self.config.agent_id,
-            );
-            self.fs.rename(&aside.path, &copy_path).await?;
-            self.stats.conflicts.inc();
-            tracing::warn!(
-                path = synced_path,
-                conflict_copy = copy_path,
-                "conflict: the file changed while a download was put in place; kept the local version as a conflict copy"
-            );
-        }
-        self.close_aside(aside).await;
-        Ok(true)
-    }
-
-    /// Removes the file or link at `synced_path` if it still is `observed`;
-    /// false, with the entry left in place, when a write slipped in since
-    /// (an edit beats a delete).
-    pub(crate) async fn remove_checked(
-        &self,
-        synced_path: &str,
-        observed: &LocalMeta,
-    ) -> std::io::Result<bool> {
-        use std::io::ErrorKind;
-        // moved aside first (atomic), then looked at: nothing can change it unseen
-        let aside = self.new_aside(synced_path).await?;
-        if let Err(err) = self.fs.rename(synced_path, &aside.path).await {
-            self.close_aside(aside).await;
-            return if err.kind() == ErrorKind::NotFound {
-                Ok(true)
-            } else {
-                Err(err)
-            };
-        }
-        let moved = self.fs.stat(&aside.path).await?;
-        if moved.is_some_and(|meta| meta.is_same_entry(observed)) {
-            self.fs.remove_file(&aside.path).await?;
-            self.close_aside(aside).await;
-            return Ok(true);
-        }
-        match self.fs.rename_noreplace(&aside.path, synced_path).await {
-            Ok(()) => {}
-            Err(err)
-                if err.kind() == ErrorKind::AlreadyExists
-                    || err.kind() == ErrorKind::Unsupported =>
-            {
-                let copy_path = conflict::conflict_copy_path(
-                    synced_path,
-                    self.now_seconds(),
-                    &self.config.agent_id,
-                );
-                self.fs.rename(&aside.path, &copy_path).await?;
-            }
-            Err(err) => return Err(err),
-        }
-        self.close_aside(aside).await;
-        tracing::info!(
-            path = synced_path,
-            "not deleting: the file changed a moment ago"
-        );
-        Ok(false)
     }
 }
 

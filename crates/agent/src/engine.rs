@@ -17,6 +17,7 @@ use syncfolder_core::path;
 use syncfolder_core::protocol::{Announcement, ChangesResponse, Content, FileRecord, FolderMode};
 use tokio::sync::mpsc;
 
+use crate::aside::Asides;
 use crate::clock::Clock;
 use crate::deletion_guard::{DeletionGuard, MassDeletion};
 use crate::early_upload::{EarlyUpload, GrowingFile, StreamingSizes};
@@ -241,7 +242,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         let mut walk = self.walk_all().await?;
         if !walk.asides.is_empty() {
             // an earlier run stopped with entries set aside: back first
-            self.recover_asides(&walk.asides).await;
+            self.asides().recover(&walk.asides, &self.state).await;
             walk = self.walk_all().await?;
         }
         let mut paths: BTreeSet<String> = walk.found.keys().cloned().collect();
@@ -535,7 +536,14 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
     }
 
-    pub(crate) fn now_seconds(&self) -> i64 {
-        self.clock.now_ms().div_euclid(1000)
+    /// Moves that never lose an entry, with this engine's filesystem.
+    pub(crate) fn asides(&self) -> Asides<'_, F, C> {
+        Asides {
+            fs: &self.fs,
+            clock: &self.clock,
+            stats: &self.stats,
+            agent_id: &self.config.agent_id,
+            chunker: self.config.chunker,
+        }
     }
 }

@@ -4,8 +4,6 @@
 //! tombstones, and local deletions last, deepest paths first. Downloads and
 //! uploads have files of their own (`download.rs`, `upload.rs`).
 
-use syncfolder_core::conflict;
-
 use crate::Result;
 use crate::clock::Clock;
 use crate::engine::{CycleOutcome, Engine};
@@ -72,8 +70,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         {
             return None;
         }
-        let copy_path =
-            conflict::conflict_copy_path(synced_path, self.now_seconds(), &self.config.agent_id);
+        let copy_path = self.asides().conflict_copy_path(synced_path);
         let moved = match self.fs.rename_noreplace(synced_path, &copy_path).await {
             Err(err) if err.kind() == std::io::ErrorKind::Unsupported => {
                 if !matches!(self.fs.stat(&copy_path).await, Ok(None)) {
@@ -144,7 +141,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 Some(meta) if meta.kind == LocalKind::Directory => {
                     self.fs.remove_dir(&synced_path).await
                 }
-                Some(meta) => match self.remove_checked(&synced_path, &meta).await {
+                Some(meta) => match self.asides().remove_checked(&synced_path, &meta).await {
                     Ok(true) => Ok(()),
                     Ok(false) => {
                         // written in the last instant: it survives and is uploaded
