@@ -173,6 +173,8 @@ struct World {
     token: String,
     agents: Vec<AgentSlot>,
     users: Users,
+    /// Watcher events held back: (the step they arrive at, agent, path).
+    delayed_events: Vec<(u64, usize, String)>,
     trace: Vec<String>,
     report: Report,
     _dir: tempfile::TempDir,
@@ -238,6 +240,7 @@ impl World {
             rng: StdRng::seed_from_u64(config.seed),
             statuses: Statuses::new(config.n_agents),
             users: Users::new(journal.clone()),
+            delayed_events: Vec::new(),
             config,
             clock,
             gate,
@@ -381,6 +384,16 @@ impl World {
             self.note("server restarted".to_owned());
         }
         self.advance_clock();
+        if !self.delayed_events.is_empty() {
+            let mut statuses = self.statuses.lock();
+            self.delayed_events.retain(|(at, agent_idx, path)| {
+                let due = *at <= step;
+                if due {
+                    statuses[*agent_idx].watched.insert(path.clone());
+                }
+                !due
+            });
+        }
         let emptied: Vec<usize> = self
             .statuses
             .lock()
@@ -413,9 +426,18 @@ impl World {
                 self.note(format!("user agent-{agent_idx}: {what}"));
                 let mut statuses = self.statuses.lock();
                 for (watched_idx, path) in watched {
-                    // the watcher misses an event now and then; the rescan catches it
-                    if !self.rng.random_bool(0.1) {
-                        statuses[watched_idx].watched.insert(path);
+                    // the watcher misses an event now and then (the rescan
+                    // catches it) and delivers some late, after later ones;
+                    // events of one path coalesce in the agent's set
+                    match self.rng.random_range(0..10) {
+                        0 => {}
+                        1..=2 => {
+                            let at = step + self.rng.random_range(1..200);
+                            self.delayed_events.push((at, watched_idx, path));
+                        }
+                        _ => {
+                            statuses[watched_idx].watched.insert(path);
+                        }
                     }
                 }
             }
