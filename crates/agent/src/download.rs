@@ -380,6 +380,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 )
                 .await
         {
+            self.stats.prefetches_taken.inc();
             return Ok(temp_path);
         }
         let temp_path = self

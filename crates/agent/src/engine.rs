@@ -184,6 +184,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                 tracing::debug!("prefetch queue full; that file is fetched after its commit");
                 let job = full.into_inner();
                 self.prefetches.abandon(&job);
+                self.stats.prefetches_abandoned.inc();
                 if let Some(stale) = job.stale() {
                     let _ = self.fs.remove_file(stale).await;
                 }
@@ -494,6 +495,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         if unwanted.is_empty() {
             return;
         }
+        self.stats.prefetches_abandoned.add(unwanted.len() as u64);
         for temp_path in unwanted {
             let _ = self.fs.remove_file(&temp_path).await;
         }

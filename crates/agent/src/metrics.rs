@@ -162,6 +162,22 @@ fn gather(stats: &SyncStats, now_ms: i64) -> Result<String, prometheus::Error> {
         stats.files_deleted_locally.get(),
     )?;
 
+    let prefetches = IntCounterVec::new(
+        Opts::new(
+            "syncfolder_agent_prefetches_total",
+            "Files streamed ahead of their commit, by what became of them: taken by the download \
+             after the commit, or abandoned (failed, stalled, replaced, never taken)",
+        ),
+        &["outcome"],
+    )?;
+    prefetches
+        .with_label_values(&["taken"])
+        .inc_by(stats.prefetches_taken.get());
+    prefetches
+        .with_label_values(&["abandoned"])
+        .inc_by(stats.prefetches_abandoned.get());
+    register(Box::new(prefetches))?;
+
     let errors = IntCounterVec::new(
         Opts::new(
             "syncfolder_agent_errors_total",

@@ -74,6 +74,8 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
     let (prefetches, stats) = (prefetches.as_ref(), stats.as_ref());
     jobs.for_each_concurrent(PREFETCHES_AT_ONCE, |job| async move {
         if let Some(stale) = &job.stale {
+            // a ready prefetch a newer announcement replaced
+            stats.prefetches_abandoned.inc();
             let _ = fs.remove_file(stale).await;
         }
         tracing::debug!(
@@ -95,7 +97,11 @@ pub async fn run_prefetcher<F: LocalFs, R: Remote, C: Clock>(
             }
         };
         let failed = temp_path.is_none();
-        if let Some(orphan) = prefetches.finish(&job.path, job.generation, temp_path, clock.now_ms()) {
+        let orphan = prefetches.finish(&job.path, job.generation, temp_path, clock.now_ms());
+        if failed || orphan.is_some() {
+            stats.prefetches_abandoned.inc();
+        }
+        if let Some(orphan) = orphan {
             let _ = fs.remove_file(&orphan).await;
         }
         if failed {

@@ -121,6 +121,11 @@ pub struct SyncStats {
     /// Downloaded bytes fetched while their sender was still uploading
     /// (streaming sync); also counted in `bytes_downloaded`.
     pub bytes_streamed: Counter,
+    /// Prefetched files a download took.
+    pub prefetches_taken: Counter,
+    /// Prefetches given up or thrown away: failed, stalled, replaced by a
+    /// newer announcement, or never taken.
+    pub prefetches_abandoned: Counter,
     pub files_uploaded: Counter,
     pub files_downloaded: Counter,
     pub deletes_sent: Counter,
@@ -167,6 +172,8 @@ impl Default for SyncStats {
             bytes_downloaded: Counter::default(),
             bytes_reused: Counter::default(),
             bytes_streamed: Counter::default(),
+            prefetches_taken: Counter::default(),
+            prefetches_abandoned: Counter::default(),
             files_uploaded: Counter::default(),
             files_downloaded: Counter::default(),
             deletes_sent: Counter::default(),

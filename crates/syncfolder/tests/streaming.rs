@@ -85,6 +85,22 @@ fn a_large_file_streams_to_the_other_agent_while_it_uploads_and_is_fetched_once(
         streamed, size as f64,
         "every byte of the file came streamed"
     );
+    assert_eq!(
+        (
+            metric_at(
+                port_b,
+                "syncfolder_agent_prefetches_total",
+                "outcome=\"taken\""
+            ),
+            metric_at(
+                port_b,
+                "syncfolder_agent_prefetches_total",
+                "outcome=\"abandoned\""
+            ),
+        ),
+        (1.0, 0.0),
+        "the download took the one prefetch"
+    );
     assert!(
         downloaded < size as f64 * 1.01,
         "b fetched the file twice: {downloaded} bytes for a {size}-byte file"
