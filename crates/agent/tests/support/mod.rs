@@ -35,16 +35,28 @@ pub async fn engine_with_stats(
     state: StateDb,
     stats: Arc<SyncStats>,
 ) -> TestEngine {
+    engine_named("agent-a", server_url, token, root, state, stats).await
+}
+
+/// [`engine_with_stats`] for the agent `agent_id`.
+pub async fn engine_named(
+    agent_id: &str,
+    server_url: &str,
+    token: &str,
+    root: &std::path::Path,
+    state: StateDb,
+    stats: Arc<SyncStats>,
+) -> TestEngine {
     let client = Client::new(server_url, token)
         .expect("client")
-        .with_agent_id("agent-a");
+        .with_agent_id(agent_id);
     Engine::load(
         Arc::new(RealFs::new(root)),
         Arc::new(HttpRemote::new(client, "docs")),
         Arc::new(SystemClock),
         state,
         EngineConfig {
-            agent_id: "agent-a".to_owned(),
+            agent_id: agent_id.to_owned(),
             mode: FolderMode::TwoWay,
             chunker: ChunkerConfig::DEFAULT,
             parallelism: 2,
