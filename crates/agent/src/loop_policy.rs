@@ -151,6 +151,9 @@ impl LoopPolicy {
         if self.full_scan {
             self.full_scan = false;
             self.next_rescan_ms = now_ms.saturating_add(self.rescan_interval_ms);
+            // the pass looks at every path: the changed ones need no second
+            // look (at start, the catch-up touched every path on the server)
+            self.dirty.clear();
             return Step::FullPass;
         }
         if !self.dirty.is_empty() && !halted {
@@ -249,6 +252,27 @@ mod tests {
         );
         policy.finished(8, ran(&[], &[]));
         assert!(matches!(policy.next(9, false, true), Step::Wait { .. }));
+    }
+
+    #[test]
+    fn a_full_pass_takes_the_place_of_the_changed_paths_waiting_for_a_look() {
+        let mut policy = LoopPolicy::new(RESCAN, 0, Backoff::seeded(1));
+        // the catch-up before the first pass touched every path
+        policy.paths_changed(paths(&["a", "b", "c"]));
+        assert_eq!(policy.next(0, false, false), Step::FullPass);
+        policy.finished(1, ran(&["a (conflict copy)"], &[]));
+        assert_eq!(
+            policy.next(2, false, true),
+            Step::Reconcile(paths(&["a (conflict copy)"])),
+            "only what the pass left to look at"
+        );
+        // a rescan request does the same for paths the watcher reported
+        policy.finished(3, ran(&[], &[]));
+        policy.paths_changed(paths(&["d"]));
+        policy.rescan();
+        assert_eq!(policy.next(4, false, true), Step::FullPass);
+        policy.finished(5, ran(&[], &[]));
+        assert_eq!(policy.n_pending(), 0);
     }
 
     #[test]
