@@ -358,6 +358,10 @@ mod tests {
         )
     }
 
+    fn base_version(state: &SyncState, path: &str) -> Option<u64> {
+        state.base(path).map(|entry| entry.record.version)
+    }
+
     fn paths<T>(rows: &[(String, T)]) -> Vec<&str> {
         rows.iter().map(|(path, _)| path.as_str()).collect()
     }
@@ -582,11 +586,8 @@ mod tests {
         assert!(planned.plan.uploads.is_empty(), "{:?}", planned.plan);
         assert_eq!(paths(&planned.plan.downloads), ["other"]);
         state.apply(planned.state_changes).await.expect("apply");
-        assert_eq!(state.base("d").map(|entry| entry.record.version), Some(5));
-        assert_eq!(
-            state.base("other").map(|entry| entry.record.version),
-            Some(1)
-        );
+        assert_eq!(base_version(&state, "d"), Some(5));
+        assert_eq!(base_version(&state, "other"), Some(1));
         assert_eq!(state.pending("d"), None);
         assert_eq!(state.pending("other"), None);
     }
@@ -617,10 +618,7 @@ mod tests {
         let ours = state.base("ours").expect("base");
         assert_eq!(ours.record.version, 7);
         assert!(ours.fingerprint.is_some());
-        assert_eq!(
-            state.base("theirs").map(|entry| entry.record.version),
-            Some(1)
-        );
+        assert_eq!(base_version(&state, "theirs"), Some(1));
         assert_eq!(state.pending("ours"), None);
         assert_eq!(state.pending("theirs"), None);
     }

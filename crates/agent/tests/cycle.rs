@@ -10,7 +10,7 @@ use std::sync::Arc;
 use syncfolder_agent::state::StateDb;
 use syncfolder_agent::stats::SyncStats;
 
-use support::{TestEngine, TestServer, engine_named, sync_once};
+use support::{TestEngine, TestServer, engine_named, pseudo_random, sync_once};
 
 /// An engine named `agent_id` syncing `root`, with its counters.
 async fn engine_at(
@@ -32,17 +32,48 @@ async fn engine_at(
     (engine, stats)
 }
 
-/// Bytes that do not repeat, in chunks of their own.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+/// Two agents, `agent-a` and `agent-b`, each syncing a directory of its own.
+struct TwoAgents {
+    server: TestServer,
+    dir_a: tempfile::TempDir,
+    dir_b: tempfile::TempDir,
+    a: TestEngine,
+    b: TestEngine,
+    stats_b: Arc<SyncStats>,
+}
+
+impl TwoAgents {
+    async fn start() -> TwoAgents {
+        let server = TestServer::start().await;
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
+        let (a, _) = engine_at(&server, "agent-a", dir_a.path()).await;
+        let (b, stats_b) = engine_at(&server, "agent-b", dir_b.path()).await;
+        TwoAgents {
+            server,
+            dir_a,
+            dir_b,
+            a,
+            b,
+            stats_b,
+        }
+    }
+
+    fn a_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir_a.path().join(name)
+    }
+
+    fn b_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir_b.path().join(name)
+    }
+
+    /// One pass of `a`, then one of `b`.
+    async fn sync(&mut self) {
+        sync_once(&mut self.a).await;
+        sync_once(&mut self.b).await;
+    }
 }
 
 /// The names directly in `dir`, sorted.
@@ -64,43 +95,29 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn a_file_uploaded_here_arrives_there_filled_from_chunks_already_on_disk() {
-    let server = TestServer::start().await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (mut a, _) = engine_at(&server, "agent-a", dir_a.path()).await;
-    let (mut b, stats_b) = engine_at(&server, "agent-b", dir_b.path()).await;
+    let mut agents = TwoAgents::start().await;
     // b holds an old copy: most of the new file's chunks are on its disk
-    let old = noise(3 << 20, 1);
-    std::fs::write(dir_a.path().join("model.bin"), &old).expect("write");
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
-    assert_eq!(
-        std::fs::read(dir_b.path().join("model.bin")).expect("b"),
-        old
-    );
-    let reused_before = stats_b.bytes_reused.get();
-    let downloaded_before = stats_b.bytes_downloaded.get();
+    let old = pseudo_random(3 << 20, 1);
+    std::fs::write(agents.a_path("model.bin"), &old).expect("write");
+    agents.sync().await;
+    assert_eq!(std::fs::read(agents.b_path("model.bin")).expect("b"), old);
+    let reused_before = agents.stats_b.bytes_reused.get();
+    let downloaded_before = agents.stats_b.bytes_downloaded.get();
 
     let mut new = old.clone();
-    new.extend(noise(100_000, 2));
-    std::fs::write(dir_a.path().join("model.bin"), &new).expect("rewrite");
-    std::fs::create_dir(dir_a.path().join("docs")).expect("mkdir");
-    std::fs::write(dir_a.path().join("docs/notes.txt"), b"notes").expect("write");
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
+    new.extend(pseudo_random(100_000, 2));
+    std::fs::write(agents.a_path("model.bin"), &new).expect("rewrite");
+    std::fs::create_dir(agents.a_path("docs")).expect("mkdir");
+    std::fs::write(agents.a_path("docs/notes.txt"), b"notes").expect("write");
+    agents.sync().await;
 
+    assert_eq!(std::fs::read(agents.b_path("model.bin")).expect("b"), new);
     assert_eq!(
-        std::fs::read(dir_b.path().join("model.bin")).expect("b"),
-        new
-    );
-    assert_eq!(
-        std::fs::read(dir_b.path().join("docs/notes.txt")).expect("notes"),
+        std::fs::read(agents.b_path("docs/notes.txt")).expect("notes"),
         b"notes"
     );
-    let reused = stats_b.bytes_reused.get() - reused_before;
-    let downloaded = stats_b.bytes_downloaded.get() - downloaded_before;
+    let reused = agents.stats_b.bytes_reused.get() - reused_before;
+    let downloaded = agents.stats_b.bytes_downloaded.get() - downloaded_before;
     assert!(
         reused >= 2 << 20,
         "only {reused} bytes came from the old copy"
@@ -110,35 +127,27 @@ async fn a_file_uploaded_here_arrives_there_filled_from_chunks_already_on_disk()
         "{downloaded} bytes fetched for a 100 kB change"
     );
     assert_eq!(
-        a.state().live_base_versions(),
-        b.state().live_base_versions(),
+        agents.a.state().live_base_versions(),
+        agents.b.state().live_base_versions(),
         "both agents hold what the server holds"
     );
 }
 
 #[tokio::test]
 async fn both_sides_changed_keeps_this_side_as_a_conflict_copy_and_loses_nothing() {
-    let server = TestServer::start().await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (mut a, _) = engine_at(&server, "agent-a", dir_a.path()).await;
-    let (mut b, stats_b) = engine_at(&server, "agent-b", dir_b.path()).await;
-    std::fs::write(dir_a.path().join("plan.txt"), b"v1").expect("write");
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
+    let mut agents = TwoAgents::start().await;
+    std::fs::write(agents.a_path("plan.txt"), b"v1").expect("write");
+    agents.sync().await;
 
-    std::fs::write(dir_a.path().join("plan.txt"), b"a's edit").expect("edit a");
-    std::fs::write(dir_b.path().join("plan.txt"), b"b's edit").expect("edit b");
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
+    std::fs::write(agents.a_path("plan.txt"), b"a's edit").expect("edit a");
+    std::fs::write(agents.b_path("plan.txt"), b"b's edit").expect("edit b");
+    agents.sync().await;
     // the conflict copy travels back to a
-    sync_once(&mut b).await;
-    sync_once(&mut a).await;
+    sync_once(&mut agents.b).await;
+    sync_once(&mut agents.a).await;
 
-    assert_eq!(stats_b.conflicts.get(), 1);
-    for dir in [dir_a.path(), dir_b.path()] {
+    assert_eq!(agents.stats_b.conflicts.get(), 1);
+    for dir in [agents.dir_a.path(), agents.dir_b.path()] {
         let names = names(dir);
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(
@@ -155,33 +164,29 @@ async fn both_sides_changed_keeps_this_side_as_a_conflict_copy_and_loses_nothing
 
 #[tokio::test]
 async fn a_deletion_travels_but_never_over_an_edit_it_did_not_see() {
-    let server = TestServer::start().await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let (mut a, _) = engine_at(&server, "agent-a", dir_a.path()).await;
-    let (mut b, _) = engine_at(&server, "agent-b", dir_b.path()).await;
+    let mut agents = TwoAgents::start().await;
     for name in ["old.txt", "kept.txt", "other.txt"] {
-        std::fs::write(dir_a.path().join(name), name).expect("write");
+        std::fs::write(agents.a_path(name), name).expect("write");
     }
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
-    assert_eq!(names(dir_b.path()), ["kept.txt", "old.txt", "other.txt"]);
+    agents.sync().await;
+    assert_eq!(
+        names(agents.dir_b.path()),
+        ["kept.txt", "old.txt", "other.txt"]
+    );
 
     // a deletes two files; b edits one of them meanwhile
-    std::fs::remove_file(dir_a.path().join("old.txt")).expect("rm");
-    std::fs::remove_file(dir_a.path().join("kept.txt")).expect("rm");
-    std::fs::write(dir_b.path().join("kept.txt"), b"edited on b").expect("edit");
-    sync_once(&mut a).await;
-    sync_once(&mut b).await;
-    sync_once(&mut a).await;
+    std::fs::remove_file(agents.a_path("old.txt")).expect("rm");
+    std::fs::remove_file(agents.a_path("kept.txt")).expect("rm");
+    std::fs::write(agents.b_path("kept.txt"), b"edited on b").expect("edit");
+    agents.sync().await;
+    sync_once(&mut agents.a).await;
 
-    assert_eq!(names(dir_b.path()), ["kept.txt", "other.txt"]);
-    assert_eq!(names(dir_a.path()), ["kept.txt", "other.txt"]);
+    assert_eq!(names(agents.dir_b.path()), ["kept.txt", "other.txt"]);
+    assert_eq!(names(agents.dir_a.path()), ["kept.txt", "other.txt"]);
     assert_eq!(
-        std::fs::read(dir_a.path().join("kept.txt")).expect("kept"),
+        std::fs::read(agents.a_path("kept.txt")).expect("kept"),
         b"edited on b",
         "the edit came back to the agent that deleted the file"
     );
+    agents.server.stop().await;
 }

@@ -12,20 +12,7 @@ use syncfolder_agent::state::StateDb;
 use syncfolder_agent::stats::SyncStats;
 use syncfolder_core::protocol::FileRecord;
 
-use support::{TestEngine, TestServer, engine_with_stats, sync_once};
-
-/// Bytes that do not repeat, so that every chunk is new.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use support::{TestEngine, TestServer, engine_with_stats, pseudo_random, sync_once};
 
 /// An engine syncing `root` whose counters the test reads; the state
 /// directory lives as long as the returned guard.

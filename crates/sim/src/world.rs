@@ -278,13 +278,18 @@ impl World {
         slot.task = Some(tokio::task::spawn_local(agent.run()));
     }
 
-    async fn crash_agent(&mut self, agent_idx: usize) {
+    /// Ends agent `agent_idx`'s task wherever it stands.
+    async fn stop_agent(&mut self, agent_idx: usize) {
         if let Some(task) = self.agents[agent_idx].task.take() {
             task.abort();
             let _ = task.await;
         }
         self.gate.set_gone(agent_idx);
         self.journal.close_conflicts(agent_idx);
+    }
+
+    async fn crash_agent(&mut self, agent_idx: usize) {
+        self.stop_agent(agent_idx).await;
         self.agents[agent_idx].fs.crash();
         self.spawn_agent(agent_idx);
     }
@@ -295,12 +300,7 @@ impl World {
     /// the rest, and deletes nothing (the deletions that emptied the tree
     /// do not travel; the files come back).
     async fn restart_afresh(&mut self, agent_idx: usize) {
-        if let Some(task) = self.agents[agent_idx].task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-        self.gate.set_gone(agent_idx);
-        self.journal.close_conflicts(agent_idx);
+        self.stop_agent(agent_idx).await;
         let state_path = self.agents[agent_idx].state_path.clone();
         for suffix in ["", "-wal", "-shm"] {
             let mut file = state_path.clone().into_os_string();

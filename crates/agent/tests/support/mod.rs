@@ -70,6 +70,19 @@ pub async fn engine_named(
     .expect("engine")
 }
 
+/// Bytes that do not repeat, so that every chunk is new.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Pulls the feed and runs one full pass.
 pub async fn sync_once(engine: &mut TestEngine) {
     let changes = engine
