@@ -42,7 +42,7 @@ pub const STREAM_MIN_BYTES: u64 = 8 << 20;
 /// Files from this size on are uploaded while they are hashed.
 pub const EARLY_UPLOAD_MIN_BYTES: u64 = 8 << 20;
 /// Bytes sent in one upload request.
-const BATCH_BYTES: usize = 8 << 20;
+pub const BATCH_BYTES: u64 = 8 << 20;
 /// Chunks read ahead of the uploader (each at most the chunker's maximum).
 const QUEUE_CHUNKS: usize = 2;
 /// The least a growing announcement grows by before it is sent again.
@@ -64,6 +64,9 @@ pub struct StreamingSizes {
     /// is sent again.
     pub announce_step_min_bytes: u64,
     pub announce_step_max_bytes: u64,
+    /// Bytes sent in one upload request while a file is hashed: a growing
+    /// announcement follows a batch.
+    pub batch_bytes: u64,
 }
 
 impl Default for StreamingSizes {
@@ -73,6 +76,7 @@ impl Default for StreamingSizes {
             early_upload_min_bytes: EARLY_UPLOAD_MIN_BYTES,
             announce_step_min_bytes: ANNOUNCE_STEP_MIN_BYTES,
             announce_step_max_bytes: ANNOUNCE_STEP_MAX_BYTES,
+            batch_bytes: BATCH_BYTES,
         }
     }
 }
@@ -143,7 +147,7 @@ impl<F: LocalFs, R: Remote> EarlyUpload<'_, F, R> {
         // announcing (a file that only got a new mtime is not)
         let content_is_new = AtomicBool::new(false);
         let content_is_new = &content_is_new;
-        // a batch ends before the chunk that would take it past BATCH_BYTES;
+        // a batch ends before the chunk that would take it past the batch size;
         // that chunk starts the next one
         let batches = futures::stream::unfold(
             (chunks, None::<(Hash, Bytes)>, Announced::default()),
@@ -158,11 +162,11 @@ impl<F: LocalFs, R: Remote> EarlyUpload<'_, F, R> {
                     }) else {
                         break;
                     };
-                    if !batch.is_empty() && n_bytes + bytes.len() > BATCH_BYTES {
+                    if !batch.is_empty() && n_bytes + bytes.len() as u64 > self.sizes.batch_bytes {
                         next = Some((hash, bytes));
                         break;
                     }
-                    n_bytes += bytes.len();
+                    n_bytes += bytes.len() as u64;
                     batch.push((hash, bytes));
                 }
                 if batch.is_empty() {

@@ -75,6 +75,11 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// Another backoff whose jitter this one's decides: seeded, it is too.
+    pub fn fork(&mut self) -> Backoff {
+        Backoff::seeded(self.jitter.random())
+    }
 }
 
 impl Default for Backoff {

@@ -270,7 +270,9 @@ impl Prefetches {
                     return Next::Complete;
                 }
             }
+            // in a fixed order: a simulation's runs repeat
             tokio::select! {
+                biased;
                 () = changed => {}
                 () = &mut timeout => return Next::Stalled,
             }
@@ -341,7 +343,9 @@ impl Prefetches {
                     }
                 }
             }
+            // in a fixed order: a simulation's runs repeat
             tokio::select! {
+                biased;
                 () = changed => {}
                 () = &mut timeout => return None,
             }

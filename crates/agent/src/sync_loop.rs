@@ -30,6 +30,8 @@ pub struct SyncLoop<F: LocalFs, R: Remote, C: Clock> {
     stats: Arc<SyncStats>,
     /// How the sync directory is named in logs.
     root_label: String,
+    /// Waits out an unavailable server while catching up with the feed.
+    catch_up_backoff: Backoff,
 }
 
 /// What a step did.
@@ -49,12 +51,13 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
         engine: Engine<F, R, C>,
         stats: Arc<SyncStats>,
         rescan_interval: Duration,
-        backoff: Backoff,
+        mut backoff: Backoff,
         root_label: String,
     ) -> Self {
         let now_ms = engine.clock.now_ms();
         SyncLoop {
             engine,
+            catch_up_backoff: backoff.fork(),
             policy: LoopPolicy::new(rescan_interval, now_ms, backoff),
             stats,
             root_label,
@@ -102,7 +105,7 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
     /// give, `page_size` records a page, waiting out an unavailable server
     /// with backoff: a full pass must see the whole server.
     pub async fn catch_up(&mut self, page_size: u32) -> Result<()> {
-        let mut backoff = Backoff::new();
+        self.catch_up_backoff.reset();
         loop {
             match self
                 .engine
@@ -118,7 +121,7 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
                     }
                 }
                 Err(RemoteError::Unavailable(message)) => {
-                    let delay = backoff.next_delay();
+                    let delay = self.catch_up_backoff.next_delay();
                     tracing::warn!(
                         message,
                         retry_in_ms = delay.as_millis() as u64,

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use syncfolder_core::Hash;
@@ -38,6 +39,8 @@ pub struct Announcements {
     /// Bumped whenever chunks were stored: readers waiting for an announced
     /// chunk look again.
     chunks_stored: watch::Sender<u64>,
+    /// Where a folder's numbers start; 0: at the clock's milliseconds.
+    first_seq: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,7 @@ impl Default for Announcements {
         Announcements {
             folders: Mutex::new(HashMap::new()),
             chunks_stored: watch::channel(0).0,
+            first_seq: AtomicU64::new(0),
         }
     }
 }
@@ -87,12 +91,15 @@ impl Announcements {
         let folder = folders
             .entry(folder_id)
             .or_insert_with(|| FolderAnnouncements {
-                last_seq: u64::try_from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |since| since.as_millis()),
-                )
-                .unwrap_or(0),
+                last_seq: match self.first_seq.load(Ordering::Acquire) {
+                    0 => u64::try_from(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |since| since.as_millis()),
+                    )
+                    .unwrap_or(0),
+                    first_seq => first_seq,
+                },
                 by_path: HashMap::new(),
             });
         folder.prune(now);
@@ -176,6 +183,13 @@ impl Announcements {
             .flat_map(|(announcement, _)| &announcement.chunks)
             .find(|chunk| chunk.hash == *hash)
             .map(|chunk| chunk.size)
+    }
+
+    /// Numbers announcements from `first_seq` on instead of from the clock:
+    /// for a simulation, whose runs must repeat. The caller keeps it above
+    /// every number an earlier run of the server handed out.
+    pub fn number_from(&self, first_seq: u64) {
+        self.first_seq.store(first_seq, Ordering::Release);
     }
 
     /// Forgets a deleted folder's announcements.

@@ -1,9 +1,12 @@
 //! One simulated agent: the real [`Engine`] over a [`SimFs`], a
 //! [`SimRemote`] and the [`SimClock`], driven by the real agent's
 //! [`SyncLoop`]: its policy decides when to walk the whole tree, when to
-//! retry and when to halt, in simulated time. What differs is only how news
-//! arrives: each turn reads the change feed once and takes the paths the
-//! watcher reported (which the driver now and then loses).
+//! retry and when to halt, in simulated time. Streaming sync is on, at
+//! sizes that fit the simulation's files: large files are uploaded and
+//! announced while they are read, and the real prefetcher fills them on the
+//! other agents in a task (a [`Lane`]) of its own. What differs is only how
+//! news arrives: each turn reads the change feed once and takes the paths
+//! the watcher reported (which the driver now and then loses or delays).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -12,10 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
+use syncfolder_agent::clock::Clock;
 use syncfolder_agent::early_upload::StreamingSizes;
 use syncfolder_agent::engine::{Engine, EngineConfig};
 use syncfolder_agent::loop_policy::Backoff;
-use syncfolder_agent::remote::{Remote, RemoteError};
+use syncfolder_agent::remote::{FeedCursors, Remote, RemoteError};
 use syncfolder_agent::state::StateDb;
 use syncfolder_agent::stats::{HaltReason, SyncStats};
 use syncfolder_agent::sync_loop::{Stepped, SyncLoop};
@@ -23,7 +27,7 @@ use syncfolder_core::protocol::FolderMode;
 
 use crate::clock::SimClock;
 use crate::fs::SimFs;
-use crate::gate::Gate;
+use crate::gate::{Gate, Lane, Tracked, in_lane};
 use crate::journal::{CHUNKER, Journal};
 use crate::remote::SimRemote;
 
@@ -32,6 +36,19 @@ use crate::remote::SimRemote;
 const RESCAN_INTERVAL: Duration = Duration::from_secs(3);
 /// Records in one page of the change feed: small, so that paging is exercised.
 const FEED_PAGE: u32 = 50;
+/// How long an idle agent waits before it reads the feed again (virtual ms).
+const FEED_POLL_MS: i64 = 500;
+/// Streaming at the simulation's scale (its files are at most 9 KB, its
+/// chunks 64–1024 bytes): files from 2 KB on are announced, from 3 KB on
+/// uploaded while read, in batches of 1 KiB, each growing announcement at
+/// least 1 KiB longer than the last.
+const STREAMING: StreamingSizes = StreamingSizes {
+    announce_min_bytes: 2_000,
+    early_upload_min_bytes: 3_000,
+    announce_step_min_bytes: 1 << 10,
+    announce_step_max_bytes: 4 << 10,
+    batch_bytes: 1 << 10,
+};
 
 /// What the driver can see of an agent between steps.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +66,9 @@ pub struct AgentStatus {
     pub error: Option<String>,
     /// Paths the watcher reported since the last cycle.
     pub watched: BTreeSet<String>,
+    /// Prefetched files this incarnation took for a download, and gave up.
+    pub n_prefetches_taken: u64,
+    pub n_prefetches_abandoned: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +105,15 @@ pub struct SimAgent {
 
 type SimEngine = Engine<SimFs, SimRemote, SimClock>;
 
+/// Ends the prefetcher's task when the agent's task ends (a crash drops it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl SimAgent {
     /// Loads the engine from the state DB and syncs until the task is dropped.
     pub async fn run(self) {
@@ -92,17 +121,44 @@ impl SimAgent {
         let message = match result {
             Ok(Ok(())) => return,
             Ok(Err(message)) => message,
-            Err(panic) => format!(
-                "panicked: {}",
-                panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("?")
-            ),
+            Err(panic) => format!("panicked: {}", panic_message(&*panic)),
         };
         self.statuses.lock()[self.agent_idx].error = Some(message);
-        self.gate.set_gone(self.agent_idx);
+        self.gate.end_agent(self.agent_idx);
+    }
+
+    /// Turns streaming on and runs the real prefetcher in the agent's
+    /// prefetcher lane; a panic there stops the agent as one here would.
+    fn start_prefetcher(
+        &self,
+        sync: &mut SyncLoop<SimFs, SimRemote, SimClock>,
+        stats: &Arc<SyncStats>,
+    ) -> AbortOnDrop {
+        let (prefetches, jobs) = sync.engine_mut().enable_streaming();
+        let prefetcher = syncfolder_agent::prefetch::run_prefetcher(
+            Arc::new(self.fs.clone()),
+            Arc::clone(&self.remote),
+            Arc::new(self.clock.clone()),
+            prefetches,
+            Arc::clone(stats),
+            jobs,
+        );
+        let (agent_idx, statuses, gate) =
+            (self.agent_idx, self.statuses.clone(), self.gate.clone());
+        let woken = self.gate.start(agent_idx, Lane::Prefetcher);
+        let task = Tracked::new(
+            in_lane(agent_idx, Lane::Prefetcher, async move {
+                if let Err(panic) = AssertUnwindSafe(prefetcher).catch_unwind().await {
+                    statuses.lock()[agent_idx].error = Some(format!(
+                        "the prefetcher panicked: {}",
+                        panic_message(&*panic)
+                    ));
+                    gate.end_agent(agent_idx);
+                }
+            }),
+            woken,
+        );
+        AbortOnDrop(tokio::task::spawn_local(task))
     }
 
     async fn sync_forever(&self) -> Result<(), String> {
@@ -118,8 +174,7 @@ impl SimAgent {
             folder_ignore_patterns: Vec::new(),
             // the storm deletes whole trees on purpose
             max_delete_percent: 100,
-            // the storm's files are all below these: nothing is streamed yet
-            streaming: StreamingSizes::default(),
+            streaming: STREAMING,
         };
         let stats = Arc::new(SyncStats::default());
         let engine: SimEngine = Engine::load(
@@ -140,10 +195,14 @@ impl SimAgent {
             Backoff::seeded(self.backoff_seed),
             format!("agent-{}", self.agent_idx),
         );
-        // as the real agent: the whole feed before the first pass
+        // as the real agent: the whole feed before the first pass, then
+        // streaming on, with the prefetcher in a task of its own (which ends
+        // with this one)
         sync.catch_up(FEED_PAGE)
             .await
             .map_err(|err| format!("catching up with the feed: {err}"))?;
+        let _prefetcher = self.start_prefetcher(&mut sync, &stats);
+        let mut cursors = FeedCursors::default();
         let mut saw_news = true;
         loop {
             let writes_at_start = self.journal.n_writes();
@@ -151,14 +210,16 @@ impl SimAgent {
             // own; here each turn reads it once, through the gate
             loop {
                 let since = sync.engine().since();
-                match sync
-                    .engine()
-                    .remote_for_tests()
-                    .changes(since, FEED_PAGE, Duration::ZERO)
+                match self
+                    .remote
+                    .follow(since, FEED_PAGE, Duration::ZERO, cursors)
                     .await
                 {
                     Ok(page) => {
                         let more = page.more;
+                        cursors.announced_since =
+                            page.announce_seq.unwrap_or(cursors.announced_since);
+                        cursors.wanted_since = page.wanted_seq.unwrap_or(cursors.wanted_since);
                         saw_news |= sync
                             .take_page(page)
                             .await
@@ -191,16 +252,39 @@ impl SimAgent {
                 .await
                 .map_err(|err| format!("sync step: {err}"))?;
             self.journal.close_conflicts(self.agent_idx);
-            let mut statuses = self.statuses.lock();
-            let status = &mut statuses[self.agent_idx];
-            status.base = sync.engine().state().live_base_versions();
-            status.halted = stats.halt_reason();
-            if let Stepped::FullPass { quiet } = stepped {
-                let quiet = quiet && !saw_news && self.journal.n_writes() == writes_at_start;
-                saw_news = false;
-                status.n_cycles += 1;
-                status.quiet_since = quiet.then_some(writes_at_start);
+            {
+                let mut statuses = self.statuses.lock();
+                let status = &mut statuses[self.agent_idx];
+                status.base = sync.engine().state().live_base_versions();
+                status.halted = stats.halt_reason();
+                status.n_prefetches_taken = stats.prefetches_taken.get();
+                status.n_prefetches_abandoned = stats.prefetches_abandoned.get();
+                if let Stepped::FullPass { quiet } = stepped {
+                    let quiet = quiet && !saw_news && self.journal.n_writes() == writes_at_start;
+                    saw_news = false;
+                    status.n_cycles += 1;
+                    status.quiet_since = quiet.then_some(writes_at_start);
+                }
+            }
+            if let Stepped::Idle { until_ms } = stepped {
+                // nothing due: the real agent waits for the feed, the
+                // watcher or its timer; here the feed is read again after
+                // a while
+                let wait_ms = (until_ms - self.clock.now_ms()).clamp(0, FEED_POLL_MS);
+                if wait_ms > 0 {
+                    self.clock
+                        .sleep(Duration::from_millis(wait_ms as u64))
+                        .await;
+                }
             }
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("?")
 }

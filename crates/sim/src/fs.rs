@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use syncfolder_agent::local_fs::{ChunkedFile, Fingerprint, LocalFs, LocalKind, LocalMeta};
-use syncfolder_agent::own_names::{aside_dir_name, in_dir, is_aside_dir_name, temp_file_name};
+use syncfolder_agent::own_names::{
+    aside_dir_name, in_dir, is_aside_dir_name, is_in_stream_dir, temp_file_name,
+};
+use syncfolder_core::Hash;
 use syncfolder_core::chunking::{ChunkerConfig, chunk_bytes};
 use syncfolder_core::conflict::is_conflict_copy;
 use syncfolder_core::ignore::TEMP_FILE_PREFIX;
@@ -307,13 +310,10 @@ impl SimFs {
 
     async fn pass(&self, call: &'static str, path: &str) {
         self.gate
-            .pass(
-                self.agent_idx,
-                Op::Fs {
-                    call,
-                    path: path.to_owned(),
-                },
-            )
+            .pass(Op::Fs {
+                call,
+                path: path.to_owned(),
+            })
             .await;
     }
 
@@ -366,6 +366,18 @@ impl SimFs {
                 (moved_digest, to.to_owned()),
             );
         } else if is_temp(from) && !is_temp(to) {
+            if is_in_stream_dir(from) {
+                // fetched while its sender uploaded it: it may show only
+                // what the server has committed there
+                journal.n_streamed_landings += 1;
+                if !journal.committed.contains(&(to.to_owned(), moved_digest)) {
+                    journal.violations.push(format!(
+                        "step {step}: agent-{}: a streamed file landed at {to} with content never committed there ({} bytes)",
+                        self.agent_idx,
+                        data.len()
+                    ));
+                }
+            }
             if !journal.complete.contains(&moved_digest) {
                 journal.violations.push(format!(
                     "step {step}: agent-{}: {to} received content no user wrote ({} bytes)",
@@ -385,6 +397,45 @@ impl SimFs {
                 ));
             }
         }
+    }
+
+    /// A file's chunks and the data they were cut from, stopping at the gate
+    /// when it is opened and when the read ends, so a user can change it in
+    /// between.
+    async fn read_whole(
+        &self,
+        path: &str,
+        config: ChunkerConfig,
+    ) -> io::Result<(ChunkedFile, Vec<u8>)> {
+        self.pass("open", path).await;
+        let (before, data) = {
+            let tree = self.tree();
+            tree.resolve(path)?;
+            match tree.get(path) {
+                Some(Node::File(file)) => (tree.meta(path), file.data.clone()),
+                Some(_) => return Err(error(io::ErrorKind::InvalidInput, path, "not a file")),
+                None => return Err(not_found(path)),
+            }
+        };
+        // the read takes a while: a user may change the file meanwhile
+        self.pass("read", path).await;
+        let after = self.tree().meta(path).ok_or_else(|| {
+            error(
+                io::ErrorKind::NotFound,
+                path,
+                "file vanished while it was read",
+            )
+        })?;
+        let before = before.ok_or_else(|| not_found(path))?;
+        let chunked = ChunkedFile {
+            chunks: chunk_bytes(&data, config)
+                .into_iter()
+                .map(|span| span.chunk)
+                .collect(),
+            before,
+            after,
+        };
+        Ok((chunked, data))
     }
 
     // ---- the user's side: not gated, always durable ----
@@ -559,34 +610,30 @@ impl LocalFs for SimFs {
     }
 
     async fn chunk_file(&self, path: &str, config: ChunkerConfig) -> io::Result<ChunkedFile> {
-        self.pass("open", path).await;
-        let (before, data) = {
-            let tree = self.tree();
-            tree.resolve(path)?;
-            match tree.get(path) {
-                Some(Node::File(file)) => (tree.meta(path), file.data.clone()),
-                Some(_) => return Err(error(io::ErrorKind::InvalidInput, path, "not a file")),
-                None => return Err(not_found(path)),
-            }
-        };
-        // the read takes a while: a user may change the file meanwhile
-        self.pass("read", path).await;
-        let after = self.tree().meta(path).ok_or_else(|| {
-            error(
-                io::ErrorKind::NotFound,
-                path,
-                "file vanished while it was read",
-            )
-        })?;
-        let before = before.ok_or_else(|| not_found(path))?;
-        Ok(ChunkedFile {
-            chunks: chunk_bytes(&data, config)
-                .into_iter()
-                .map(|span| span.chunk)
-                .collect(),
-            before,
-            after,
-        })
+        let (chunked, _) = self.read_whole(path, config).await?;
+        Ok(chunked)
+    }
+
+    /// Reads the file as [`LocalFs::chunk_file`] does, then hands its chunks
+    /// over one by one. The reading stops at the gate (twice, as always)
+    /// before any chunk is handed over: the uploader on the other end waits
+    /// for chunks meanwhile, so only one of the two ever waits at the gate.
+    async fn chunk_file_sending(
+        &self,
+        path: &str,
+        config: ChunkerConfig,
+        chunks_out: tokio::sync::mpsc::Sender<(Hash, Bytes)>,
+    ) -> io::Result<ChunkedFile> {
+        let (chunked, data) = self.read_whole(path, config).await?;
+        let mut offset = 0usize;
+        for chunk in &chunked.chunks {
+            let end = offset + chunk.size as usize;
+            let bytes = Bytes::copy_from_slice(&data[offset..end]);
+            offset = end;
+            // a closed queue: the receiver gave up, the hashing goes on
+            let _ = chunks_out.send((chunk.hash, bytes)).await;
+        }
+        Ok(chunked)
     }
 
     async fn read_range(&self, path: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {

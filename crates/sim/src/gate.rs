@@ -1,26 +1,84 @@
-//! The scheduler's gate: every filesystem call and every request an agent
-//! makes first stops here and waits until the driver lets it through. The
-//! driver lets exactly one operation go at a time and waits until its agent
-//! stops at the gate again, so the whole world advances in a sequence of
-//! steps that the seed alone decides: the same seed gives the same run, as
-//! threads, sockets and SQLite's worker threads only ever serve one step.
+//! The scheduler's gate: every filesystem call, every request and every
+//! sleep an agent makes first stops here and waits until the driver lets it
+//! through. The driver lets exactly one operation go at a time and waits
+//! until the world is still again, so the whole world advances in a
+//! sequence of steps that the seed alone decides: the same seed gives the
+//! same run, as threads, sockets and SQLite's worker threads only ever serve
+//! one step.
+//!
+//! An agent runs two tasks, each a [`Lane`] here: the sync loop, and the
+//! prefetcher that fills streamed files. A lane is still when nothing it
+//! started is under way:
+//! - the loop is *running* from the moment one of its operations is let
+//!   through until it stops at the gate again (it writes its state DB in
+//!   between, on SQLite's thread, which nothing here can see);
+//! - the prefetcher keeps several operations waiting at once, and is still
+//!   when its task has nothing to do until the driver (or the loop) wakes
+//!   it: [`Tracked`] sees the task's wake-ups, and requests under way are
+//!   counted.
+//!
+//! An operation given up before it was let through (a sleep that lost a
+//! race to a notification) leaves the gate; the loop then runs on.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::sync::oneshot;
 
-/// What one agent is about to do.
+/// One of an agent's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// The sync loop: the engine's cycles, uploads and downloads.
+    Loop,
+    /// The prefetcher: streamed files filled as their senders upload them.
+    Prefetcher,
+}
+
+tokio::task_local! {
+    /// The agent and lane of the task that runs: where its operations wait.
+    static HERE: (usize, Lane);
+}
+
+/// Runs `task` as agent `agent_idx`'s lane `lane`: its operations wait there.
+pub fn in_lane<F: Future>(
+    agent_idx: usize,
+    lane: Lane,
+    task: F,
+) -> impl Future<Output = F::Output> {
+    HERE.scope((agent_idx, lane), task)
+}
+
+/// The lane of the running task; `None` outside an agent (the driver).
+pub fn current_lane() -> Option<(usize, Lane)> {
+    HERE.try_with(|here| *here).ok()
+}
+
+/// What an agent is about to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A filesystem call, with the path it touches.
     Fs { call: &'static str, path: String },
     /// A request to the server.
     Remote { call: &'static str },
+    /// A timer, due at this moment of virtual time.
+    Sleep { until_ms: i64 },
 }
 
 impl Op {
     pub fn is_remote(&self) -> bool {
         matches!(self, Op::Remote { .. })
+    }
+
+    /// Whether the driver may let it go at virtual time `now_ms`.
+    pub fn is_due(&self, now_ms: i64) -> bool {
+        match self {
+            Op::Sleep { until_ms } => *until_ms <= now_ms,
+            Op::Fs { .. } | Op::Remote { .. } => true,
+        }
     }
 }
 
@@ -29,6 +87,7 @@ impl std::fmt::Display for Op {
         match self {
             Op::Fs { call, path } => write!(formatter, "fs.{call}({path})"),
             Op::Remote { call } => write!(formatter, "remote.{call}"),
+            Op::Sleep { until_ms } => write!(formatter, "sleep(until {until_ms})"),
         }
     }
 }
@@ -44,81 +103,282 @@ pub enum Verdict {
     LoseAnswer,
 }
 
-enum Slot {
-    /// Doing something other than waiting at the gate (a state DB write, a request in flight).
-    Running,
-    Waiting {
-        op: Op,
-        reply: oneshot::Sender<Verdict>,
-    },
-    /// Crashed, or stopped with an error.
-    Gone,
+/// An operation waiting, as the driver sees it.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub agent_idx: usize,
+    pub lane: Lane,
+    /// Tells it from every other operation of the run.
+    pub id: u64,
+    pub op: Op,
 }
 
-/// Shared by the driver and the agents' filesystems and remotes.
-#[derive(Clone)]
+struct Waiter {
+    id: u64,
+    op: Op,
+    reply: oneshot::Sender<Verdict>,
+}
+
+/// One lane of one agent, in one incarnation.
+#[derive(Default)]
+struct LaneState {
+    /// Set while the lane's task lives; a crash ends it.
+    live: bool,
+    /// Bumped by each start and end: what a task of an earlier incarnation
+    /// still does (dropping its futures) changes nothing here.
+    epoch: u64,
+    waiters: Vec<Waiter>,
+    /// The loop only: let through, and not at the gate again yet.
+    running: bool,
+    /// Requests to the server under way.
+    in_flight: u32,
+    /// Set when the lane's task was woken and not polled since.
+    woken: Arc<AtomicBool>,
+}
+
+impl LaneState {
+    fn is_still(&self) -> bool {
+        !self.live || (!self.running && self.in_flight == 0 && !self.woken.load(Ordering::Acquire))
+    }
+}
+
+#[derive(Default)]
+struct Lanes {
+    by_lane: BTreeMap<(usize, Lane), LaneState>,
+    last_id: u64,
+}
+
+/// Shared by the driver and the agents' filesystems, remotes and clocks.
+#[derive(Clone, Default)]
 pub struct Gate {
-    slots: Arc<Mutex<Vec<Slot>>>,
+    lanes: Arc<Mutex<Lanes>>,
 }
 
 impl Gate {
-    pub fn new(n_agents: usize) -> Gate {
-        Gate {
-            slots: Arc::new(Mutex::new((0..n_agents).map(|_| Slot::Gone).collect())),
-        }
-    }
-
-    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
-        self.slots
+    fn lanes(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Waits until the driver lets `op` of agent `agent_idx` through.
-    pub async fn pass(&self, agent_idx: usize, op: Op) -> Verdict {
+    /// A new incarnation of a lane, running; returns the flag its task's
+    /// [`Tracked`] wrapper sets on wake-ups.
+    pub fn start(&self, agent_idx: usize, lane: Lane) -> Arc<AtomicBool> {
+        let mut lanes = self.lanes();
+        let state = lanes.by_lane.entry((agent_idx, lane)).or_default();
+        let woken = Arc::new(AtomicBool::new(true));
+        *state = LaneState {
+            live: true,
+            epoch: state.epoch + 1,
+            waiters: Vec::new(),
+            running: lane == Lane::Loop,
+            in_flight: 0,
+            woken: Arc::clone(&woken),
+        };
+        woken
+    }
+
+    /// Ends every lane of agent `agent_idx` (crashed, or stopped with an error).
+    pub fn end_agent(&self, agent_idx: usize) {
+        let mut lanes = self.lanes();
+        for ((lane_agent, _), state) in lanes.by_lane.iter_mut() {
+            if *lane_agent == agent_idx {
+                state.live = false;
+                state.epoch += 1;
+                state.waiters.clear();
+                state.running = false;
+                state.in_flight = 0;
+            }
+        }
+    }
+
+    /// Waits until the driver lets `op` of the running task's lane through.
+    /// Outside an agent's lane (the driver's own calls) it goes at once.
+    pub async fn pass(&self, op: Op) -> Verdict {
+        let Some((agent_idx, lane)) = current_lane() else {
+            return Verdict::Deliver;
+        };
         let (reply, verdict) = oneshot::channel();
-        self.slots()[agent_idx] = Slot::Waiting { op, reply };
+        let (id, epoch) = {
+            let mut lanes = self.lanes();
+            lanes.last_id += 1;
+            let id = lanes.last_id;
+            let state = lanes.by_lane.entry((agent_idx, lane)).or_default();
+            if lane == Lane::Loop && !state.waiters.is_empty() {
+                // the loop's steps are one after the other: two at once
+                // would make its stillness unknowable
+                panic!(
+                    "agent-{agent_idx}'s loop waits for {} and {op} at once",
+                    state.waiters[0].op
+                );
+            }
+            state.waiters.push(Waiter { id, op, reply });
+            state.running = false;
+            (id, state.epoch)
+        };
+        let mut left = Left {
+            gate: self,
+            agent_idx,
+            lane,
+            id,
+            epoch,
+            granted: false,
+        };
         match verdict.await {
-            Ok(verdict) => verdict,
-            // the driver crashed this agent: its task is about to be dropped
+            Ok(verdict) => {
+                left.granted = true;
+                verdict
+            }
+            // the driver ended this lane: its task is about to be dropped
             Err(_) => std::future::pending().await,
         }
     }
 
-    /// The operations waiting, by agent.
-    pub fn waiting(&self) -> Vec<(usize, Op)> {
-        self.slots()
-            .iter()
-            .enumerate()
-            .filter_map(|(agent_idx, slot)| match slot {
-                Slot::Waiting { op, .. } => Some((agent_idx, op.clone())),
-                _ => None,
-            })
-            .collect()
+    /// The operations waiting, in a fixed order.
+    pub fn waiting(&self) -> Vec<Waiting> {
+        let lanes = self.lanes();
+        let mut waiting = Vec::new();
+        for ((agent_idx, lane), state) in &lanes.by_lane {
+            if !state.live {
+                continue;
+            }
+            for waiter in &state.waiters {
+                waiting.push(Waiting {
+                    agent_idx: *agent_idx,
+                    lane: *lane,
+                    id: waiter.id,
+                    op: waiter.op.clone(),
+                });
+            }
+        }
+        waiting
     }
 
-    /// Lets agent `agent_idx`'s waiting operation go with `verdict`.
-    pub fn grant(&self, agent_idx: usize, verdict: Verdict) {
-        let mut slots = self.slots();
-        if let Slot::Waiting { reply, .. } = std::mem::replace(&mut slots[agent_idx], Slot::Running)
-        {
-            let _ = reply.send(verdict);
+    /// Lets the waiting operation `id` go with `verdict`.
+    pub fn grant(&self, id: u64, verdict: Verdict) {
+        let mut lanes = self.lanes();
+        for ((_, lane), state) in lanes.by_lane.iter_mut() {
+            if let Some(at) = state.waiters.iter().position(|waiter| waiter.id == id) {
+                let waiter = state.waiters.remove(at);
+                if *lane == Lane::Loop {
+                    state.running = true;
+                }
+                // wakes the lane's task, which marks it woken
+                let _ = waiter.reply.send(verdict);
+                return;
+            }
         }
     }
 
-    /// True when no agent is between two gate stops.
+    /// True when no lane of any agent has anything under way.
     pub fn is_still(&self) -> bool {
-        !self
-            .slots()
-            .iter()
-            .any(|slot| matches!(slot, Slot::Running))
+        self.lanes().by_lane.values().all(LaneState::is_still)
     }
 
-    pub fn set_running(&self, agent_idx: usize) {
-        self.slots()[agent_idx] = Slot::Running;
+    /// Counts a request of the running task's lane until the returned guard
+    /// is dropped.
+    pub fn request_under_way(&self) -> Option<UnderWay<'_>> {
+        let (agent_idx, lane) = current_lane()?;
+        let mut lanes = self.lanes();
+        let state = lanes.by_lane.get_mut(&(agent_idx, lane))?;
+        state.in_flight += 1;
+        Some(UnderWay {
+            gate: self,
+            agent_idx,
+            lane,
+            epoch: state.epoch,
+        })
+    }
+}
+
+/// An operation's place at the gate while it waits: given up before it was
+/// let through, it leaves, and the loop runs on without it.
+struct Left<'a> {
+    gate: &'a Gate,
+    agent_idx: usize,
+    lane: Lane,
+    id: u64,
+    epoch: u64,
+    granted: bool,
+}
+
+impl Drop for Left<'_> {
+    fn drop(&mut self) {
+        if self.granted {
+            return;
+        }
+        let mut lanes = self.gate.lanes();
+        if let Some(state) = lanes.by_lane.get_mut(&(self.agent_idx, self.lane))
+            && state.epoch == self.epoch
+        {
+            state.waiters.retain(|waiter| waiter.id != self.id);
+            if self.lane == Lane::Loop {
+                state.running = true;
+            }
+        }
+    }
+}
+
+/// A request under way; see [`Gate::request_under_way`].
+pub struct UnderWay<'a> {
+    gate: &'a Gate,
+    agent_idx: usize,
+    lane: Lane,
+    epoch: u64,
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        let mut lanes = self.gate.lanes();
+        if let Some(state) = lanes.by_lane.get_mut(&(self.agent_idx, self.lane))
+            && state.epoch == self.epoch
+        {
+            state.in_flight -= 1;
+        }
+    }
+}
+
+/// A lane's task, wrapped so that the gate sees when it is woken: set on
+/// every wake-up, cleared each time the task is polled.
+pub struct Tracked<F> {
+    task: Pin<Box<F>>,
+    woken: Arc<AtomicBool>,
+}
+
+impl<F: Future> Tracked<F> {
+    pub fn new(task: F, woken: Arc<AtomicBool>) -> Tracked<F> {
+        Tracked {
+            task: Box::pin(task),
+            woken,
+        }
+    }
+}
+
+struct FlagWaker {
+    woken: Arc<AtomicBool>,
+    inner: Waker,
+}
+
+impl Wake for FlagWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
 
-    pub fn set_gone(&self, agent_idx: usize) {
-        self.slots()[agent_idx] = Slot::Gone;
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.inner.wake_by_ref();
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
+        self.woken.store(false, Ordering::Release);
+        let waker = Waker::from(Arc::new(FlagWaker {
+            woken: Arc::clone(&self.woken),
+            inner: context.waker().clone(),
+        }));
+        self.task.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }

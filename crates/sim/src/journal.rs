@@ -3,7 +3,7 @@
 //! removed or replaced (each must survive somewhere), conflict copies, and
 //! violations noticed the moment they happen.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use syncfolder_core::Hash;
@@ -57,6 +57,18 @@ pub struct JournalData {
     /// their history held then. A content destroyed on an agent before that
     /// may be gone from the server too: the user deleted its file.
     pub forgotten: Vec<Forgotten>,
+    /// Every (path, content) the server acknowledged a commit of: what a
+    /// streamed file may become once it lands under a real name.
+    pub committed: HashSet<(String, Hash)>,
+    /// Announcements the server took: of whole files before their upload,
+    /// and of files still being read (growing).
+    pub n_announcements: u64,
+    pub n_growing_announcements: u64,
+    /// Streamed files that landed under a real name.
+    pub n_streamed_landings: u64,
+    /// Paths each agent announced as growing and has not committed since:
+    /// a crash then leaves receivers waiting for the rest.
+    pub growing_open: BTreeMap<usize, BTreeSet<String>>,
 }
 
 /// A deleted path the horizon forgot, with its history.

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     let n_done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let totals = Arc::new(Mutex::new([0u64; 14]));
+    let totals = Arc::new(Mutex::new([0u64; 20]));
     let end = options.seed + options.runs;
     let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     std::thread::scope(|scope| {
@@ -71,8 +71,13 @@ fn main() -> anyhow::Result<()> {
                     }
                     match run(&config) {
                         Ok(report) => {
+                            if options.trace {
+                                for line in &report.trace {
+                                    eprintln!("{line}");
+                                }
+                            }
                             if options.trace || options.runs == 1 {
-                                eprintln!("seed {seed}: {report:?}");
+                                eprintln!("seed {seed}: {}", report.summary());
                             }
                             let mut totals = totals.lock().unwrap_or_else(|p| p.into_inner());
                             totals[0] += report.n_user_actions;
@@ -89,6 +94,12 @@ fn main() -> anyhow::Result<()> {
                             totals[11] += report.n_packs_rewritten;
                             totals[12] += report.n_packs_deleted;
                             totals[13] += report.n_fresh_starts;
+                            totals[14] += report.n_announcements;
+                            totals[15] += report.n_growing_announcements;
+                            totals[16] += report.n_prefetches_taken;
+                            totals[17] += report.n_prefetches_abandoned;
+                            totals[18] += report.n_streamed_landings;
+                            totals[19] += report.n_crashes_mid_growth;
                         }
                         Err(failure) => {
                             failed.store(true, Ordering::Release);
@@ -125,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     }
     let totals = totals.lock().unwrap_or_else(|p| p.into_inner());
     println!(
-        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes, {} agents halted for an emptied tree and started afresh; {} garbage collections deleted {} chunks, rewrote {} packs and deleted {}, the horizon forgot {} tombstones, {} folder purges",
+        "sim: {} seeds clean ({}..{}) in {:.1} s: {} user actions, {} agent crashes, {} server crashes, {} partitions, {} dropped or lost requests, {} conflict copies, {} entries recovered from aside after crashes, {} agents halted for an emptied tree and started afresh; {} garbage collections deleted {} chunks, rewrote {} packs and deleted {}, the horizon forgot {} tombstones, {} folder purges; streaming: {} announcements of whole files and {} of growing ones, {} prefetched files taken and {} given up, {} streamed files landed, {} senders crashed mid-growth",
         n_done.load(Ordering::Acquire),
         options.seed,
         end - 1,
@@ -143,7 +154,13 @@ fn main() -> anyhow::Result<()> {
         totals[11],
         totals[12],
         totals[9],
-        totals[10]
+        totals[10],
+        totals[14],
+        totals[15],
+        totals[16],
+        totals[17],
+        totals[18],
+        totals[19]
     );
     Ok(())
 }

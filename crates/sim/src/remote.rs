@@ -9,18 +9,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use syncfolder_agent::remote::{HttpRemote, Remote, RemoteError, RemoteResult};
+use syncfolder_agent::remote::{FeedCursors, HttpRemote, Remote, RemoteError, RemoteResult};
 use syncfolder_client::Client;
 use syncfolder_core::Hash;
 use syncfolder_core::protocol::{
-    Change, ChangesResponse, CommitResult, FolderInfo, UploadResponse,
+    Change, ChangesResponse, CommitResult, Content, FolderInfo, UploadResponse,
 };
 
+use crate::clock::SimClock;
 use crate::gate::{Gate, Op, Verdict};
 use crate::journal::Journal;
 use crate::server::ServerAddress;
+use syncfolder_agent::clock::Clock;
 
 pub const FOLDER: &str = "sim";
+/// How long a streamed read for chunks that have not arrived waits (in
+/// virtual time) before it answers with nothing.
+const STREAM_PARKED: Duration = Duration::from_secs(1);
 
 /// What crossed the network, for the "idle costs nothing" invariant.
 #[derive(Debug, Default)]
@@ -46,6 +51,7 @@ pub struct SimRemote {
     gate: Gate,
     address: ServerAddress,
     journal: Journal,
+    clock: SimClock,
     pub traffic: Arc<Traffic>,
     /// A client for the server's current address.
     client: Mutex<Option<(String, HttpRemote)>>,
@@ -58,6 +64,7 @@ impl SimRemote {
         gate: Gate,
         address: ServerAddress,
         journal: Journal,
+        clock: SimClock,
         traffic: Arc<Traffic>,
     ) -> SimRemote {
         SimRemote {
@@ -66,6 +73,7 @@ impl SimRemote {
             gate,
             address,
             journal,
+            clock,
             traffic,
             client: Mutex::new(None),
         }
@@ -101,13 +109,15 @@ impl SimRemote {
     where
         Fut: Future<Output = RemoteResult<T>>,
     {
-        let verdict = self.gate.pass(self.agent_idx, Op::Remote { call }).await;
+        let verdict = self.gate.pass(Op::Remote { call }).await;
         if verdict == Verdict::Drop {
             return Err(RemoteError::Unavailable(
                 "simulated: request dropped".to_owned(),
             ));
         }
+        let under_way = self.gate.request_under_way();
         let answer = request(self.http()?).await;
+        drop(under_way);
         if verdict == Verdict::LoseAnswer {
             return Err(RemoteError::Unavailable(
                 "simulated: answer lost".to_owned(),
@@ -171,11 +181,88 @@ impl Remote for SimRemote {
     async fn commit(&self, changes: Vec<Change>) -> RemoteResult<Vec<CommitResult>> {
         let traffic = Arc::clone(&self.traffic);
         let journal = self.journal.clone();
+        let agent_idx = self.agent_idx;
         self.call("commit", |http| async move {
             traffic.n_commits.fetch_add(1, Ordering::AcqRel);
             journal.wrote();
-            http.commit(changes).await
+            let contents: Vec<(String, Option<Hash>)> = changes
+                .iter()
+                .map(|change| {
+                    let content = match &change.content {
+                        Some(Content::File { content_hash, .. }) => Some(*content_hash),
+                        _ => None,
+                    };
+                    (change.path.clone(), content)
+                })
+                .collect();
+            let results = http.commit(changes).await?;
+            // what the server acknowledged, whether or not the answer arrives
+            let mut journal = journal.lock();
+            if let Some(open) = journal.growing_open.get_mut(&agent_idx) {
+                for (path, _) in &contents {
+                    open.remove(path);
+                }
+            }
+            for ((path, content), result) in contents.into_iter().zip(&results) {
+                if let (Some(content), CommitResult::Committed { .. }) = (content, result) {
+                    journal.committed.insert((path, content));
+                }
+            }
+            Ok(results)
         })
         .await
+    }
+
+    async fn follow(
+        &self,
+        since: u64,
+        limit: u32,
+        _wait: Duration,
+        cursors: FeedCursors,
+    ) -> RemoteResult<ChangesResponse> {
+        self.call("follow", |http| async move {
+            http.follow(since, limit, Duration::ZERO, cursors).await
+        })
+        .await
+    }
+
+    async fn announce(&self, changes: Vec<Change>, growing: bool) -> RemoteResult<()> {
+        let journal = self.journal.clone();
+        let agent_idx = self.agent_idx;
+        self.call("announce", |http| async move {
+            let paths: Vec<String> = changes.iter().map(|change| change.path.clone()).collect();
+            http.announce(changes, growing).await?;
+            let mut journal = journal.lock();
+            if growing {
+                journal.n_growing_announcements += 1;
+                journal
+                    .growing_open
+                    .entry(agent_idx)
+                    .or_default()
+                    .extend(paths);
+            } else {
+                journal.n_announcements += 1;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stream_chunks(
+        &self,
+        hashes: Vec<Hash>,
+        wait: Duration,
+    ) -> RemoteResult<Vec<(Hash, Bytes)>> {
+        // the server answers at once; an empty answer then takes a while
+        // of virtual time, as a request parked on the server would
+        let arrived = self
+            .call("stream_chunks", |http| async move {
+                http.stream_chunks(hashes, Duration::ZERO).await
+            })
+            .await?;
+        if arrived.is_empty() {
+            self.clock.sleep(wait.min(STREAM_PARKED)).await;
+        }
+        Ok(arrived)
     }
 }

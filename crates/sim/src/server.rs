@@ -44,6 +44,7 @@ pub struct SimServer {
     /// The running server's state, for the storage jobs the driver runs.
     state: Option<AppState>,
     pub address: ServerAddress,
+    n_starts: u64,
 }
 
 impl SimServer {
@@ -59,6 +60,7 @@ impl SimServer {
             runtime: None,
             state: None,
             address: ServerAddress::default(),
+            n_starts: 0,
         }
     }
 
@@ -94,6 +96,13 @@ impl SimServer {
                 .map_err(|_| anyhow::anyhow!("binding the server panicked"))
         })??;
         let url = format!("http://{}", server.local_addr());
+        // announcement numbers from the count of starts, not the clock: runs
+        // repeat, and each start's numbers stay above the last one's
+        self.n_starts += 1;
+        server
+            .state()
+            .announcements
+            .number_from(self.n_starts << 32);
         self.state = Some(server.state().clone());
         runtime.spawn(server.serve(std::future::pending()));
         self.runtime = Some(runtime);

@@ -18,12 +18,14 @@ use syncfolder_core::protocol::{
 };
 use tokio::task::JoinHandle;
 
+use syncfolder_agent::clock::Clock;
+use syncfolder_agent::own_names::is_in_stream_dir;
 use syncfolder_agent::stats::HaltReason;
 
 use crate::agent::{SimAgent, Statuses};
 use crate::clock::SimClock;
 use crate::fs::{Node, SimFs};
-use crate::gate::{Gate, Verdict};
+use crate::gate::{Gate, Lane, Op, Tracked, Verdict, Waiting, in_lane};
 use crate::invariants;
 use crate::journal::{CHUNKER, Forgotten, Journal};
 use crate::remote::{FOLDER, SimRemote, Traffic};
@@ -89,6 +91,47 @@ pub struct Report {
     pub n_packs_deleted: u64,
     pub n_tombstones_forgotten: u64,
     pub n_purges: u64,
+    /// Streaming: announcements of whole files and of growing ones the
+    /// server took, prefetched files taken for downloads and given up, and
+    /// streamed files that landed under their real names.
+    pub n_announcements: u64,
+    pub n_growing_announcements: u64,
+    pub n_prefetches_taken: u64,
+    pub n_prefetches_abandoned: u64,
+    pub n_streamed_landings: u64,
+    /// Agents that crashed while a file they announced as growing was not
+    /// committed yet.
+    pub n_crashes_mid_growth: u64,
+    /// What happened, step by step.
+    pub trace: Vec<String>,
+}
+
+impl Report {
+    /// The figures of one run, on one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "trace {}, {} steps ({} settling), {} user actions, {} agent and {} server crashes, {} partitions, {} dropped and {} lost answers, {} conflict copies, {} fresh starts, {} entries; {} collections; streaming: {} + {} growing announcements, {} prefetches taken, {} given up, {} landed, {} crashes mid-growth",
+            &self.trace_hash[..16.min(self.trace_hash.len())],
+            self.n_steps,
+            self.n_settle_steps,
+            self.n_user_actions,
+            self.n_agent_crashes,
+            self.n_server_crashes,
+            self.n_partitions,
+            self.n_dropped,
+            self.n_lost_answers,
+            self.n_conflict_copies,
+            self.n_fresh_starts,
+            self.n_final_entries,
+            self.n_collections,
+            self.n_announcements,
+            self.n_growing_announcements,
+            self.n_prefetches_taken,
+            self.n_prefetches_abandoned,
+            self.n_streamed_landings,
+            self.n_crashes_mid_growth,
+        )
+    }
 }
 
 /// A second folder the driver fills with copies of the agents' files
@@ -158,6 +201,9 @@ struct AgentSlot {
     state_path: PathBuf,
     task: Option<JoinHandle<()>>,
     partitioned_until: u64,
+    /// Prefetches taken and abandoned by the agent's earlier incarnations.
+    n_prefetches_taken: u64,
+    n_prefetches_abandoned: u64,
 }
 
 struct World {
@@ -216,9 +262,9 @@ impl World {
             ..FolderSettings::default()
         };
         let token = admin.create_folder(FOLDER, settings).await?.token;
-        let gate = Gate::new(config.n_agents);
+        let gate = Gate::default();
         let journal = Journal::default();
-        let clock = SimClock::default();
+        let clock = SimClock::new(gate.clone());
         let traffic = Arc::new(Traffic::default());
         let agents = (0..config.n_agents)
             .map(|agent_idx| AgentSlot {
@@ -229,11 +275,14 @@ impl World {
                     gate.clone(),
                     server.address.clone(),
                     journal.clone(),
+                    clock.clone(),
                     Arc::clone(&traffic),
                 )),
                 state_path: dir.path().join(format!("agent-{agent_idx}.db")),
                 task: None,
                 partitioned_until: 0,
+                n_prefetches_taken: 0,
+                n_prefetches_abandoned: 0,
             })
             .collect();
         let mut world = World {
@@ -262,7 +311,7 @@ impl World {
 
     fn spawn_agent(&mut self, agent_idx: usize) {
         let slot = &mut self.agents[agent_idx];
-        self.gate.set_running(agent_idx);
+        let woken = self.gate.start(agent_idx, Lane::Loop);
         let agent = SimAgent {
             agent_idx,
             fs: slot.fs.clone(),
@@ -275,7 +324,10 @@ impl World {
             backoff_seed: self.rng.random(),
         };
         // the engine's futures are not `Send` in general: agents run as local tasks
-        slot.task = Some(tokio::task::spawn_local(agent.run()));
+        slot.task = Some(tokio::task::spawn_local(Tracked::new(
+            in_lane(agent_idx, Lane::Loop, agent.run()),
+            woken,
+        )));
     }
 
     /// Ends agent `agent_idx`'s task wherever it stands.
@@ -284,12 +336,23 @@ impl World {
             task.abort();
             let _ = task.await;
         }
-        self.gate.set_gone(agent_idx);
+        self.gate.end_agent(agent_idx);
         self.journal.close_conflicts(agent_idx);
+        let mut statuses = self.statuses.lock();
+        let status = &mut statuses[agent_idx];
+        let slot = &mut self.agents[agent_idx];
+        slot.n_prefetches_taken += std::mem::take(&mut status.n_prefetches_taken);
+        slot.n_prefetches_abandoned += std::mem::take(&mut status.n_prefetches_abandoned);
     }
 
     async fn crash_agent(&mut self, agent_idx: usize) {
         self.stop_agent(agent_idx).await;
+        if let Some(open) = self.journal.lock().growing_open.remove(&agent_idx)
+            && !open.is_empty()
+        {
+            // receivers wait for chunks that are not coming
+            self.report.n_crashes_mid_growth += 1;
+        }
         self.agents[agent_idx].fs.crash();
         self.spawn_agent(agent_idx);
     }
@@ -332,10 +395,19 @@ impl World {
         self.trace.push(format!("{step:>6} {line}"));
     }
 
-    /// Waits until every agent stands at the gate (or is gone).
+    /// Waits until every agent's lanes stand at the gate or wait for one
+    /// that does (or are gone).
     async fn wait_still(&self) -> Result<(), String> {
         let started = Instant::now();
-        while !self.gate.is_still() {
+        // still twice in a row, with the other tasks run in between: what
+        // one of them woke has had its turn
+        let mut n_still = 0;
+        while n_still < 2 {
+            if self.gate.is_still() {
+                n_still += 1;
+            } else {
+                n_still = 0;
+            }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(format!(
                     "an agent has not reached the gate for 60 s; waiting: {:?}",
@@ -648,11 +720,33 @@ impl World {
     }
 
     async fn grant(&mut self, step: u64, faults: bool) -> Result<(), String> {
-        let waiting = self.gate.waiting();
-        if waiting.is_empty() {
+        let now_ms = self.clock.now_ms();
+        let (due, sleeping): (Vec<Waiting>, Vec<Waiting>) = self
+            .gate
+            .waiting()
+            .into_iter()
+            .partition(|waiting| waiting.op.is_due(now_ms));
+        if due.is_empty() {
+            // everyone sleeps: time jumps to the first wake-up
+            if let Some(first) = sleeping
+                .iter()
+                .filter_map(|waiting| match waiting.op {
+                    Op::Sleep { until_ms } => Some(until_ms),
+                    _ => None,
+                })
+                .min()
+            {
+                self.clock.advance_to(first);
+                self.note(format!("time jumps {} ms", first - now_ms));
+            }
             return Ok(());
         }
-        let (agent_idx, op) = waiting[self.rng.random_range(0..waiting.len())].clone();
+        let Waiting {
+            agent_idx,
+            lane,
+            id,
+            op,
+        } = due[self.rng.random_range(0..due.len())].clone();
         let mut crash_after = false;
         let verdict = if !op.is_remote() {
             Verdict::Deliver
@@ -677,13 +771,72 @@ impl World {
             Verdict::LoseAnswer => self.report.n_lost_answers += 1,
             Verdict::Deliver => {}
         }
-        self.note(format!("agent-{agent_idx} {op} {verdict:?}"));
-        self.gate.grant(agent_idx, verdict);
+        let lane_name = match lane {
+            Lane::Loop => "",
+            Lane::Prefetcher => "/prefetcher",
+        };
+        self.note(format!("agent-{agent_idx}{lane_name} {op} {verdict:?}"));
+        self.gate.grant(id, verdict);
         if crash_after {
             self.wait_still().await?;
             self.crash_server(step);
         }
         Ok(())
+    }
+
+    /// Lets every prefetch end: time jumps past the longest a prefetch waits
+    /// for its sender and a prefetched file waits to be taken, and the
+    /// agents settle again, as often as it takes the queued prefetches to
+    /// start and end too. Then no streamed file may be left: a prefetch that
+    /// was not taken leaves nothing behind.
+    async fn expire_prefetches(&mut self) -> Result<(), String> {
+        const ROUNDS: usize = 8;
+        for _ in 0..ROUNDS {
+            self.clock.advance(Duration::from_secs(15 * 60));
+            self.note("time jumps 15 min: prefetches end".to_owned());
+            let cycles_before: Vec<u64> = self.statuses.lock().iter().map(|s| s.n_cycles).collect();
+            let mut n_steps = 0;
+            loop {
+                self.step(false).await?;
+                n_steps += 1;
+                self.wait_still().await?;
+                let passed_twice = self
+                    .statuses
+                    .lock()
+                    .iter()
+                    .zip(&cycles_before)
+                    .all(|(status, before)| status.n_cycles >= before + 2);
+                if passed_twice && self.is_settled() {
+                    break;
+                }
+                if n_steps >= self.config.settle_steps {
+                    return Err(format!(
+                        "did not settle within {n_steps} steps after prefetches expired"
+                    ));
+                }
+            }
+            if self.streamed_files_left().is_empty() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "streamed files left behind after {ROUNDS} times every prefetch's time ran out: {:?}",
+            self.streamed_files_left()
+        ))
+    }
+
+    /// Files in the agents' streaming directories, by agent.
+    fn streamed_files_left(&self) -> Vec<(usize, String)> {
+        let mut left = Vec::new();
+        for (agent_idx, slot) in self.agents.iter().enumerate() {
+            let tree = slot.fs.tree();
+            for (path, node) in &tree.nodes {
+                if is_in_stream_dir(path) && !matches!(node, Node::Dir) {
+                    left.push((agent_idx, path.clone()));
+                }
+            }
+        }
+        left
     }
 
     /// True when every agent's last full cycle found nothing to do and
@@ -723,6 +876,7 @@ impl World {
         }
         self.report.n_settle_steps = n_settle_steps;
         self.note("settled".to_owned());
+        self.expire_prefetches().await?;
 
         // an idle, settled world sends nothing
         let traffic_before = self.traffic.snapshot();
@@ -759,6 +913,19 @@ impl World {
             invariants::check_all(&client, &filesystems, &self.statuses, &self.journal).await?;
         self.report.n_final_entries = checked.n_entries;
         self.report.n_conflict_copies = self.journal.lock().n_conflict_copies;
+        {
+            let journal = self.journal.lock();
+            self.report.n_announcements = journal.n_announcements;
+            self.report.n_growing_announcements = journal.n_growing_announcements;
+            self.report.n_streamed_landings = journal.n_streamed_landings;
+        }
+        let statuses = self.statuses.lock();
+        for (slot, status) in self.agents.iter().zip(statuses.iter()) {
+            self.report.n_prefetches_taken += slot.n_prefetches_taken + status.n_prefetches_taken;
+            self.report.n_prefetches_abandoned +=
+                slot.n_prefetches_abandoned + status.n_prefetches_abandoned;
+        }
+        drop(statuses);
         self.report.n_aside_recoveries = self.journal.lock().n_aside_recoveries;
         self.report.n_steps = self.journal.lock().step;
         let mut hasher = Sha256::new();
@@ -767,6 +934,7 @@ impl World {
             hasher.update(b"\n");
         }
         self.report.trace_hash = format!("{:x}", hasher.finalize());
+        self.report.trace = self.trace.clone();
         Ok(self.report.clone())
     }
 }

@@ -67,6 +67,30 @@ fn a_few_hundred_seeds_keep_every_invariant() {
             sum(|report| report.n_packs_rewritten) > 0 && sum(|report| report.n_packs_deleted) > 0,
             "no collection rewrote or deleted a pack"
         );
+        // streaming ran among the storm: senders announced, receivers
+        // fetched as the files grew, took some and gave others up, and
+        // some senders crashed with receivers waiting
+        assert!(
+            sum(|report| report.n_announcements) > 0,
+            "nothing announced"
+        );
+        assert!(
+            sum(|report| report.n_growing_announcements) > 0,
+            "nothing announced while it was read"
+        );
+        assert!(
+            sum(|report| report.n_prefetches_taken) > 0
+                && sum(|report| report.n_streamed_landings) > 0,
+            "no prefetched file was taken"
+        );
+        assert!(
+            sum(|report| report.n_prefetches_abandoned) > 0,
+            "no prefetch was given up"
+        );
+        assert!(
+            sum(|report| report.n_crashes_mid_growth) > 0,
+            "no sender crashed mid-growth"
+        );
     }
 }
 
@@ -78,10 +102,11 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(first.n_steps, second.n_steps);
     assert_eq!(first.n_final_entries, second.n_final_entries);
     // and the storm was a storm
-    assert!(first.n_user_actions > 20, "{first:?}");
+    assert!(first.n_user_actions > 20, "{}", first.summary());
     assert!(
         first.n_agent_crashes + first.n_server_crashes > 0,
-        "{first:?}"
+        "{}",
+        first.summary()
     );
     let other = run(&SimConfig::new(43)).expect("seed 43");
     assert_ne!(first.trace_hash, other.trace_hash);
