@@ -18,6 +18,7 @@ use syncfolder_core::path;
 use syncfolder_core::protocol::Content;
 
 use crate::clock::Clock;
+use crate::engine_config::EngineConfig;
 use crate::local_fs::{LocalFs, LocalKind, LocalMeta};
 use crate::stats::SyncStats;
 use crate::sync_state::SyncState;
@@ -40,6 +41,23 @@ pub(crate) struct Asides<'a, F, C> {
     /// Names this agent's conflict copies.
     pub agent_id: &'a str,
     pub chunker: ChunkerConfig,
+}
+
+impl<'a, F, C> Asides<'a, F, C> {
+    pub(crate) fn new(
+        fs: &'a F,
+        clock: &'a C,
+        stats: &'a SyncStats,
+        config: &'a EngineConfig,
+    ) -> Asides<'a, F, C> {
+        Asides {
+            fs,
+            clock,
+            stats,
+            agent_id: &config.agent_id,
+            chunker: config.chunker,
+        }
+    }
 }
 
 impl<F: LocalFs, C: Clock> Asides<'_, F, C> {

@@ -14,8 +14,9 @@ use syncfolder_core::protocol::{Content, FileRecord};
 use crate::Result;
 use crate::batches::batches;
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine};
+use crate::execute::Executor;
 use crate::local_fs::{LocalFs, LocalKind};
+use crate::outcome::CycleOutcome;
 use crate::own_names;
 use crate::planner::LocalObservation;
 use crate::prefetches;
@@ -37,7 +38,7 @@ struct PendingFile {
     temp_path: String,
 }
 
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+impl<F: LocalFs, R: Remote, C: Clock> Executor<'_, F, R, C> {
     pub(crate) async fn download_all(
         &mut self,
         mut downloads: Vec<(String, LocalObservation)>,
@@ -238,7 +239,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         if files.is_empty() {
             return Ok(());
         }
-        let reusable = self.reusable_chunks();
+        let reusable = self.state.reusable_chunks();
         let mut pending = Vec::new();
         // chunk hash → (size, where it goes)
         let mut needed: NeededChunks = HashMap::new();
@@ -331,25 +332,6 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             let _ = self.fs.remove_dir(own_names::STREAM_DIR).await;
         }
         self.state.apply(batch).await
-    }
-
-    /// Where each chunk of each synced file can be read locally, by hash.
-    pub(crate) fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
-        let mut reusable = HashMap::new();
-        for (synced_path, entry) in self.state.bases() {
-            // whether the file still holds these chunks is checked by hash on reading
-            if !matches!(entry.record.content, Some(Content::File { .. })) {
-                continue;
-            }
-            let mut offset = 0;
-            for chunk in &entry.record.chunks {
-                reusable
-                    .entry(chunk.hash)
-                    .or_insert_with(|| (synced_path.to_owned(), offset));
-                offset += chunk.size;
-            }
-        }
-        reusable
     }
 
     /// Creates the temp file and fills what local chunks can fill; records

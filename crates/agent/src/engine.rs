@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use syncfolder_core::chunking::ChunkerConfig;
 use syncfolder_core::hash::content_hash;
 use syncfolder_core::ignore::{IGNORE_FILE_NAME, IgnoreRules};
 use syncfolder_core::path;
@@ -19,9 +18,12 @@ use tokio::sync::mpsc;
 
 use crate::aside::Asides;
 use crate::clock::Clock;
-use crate::deletion_guard::{DeletionGuard, MassDeletion};
-use crate::early_upload::{EarlyUpload, GrowingFile, StreamingSizes};
+use crate::deletion_guard::DeletionGuard;
+use crate::early_upload::{EarlyUpload, GrowingFile};
+pub use crate::engine_config::EngineConfig;
+use crate::execute::Executor;
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
+pub use crate::outcome::CycleOutcome;
 use crate::own_names;
 use crate::planner::{self, LocalObservation, Observation, PlanContext, Refused};
 use crate::prefetches::{PrefetchJob, Prefetches};
@@ -31,36 +33,6 @@ use crate::state::StateDb;
 use crate::stats::SyncStats;
 use crate::sync_state::{StateChanges, SyncState, cursor_after};
 use crate::{Error, Result};
-
-/// Settings of one engine.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub agent_id: String,
-    pub mode: FolderMode,
-    pub chunker: ChunkerConfig,
-    /// Transfers (chunk requests, files hashed) in flight at once.
-    pub parallelism: usize,
-    /// Ignore patterns from the folder's settings on the server.
-    pub folder_ignore_patterns: Vec<String>,
-    /// The mass-deletion guard's limit: the largest share (in percent) of the
-    /// synced entries that may be deleted at once; 100 turns it off.
-    pub max_delete_percent: u8,
-    /// Which files are announced and uploaded while they are hashed.
-    pub streaming: StreamingSizes,
-}
-
-/// What a cycle leaves for later.
-#[derive(Debug, Default)]
-pub struct CycleOutcome {
-    /// Paths to look at again right away (conflict copies, lost CAS races).
-    pub follow_up: BTreeSet<String>,
-    /// Paths that failed for a passing reason (file changing, server away): retry after a pause.
-    pub retry: BTreeSet<String>,
-    /// Changes applied (uploads, downloads, deletes, conflicts).
-    pub n_applied: usize,
-    /// Set when the mass-deletion guard stopped the cycle before it did anything.
-    pub mass_deletion: Option<MassDeletion>,
-}
 
 pub struct Engine<F: LocalFs, R: Remote, C: Clock> {
     pub(crate) fs: Arc<F>,
@@ -161,7 +133,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         if announced.is_empty() || self.mode() == FolderMode::SendOnly {
             return;
         }
-        let reusable = self.reusable_chunks();
+        let reusable = self.state.reusable_chunks();
         for announcement in announced {
             let known = |record: Option<&FileRecord>| {
                 record.is_some_and(|record| record.content.as_ref() == Some(&announcement.content))
@@ -199,7 +171,8 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     ) -> Result<BTreeSet<String>> {
         self.queue_prefetches(std::mem::take(&mut changes.announced))
             .await;
-        self.upload_wanted_chunks(&std::mem::take(&mut changes.wanted))
+        self.executor()
+            .upload_wanted_chunks(&std::mem::take(&mut changes.wanted))
             .await;
         let mut state_changes = StateChanges::default();
         let mut touched = BTreeSet::new();
@@ -478,7 +451,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             outcome.mass_deletion = Some(refusal);
             return Ok(outcome);
         }
-        self.execute(plan, &mut outcome).await?;
+        self.executor().execute(plan, &mut outcome).await?;
         self.deletion_guard.record(n_deletes, now_ms);
         self.sweep_prefetches().await;
         Ok(outcome)
@@ -520,32 +493,24 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
     }
 
-    /// A fingerprint fit to skip hashing next time (see
-    /// [`planner::trusted_fingerprint`]).
-    pub(crate) fn trusted_fingerprint(&self, meta: Option<LocalMeta>) -> Option<Fingerprint> {
-        planner::trusted_fingerprint(meta, self.clock.now_ms())
-    }
-
-    /// True when the local entry still is what the decision was based on.
-    pub(crate) async fn still_as_observed(
-        &self,
-        synced_path: &str,
-        observed: Option<&LocalMeta>,
-    ) -> bool {
-        match self.fs.stat(synced_path).await {
-            Ok(now) => now.as_ref() == observed,
-            Err(_) => false,
-        }
-    }
-
     /// Moves that never lose an entry, with this engine's filesystem.
     pub(crate) fn asides(&self) -> Asides<'_, F, C> {
-        Asides {
+        Asides::new(&self.fs, &self.clock, &self.stats, &self.config)
+    }
+
+    /// The executor of this cycle's plan, with what it may change.
+    fn executor(&mut self) -> Executor<'_, F, R, C> {
+        Executor {
             fs: &self.fs,
+            remote: &self.remote,
             clock: &self.clock,
             stats: &self.stats,
-            agent_id: &self.config.agent_id,
-            chunker: self.config.chunker,
+            config: &self.config,
+            prefetches: &self.prefetches,
+            state: &mut self.state,
+            refused: &mut self.refused,
+            blocking_dirs: &mut self.blocking_dirs,
+            writes_refused: &mut self.writes_refused,
         }
     }
 }

@@ -1,19 +1,83 @@
-//! Carrying out a [`Plan`] in a safe order: the records found in sync
-//! first, conflict copies (so nothing is overwritten), downloads (which may
-//! copy chunks from files about to be deleted or renamed), uploads and
+//! The executor: carries out a [`Plan`] over the [`LocalFs`], [`Remote`]
+//! and [`Clock`] traits, in a safe order: the records found in sync first,
+//! conflict copies (so nothing is overwritten), downloads (which may copy
+//! chunks from files about to be deleted or renamed), uploads and
 //! tombstones, and local deletions last, deepest paths first. Downloads and
 //! uploads have files of their own (`download.rs`, `upload.rs`).
+//!
+//! An [`Executor`] borrows what it works with from the engine for one
+//! cycle; what it may change is exactly what it holds `&mut`: the synced
+//! state, the paths the server refused, the directories that blocked a
+//! download, and whether the server refuses this agent's writes.
+
+use std::collections::BTreeSet;
+
+use syncfolder_core::protocol::FolderMode;
 
 use crate::Result;
+use crate::aside::Asides;
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine};
-use crate::local_fs::{LocalFs, LocalKind};
-use crate::planner::{LocalObservation, Plan};
+use crate::engine_config::EngineConfig;
+use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
+use crate::outcome::CycleOutcome;
+use crate::planner::{self, LocalObservation, Plan, Refused};
+use crate::prefetches::Prefetches;
 use crate::remote::Remote;
-use crate::stats::ErrorKind;
-use crate::sync_state::StateChanges;
+use crate::stats::{ErrorKind, SyncStats};
+use crate::sync_state::{StateChanges, SyncState};
 
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+/// What carrying out a plan works with: the engine's IO, counters,
+/// settings and streaming registry, and the state it may change.
+pub(crate) struct Executor<'a, F, R, C> {
+    pub fs: &'a F,
+    pub remote: &'a R,
+    pub clock: &'a C,
+    pub stats: &'a SyncStats,
+    pub config: &'a EngineConfig,
+    pub prefetches: &'a Prefetches,
+    pub state: &'a mut SyncState,
+    pub refused: &'a mut Refused,
+    /// Directories that were not empty when a remote file was to replace
+    /// them once already.
+    pub blocking_dirs: &'a mut BTreeSet<String>,
+    /// Set once the server refused this agent's changes.
+    pub writes_refused: &'a mut bool,
+}
+
+impl<F: LocalFs, R: Remote, C: Clock> Executor<'_, F, R, C> {
+    /// The mode this agent syncs in now (see [`crate::engine::Engine`]).
+    pub(crate) fn mode(&self) -> FolderMode {
+        if *self.writes_refused {
+            FolderMode::ReceiveOnly
+        } else {
+            self.config.mode
+        }
+    }
+
+    /// A fingerprint fit to skip hashing next time (see
+    /// [`planner::trusted_fingerprint`]).
+    pub(crate) fn trusted_fingerprint(&self, meta: Option<LocalMeta>) -> Option<Fingerprint> {
+        planner::trusted_fingerprint(meta, self.clock.now_ms())
+    }
+
+    /// True when the local entry still is what the decision was based on.
+    pub(crate) async fn still_as_observed(
+        &self,
+        synced_path: &str,
+        observed: Option<&LocalMeta>,
+    ) -> bool {
+        match self.fs.stat(synced_path).await {
+            Ok(now) => now.as_ref() == observed,
+            Err(_) => false,
+        }
+    }
+
+    /// Moves that never lose an entry.
+    pub(crate) fn asides(&self) -> Asides<'_, F, C> {
+        Asides::new(self.fs, self.clock, self.stats, self.config)
+    }
+
+    /// Carries out `plan`, recording in `outcome` what is left for later.
     pub(crate) async fn execute(
         &mut self,
         mut plan: Plan,

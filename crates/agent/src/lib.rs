@@ -26,6 +26,7 @@ pub mod clock;
 pub mod deletion_guard;
 pub mod early_upload;
 pub mod engine;
+pub mod engine_config;
 pub mod local_fs;
 pub mod loop_policy;
 pub mod metrics;
@@ -44,6 +45,7 @@ mod batches;
 mod download;
 mod error;
 mod execute;
+mod outcome;
 mod planner;
 mod upload;
 

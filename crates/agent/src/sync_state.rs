@@ -9,10 +9,11 @@
 //! state DB in one transaction and then to memory. A failed write changes
 //! neither.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use syncfolder_core::Hash;
 use syncfolder_core::path;
-use syncfolder_core::protocol::{ChangesResponse, FileRecord};
+use syncfolder_core::protocol::{ChangesResponse, Content, FileRecord};
 
 use crate::Result;
 use crate::local_fs::{Fingerprint, LocalMeta};
@@ -177,6 +178,26 @@ impl SyncState {
         self.base
             .iter()
             .map(|(synced_path, entry)| (synced_path.as_str(), entry))
+    }
+
+    /// Where each chunk of each synced file can be read locally, by hash:
+    /// (synced path, offset). Whether the file still holds the chunk is
+    /// checked by hash on reading.
+    pub fn reusable_chunks(&self) -> HashMap<Hash, (String, u64)> {
+        let mut reusable = HashMap::new();
+        for (synced_path, entry) in &self.base {
+            if !matches!(entry.record.content, Some(Content::File { .. })) {
+                continue;
+            }
+            let mut offset = 0;
+            for chunk in &entry.record.chunks {
+                reusable
+                    .entry(chunk.hash)
+                    .or_insert_with(|| (synced_path.clone(), offset));
+                offset += chunk.size;
+            }
+        }
+        reusable
     }
 
     /// Whether `record` is newer than the server's record known for its path.

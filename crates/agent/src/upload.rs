@@ -13,8 +13,9 @@ use syncfolder_core::protocol::{Change, CommitResult, Content, FileRecord, Folde
 use crate::Result;
 use crate::batches::{batch_ranges, batches};
 use crate::clock::Clock;
-use crate::engine::{CycleOutcome, Engine};
+use crate::execute::Executor;
 use crate::local_fs::LocalFs;
+use crate::outcome::CycleOutcome;
 use crate::planner::LocalObservation;
 use crate::remote::{Remote, RemoteError};
 use crate::stats::ErrorKind;
@@ -35,7 +36,7 @@ const GROUPS_IN_FLIGHT: usize = 2;
 /// One upload group: the unstable paths it found, or the error and the chunks it carried.
 type GroupResult = Result<Vec<String>, (RemoteError, Vec<Hash>)>;
 
-/// What [`Engine::upload_missing_chunks`] got done.
+/// What [`Executor::upload_missing_chunks`] got done.
 #[derive(Debug, Default)]
 struct UploadedChunks {
     /// Files whose bytes changed since they were hashed.
@@ -73,7 +74,7 @@ struct ChunkSource {
     size: u64,
 }
 
-impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
+impl<F: LocalFs, R: Remote, C: Clock> Executor<'_, F, R, C> {
     pub(crate) async fn upload_all(
         &mut self,
         uploads: Vec<(String, LocalObservation, u64)>,
@@ -156,7 +157,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
                             message,
                             "the server refuses this agent's changes (read-only token?); continuing as receive-only"
                         );
-                        self.writes_refused = true;
+                        *self.writes_refused = true;
                         refused = true;
                     }
                     continue;

@@ -51,7 +51,7 @@
 mod rolling;
 mod stack;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -202,6 +202,14 @@ impl Stack {
     }
 }
 
+/// Two agents syncing one folder through two replicas.
+struct Pair {
+    a: Agent,
+    a_dir: PathBuf,
+    b: Agent,
+    b_dir: PathBuf,
+}
+
 struct ScaleOut<'a> {
     config: &'a Config,
     factory: &'a mut ScratchFactory,
@@ -215,6 +223,33 @@ impl ScaleOut<'_> {
     }
 
     /// Starts the servers of `stack` with their data under `dir`.
+    /// Agent A on the first replica and agent B on the second, each in a
+    /// directory of its own under `scratch`, both ready.
+    fn start_pair(&self, servers: &Servers, scratch: &Scratch) -> anyhow::Result<Pair> {
+        let a_dir = scratch.dir("sf-a")?;
+        let b_dir = scratch.dir("sf-b")?;
+        let binary = self.binary();
+        let mut a = Agent::start(
+            binary,
+            &servers.url_for(0),
+            servers.token(),
+            &a_dir,
+            "a",
+            &[],
+        )?;
+        let mut b = Agent::start(
+            binary,
+            &servers.url_for(1),
+            servers.token(),
+            &b_dir,
+            "b",
+            &[],
+        )?;
+        a.wait_ready()?;
+        b.wait_ready()?;
+        Ok(Pair { a, a_dir, b, b_dir })
+    }
+
     fn start_servers(&mut self, stack: Stack, dir: &Path) -> anyhow::Result<Servers> {
         match stack {
             Stack::Embedded => {
@@ -283,27 +318,12 @@ impl ScaleOut<'_> {
         let (manifest, n_bytes) = self.write_data_set(data_set, &staging, SEED + round as u64)?;
         scratch.sync()?;
         let mut servers = self.start_servers(stack, &scratch.root)?;
-        let a_dir = scratch.dir("sf-a")?;
-        let b_dir = scratch.dir("sf-b")?;
-        let binary = self.binary();
-        let mut agent_a = Agent::start(
-            binary,
-            &servers.url_for(0),
-            servers.token(),
-            &a_dir,
-            "a",
-            &[],
-        )?;
-        let mut agent_b = Agent::start(
-            binary,
-            &servers.url_for(1),
-            servers.token(),
-            &b_dir,
-            "b",
-            &[],
-        )?;
-        agent_a.wait_ready()?;
-        agent_b.wait_ready()?;
+        let Pair {
+            a: mut agent_a,
+            a_dir,
+            b: mut agent_b,
+            b_dir,
+        } = self.start_pair(&servers, &scratch)?;
         let n_files = manifest.len() as u64;
         let b_data = b_dir.join("data");
 
@@ -464,27 +484,12 @@ impl ScaleOut<'_> {
                 .factory
                 .fresh(&format!("latency-scale-out-r{round}"), 256 << 20)?;
             let mut servers = self.start_servers(Stack::ScaleOut, &scratch.root)?;
-            let a_dir = scratch.dir("sf-a")?;
-            let b_dir = scratch.dir("sf-b")?;
-            let binary = self.binary();
-            let mut agent_a = Agent::start(
-                binary,
-                &servers.url_for(0),
-                servers.token(),
-                &a_dir,
-                "a",
-                &[],
-            )?;
-            let mut agent_b = Agent::start(
-                binary,
-                &servers.url_for(1),
-                servers.token(),
-                &b_dir,
-                "b",
-                &[],
-            )?;
-            agent_a.wait_ready()?;
-            agent_b.wait_ready()?;
+            let Pair {
+                a: mut agent_a,
+                a_dir,
+                b: mut agent_b,
+                b_dir,
+            } = self.start_pair(&servers, &scratch)?;
             let mut random = datasets::Random::new(SEED + round as u64);
             let mut content = vec![0u8; SMALL_WRITE_BYTES];
             for sample_idx in 0..per_round {
