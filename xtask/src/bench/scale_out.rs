@@ -222,34 +222,29 @@ impl ScaleOut<'_> {
         &self.config.binary
     }
 
-    /// Starts the servers of `stack` with their data under `dir`.
     /// Agent A on the first replica and agent B on the second, each in a
     /// directory of its own under `scratch`, both ready.
     fn start_pair(&self, servers: &Servers, scratch: &Scratch) -> anyhow::Result<Pair> {
-        let a_dir = scratch.dir("sf-a")?;
-        let b_dir = scratch.dir("sf-b")?;
-        let binary = self.binary();
-        let mut a = Agent::start(
-            binary,
-            &servers.url_for(0),
-            servers.token(),
-            &a_dir,
-            "a",
-            &[],
-        )?;
-        let mut b = Agent::start(
-            binary,
-            &servers.url_for(1),
-            servers.token(),
-            &b_dir,
-            "b",
-            &[],
-        )?;
+        let start = |replica: usize, name: &str| -> anyhow::Result<(Agent, PathBuf)> {
+            let dir = scratch.dir(&format!("sf-{name}"))?;
+            let agent = Agent::start(
+                self.binary(),
+                &servers.url_for(replica),
+                servers.token(),
+                &dir,
+                name,
+                &[],
+            )?;
+            Ok((agent, dir))
+        };
+        let (mut a, a_dir) = start(0, "a")?;
+        let (mut b, b_dir) = start(1, "b")?;
         a.wait_ready()?;
         b.wait_ready()?;
         Ok(Pair { a, a_dir, b, b_dir })
     }
 
+    /// Starts the servers of `stack` with their data under `dir`.
     fn start_servers(&mut self, stack: Stack, dir: &Path) -> anyhow::Result<Servers> {
         match stack {
             Stack::Embedded => {
