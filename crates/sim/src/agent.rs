@@ -156,6 +156,7 @@ impl SimAgent {
                     gate.end_agent(agent_idx);
                 }
             }),
+            &self.gate,
             woken,
         );
         AbortOnDrop(tokio::task::spawn_local(task))

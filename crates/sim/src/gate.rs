@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// One of an agent's tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -152,6 +152,9 @@ struct Lanes {
 #[derive(Clone, Default)]
 pub struct Gate {
     lanes: Arc<Mutex<Lanes>>,
+    /// Told whenever a lane may have become still: the driver waits for it
+    /// instead of spinning while requests are under way.
+    changed: Arc<Notify>,
 }
 
 impl Gate {
@@ -159,6 +162,16 @@ impl Gate {
         self.lanes
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Waits until a lane may have become still since the last call (at
+    /// once when one may have meanwhile).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn tell_changed(&self) {
+        self.changed.notify_one();
     }
 
     /// A new incarnation of a lane, running; returns the flag its task's
@@ -216,6 +229,7 @@ impl Gate {
             state.running = false;
             (id, state.epoch)
         };
+        self.tell_changed();
         let mut left = Left {
             gate: self,
             agent_idx,
@@ -316,6 +330,8 @@ impl Drop for Left<'_> {
                 state.running = true;
             }
         }
+        drop(lanes);
+        self.gate.tell_changed();
     }
 }
 
@@ -335,6 +351,8 @@ impl Drop for UnderWay<'_> {
         {
             state.in_flight -= 1;
         }
+        drop(lanes);
+        self.gate.tell_changed();
     }
 }
 
@@ -343,13 +361,16 @@ impl Drop for UnderWay<'_> {
 pub struct Tracked<F> {
     task: Pin<Box<F>>,
     woken: Arc<AtomicBool>,
+    gate: Gate,
 }
 
 impl<F: Future> Tracked<F> {
-    pub fn new(task: F, woken: Arc<AtomicBool>) -> Tracked<F> {
+    /// `woken` is the flag [`Gate::start`] returned for the lane.
+    pub fn new(task: F, gate: &Gate, woken: Arc<AtomicBool>) -> Tracked<F> {
         Tracked {
             task: Box::pin(task),
             woken,
+            gate: gate.clone(),
         }
     }
 }
@@ -379,6 +400,9 @@ impl<F: Future> Future for Tracked<F> {
             woken: Arc::clone(&self.woken),
             inner: context.waker().clone(),
         }));
-        self.task.as_mut().poll(&mut Context::from_waker(&waker))
+        let polled = self.task.as_mut().poll(&mut Context::from_waker(&waker));
+        // the task stopped where it waits: the lane may be still now
+        self.gate.tell_changed();
+        polled
     }
 }

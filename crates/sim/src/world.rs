@@ -326,6 +326,7 @@ impl World {
         // the engine's futures are not `Send` in general: agents run as local tasks
         slot.task = Some(tokio::task::spawn_local(Tracked::new(
             in_lane(agent_idx, Lane::Loop, agent.run()),
+            &self.gate,
             woken,
         )));
     }
@@ -405,16 +406,21 @@ impl World {
         while n_still < 2 {
             if self.gate.is_still() {
                 n_still += 1;
-            } else {
-                n_still = 0;
+                tokio::task::yield_now().await;
+                continue;
             }
+            n_still = 0;
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(format!(
                     "an agent has not reached the gate for 60 s; waiting: {:?}",
                     self.gate.waiting()
                 ));
             }
-            tokio::task::yield_now().await;
+            // not spinning: a request or a state DB write is under way
+            tokio::select! {
+                () = self.gate.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
         Ok(())
     }
