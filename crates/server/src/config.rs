@@ -90,7 +90,8 @@ impl Default for Maintenance {
     }
 }
 
-/// The PEM files of a TLS server: read once, when the server is bound.
+/// The PEM files of a TLS server: read when the server is bound, and again
+/// whenever they change (see [`crate::tls`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The certificate chain, the server's own certificate first.

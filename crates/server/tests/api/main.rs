@@ -22,3 +22,4 @@ mod packs;
 mod replicas;
 mod restart;
 mod streaming;
+mod tls;
