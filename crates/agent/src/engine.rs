@@ -107,11 +107,7 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
     /// The mode this agent syncs in now: the configured one, or
     /// receive-only once the server refused its changes.
     pub(crate) fn mode(&self) -> FolderMode {
-        if self.writes_refused {
-            FolderMode::ReceiveOnly
-        } else {
-            self.config.mode
-        }
+        self.config.mode_now(self.writes_refused)
     }
 
     /// Turns on streaming sync: announcements in feed pages become jobs on

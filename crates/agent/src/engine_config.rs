@@ -21,3 +21,15 @@ pub struct EngineConfig {
     /// Which files are announced and uploaded while they are hashed.
     pub streaming: StreamingSizes,
 }
+
+impl EngineConfig {
+    /// The mode to sync in: the configured one, or receive-only once the
+    /// server refused this agent's writes (a read-only token).
+    pub fn mode_now(&self, writes_refused: bool) -> FolderMode {
+        if writes_refused {
+            FolderMode::ReceiveOnly
+        } else {
+            self.mode
+        }
+    }
+}

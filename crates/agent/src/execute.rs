@@ -47,11 +47,7 @@ pub(crate) struct Executor<'a, F, R, C> {
 impl<F: LocalFs, R: Remote, C: Clock> Executor<'_, F, R, C> {
     /// The mode this agent syncs in now (see [`crate::engine::Engine`]).
     pub(crate) fn mode(&self) -> FolderMode {
-        if *self.writes_refused {
-            FolderMode::ReceiveOnly
-        } else {
-            self.config.mode
-        }
+        self.config.mode_now(*self.writes_refused)
     }
 
     /// A fingerprint fit to skip hashing next time (see

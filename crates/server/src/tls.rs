@@ -228,7 +228,7 @@ mod tests {
         assert_ne!(second, first, "the new certificate is served");
 
         // half a pair: a new certificate with the old key
-        let (cert_c, _key_c) = self_signed();
+        let (cert_c, key_c) = self_signed();
         std::fs::write(&tls_files.cert, cert_c).expect("write cert");
         assert_eq!(
             serving(&certificate),
@@ -243,6 +243,12 @@ mod tests {
         );
         std::fs::remove_file(&tls_files.key).expect("remove key");
         assert_eq!(serving(&certificate), second, "a missing key is not served");
+
+        // the renewal completes: its key arrives
+        std::fs::write(&tls_files.key, key_c).expect("write key");
+        let third = serving(&certificate);
+        assert_ne!(third, second, "the completed pair is served");
+        assert_ne!(third, first);
     }
 
     #[test]

@@ -800,27 +800,7 @@ impl World {
         for _ in 0..ROUNDS {
             self.clock.advance(Duration::from_secs(15 * 60));
             self.note("time jumps 15 min: prefetches end".to_owned());
-            let cycles_before: Vec<u64> = self.statuses.lock().iter().map(|s| s.n_cycles).collect();
-            let mut n_steps = 0;
-            loop {
-                self.step(false).await?;
-                n_steps += 1;
-                self.wait_still().await?;
-                let passed_twice = self
-                    .statuses
-                    .lock()
-                    .iter()
-                    .zip(&cycles_before)
-                    .all(|(status, before)| status.n_cycles >= before + 2);
-                if passed_twice && self.is_settled() {
-                    break;
-                }
-                if n_steps >= self.config.settle_steps {
-                    return Err(format!(
-                        "did not settle within {n_steps} steps after prefetches expired"
-                    ));
-                }
-            }
+            self.settle(2, "after prefetches expired").await?;
             if self.streamed_files_left().is_empty() {
                 return Ok(());
             }
@@ -829,6 +809,30 @@ impl World {
             "streamed files left behind after {ROUNDS} times every prefetch's time ran out: {:?}",
             self.streamed_files_left()
         ))
+    }
+
+    /// Steps without faults until the world is settled and every agent has
+    /// done at least `min_passes` more full passes; returns the steps taken.
+    async fn settle(&mut self, min_passes: u64, after: &str) -> Result<u64, String> {
+        let passes_before: Vec<u64> = self.statuses.lock().iter().map(|s| s.n_cycles).collect();
+        let mut n_steps = 0;
+        loop {
+            self.step(false).await?;
+            n_steps += 1;
+            self.wait_still().await?;
+            let passed = self
+                .statuses
+                .lock()
+                .iter()
+                .zip(&passes_before)
+                .all(|(status, before)| status.n_cycles >= before + min_passes);
+            if passed && self.is_settled() {
+                return Ok(n_steps);
+            }
+            if n_steps >= self.config.settle_steps {
+                return Err(format!("did not settle within {n_steps} steps {after}"));
+            }
+        }
     }
 
     /// Files in the agents' streaming directories, by agent.
@@ -866,20 +870,7 @@ impl World {
         for slot in &mut self.agents {
             slot.partitioned_until = 0;
         }
-        let mut n_settle_steps = 0;
-        loop {
-            self.step(false).await?;
-            n_settle_steps += 1;
-            self.wait_still().await?;
-            if self.is_settled() {
-                break;
-            }
-            if n_settle_steps >= self.config.settle_steps {
-                return Err(format!(
-                    "did not settle within {n_settle_steps} steps after healing"
-                ));
-            }
-        }
+        let n_settle_steps = self.settle(0, "after healing").await?;
         self.report.n_settle_steps = n_settle_steps;
         self.note("settled".to_owned());
         self.expire_prefetches().await?;
