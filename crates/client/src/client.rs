@@ -69,11 +69,13 @@ impl Client {
 
     /// Like [`Client::new`], and an `https://` server's certificate may also
     /// chain to a CA certificate in the PEM file `ca_cert` (the system's CAs
-    /// are trusted either way). The file is read here, once.
+    /// are trusted either way). The file is read again when it changes, so
+    /// a renewed CA is trusted without a new client.
     pub fn with_ca_cert(base_url: &str, token: &str, ca_cert: Option<&Path>) -> Result<Client> {
         let base_url = routes::parse_base(base_url)?;
         let authorization = bearer(token)?;
-        let tls = crate::tls::client_config(ca_cert)?;
+        let tls =
+            syncfolder_tls::client_config(ca_cert).map_err(|err| Error::Tls(err.to_string()))?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("syncfolder/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)

@@ -7,7 +7,6 @@
 //! - `admin.rs`: the admin routes (folders and tokens);
 //! - `routes.rs`: building and percent-encoding URLs;
 //! - `frames.rs`: chunk framing out, framed answers in, hash checks;
-//! - `tls.rs`: rustls (`ring`) trusting the system's CAs plus `--ca-cert`.
 //!
 //! The route table this follows is the module comment of
 //! [`syncfolder_core::protocol`].
@@ -22,7 +21,6 @@ mod client;
 mod folder;
 mod frames;
 mod routes;
-mod tls;
 
 #[cfg(test)]
 mod fixtures;
@@ -115,7 +113,7 @@ fn error_chain(err: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    if tls::is_unknown_issuer(err) {
+    if syncfolder_tls::is_unknown_issuer(err) {
         text.push_str(
             "; the server's TLS certificate is not signed by a trusted CA: \
              give its CA certificate with --ca-cert (SYNCFOLDER_CA_CERT)",

@@ -91,14 +91,8 @@ impl Default for Maintenance {
 }
 
 /// The PEM files of a TLS server: read when the server is bound, and again
-/// whenever they change (see [`crate::tls`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The certificate chain, the server's own certificate first.
-    pub cert: PathBuf,
-    /// Its private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-    pub key: PathBuf,
-}
+/// whenever they change (see [`syncfolder_tls`]).
+pub use syncfolder_tls::TlsFiles;
 
 impl ServerConfig {
     /// A config with default limits and a generated (or reused) admin token.

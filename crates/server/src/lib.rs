@@ -7,7 +7,6 @@
 //! - [`server`]: [`Server`] — bind, serve, graceful shutdown;
 //! - `accept`: the accept loop — connection limit, TLS handshake, header
 //!   and first-request deadlines, draining on shutdown;
-//! - [`tls`]: the certificate and key files made into a rustls config;
 //! - [`routes`]: [`router`] lists every route; one file per area
 //!   (`folders`, `changes`, `chunks`, `commit`, `admin`, `health`);
 //! - [`auth`]: tokens and the access extractors;
@@ -66,7 +65,6 @@ pub mod shipper;
 pub mod shutdown;
 pub mod singleton;
 pub mod state;
-pub mod tls;
 pub mod validate;
 
 pub use chunk_store::{ChunkStore, LooseChunkStore};

@@ -25,7 +25,7 @@
 
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -615,21 +615,11 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// rustls on `ring`, trusting the system's CAs (read once per process).
 fn tls_config() -> rustls::ClientConfig {
-    static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
-    let roots = ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for err in &found.errors {
-            tracing::debug!(%err, "skipping unreadable system CA certificates");
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(found.certs);
-        Arc::new(roots)
-    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports rustls's default protocol versions")
-        .with_root_certificates(Arc::clone(roots))
+        .with_root_certificates(syncfolder_tls::system_roots())
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config

@@ -55,8 +55,9 @@ impl Server {
         let tls = config
             .tls
             .as_ref()
-            .map(crate::tls::server_config)
-            .transpose()?;
+            .map(syncfolder_tls::server_config)
+            .transpose()
+            .map_err(|err| Error::Config(err.to_string()))?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(Error::io(format!(
             "creating the data directory {}",

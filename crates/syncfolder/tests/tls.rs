@@ -12,6 +12,48 @@ use std::time::Instant;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use support::*;
 
+/// A test CA that issues serving certificates for 127.0.0.1 and localhost.
+struct TestCa {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A serving certificate and its key in PEM, and the certificate in DER.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("CA key");
+        let certificate = params.self_signed(&key).expect("CA certificate");
+        TestCa {
+            pem: certificate.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn issue(&self) -> Issued {
+        let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+        let key = KeyPair::generate().expect("server key");
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
+        Issued {
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+            der: certificate.der().to_vec(),
+        }
+    }
+}
+
 /// A test CA and a server certificate it signed, as PEM files.
 struct Pki {
     dir: tempfile::TempDir,
@@ -23,32 +65,17 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut ca_params = CertificateParams::default();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "syncfolder test CA");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server params");
-        let server_key = KeyPair::generate().expect("server key");
-        let server_cert = params
-            .signed_by(&server_key, &issuer)
-            .expect("server certificate");
-
+        let ca = TestCa::new("syncfolder test CA");
+        let issued = ca.issue();
         let pki = Pki {
             ca_cert: dir.path().join("ca.pem"),
             server_cert: dir.path().join("server.pem"),
             server_key: dir.path().join("server.key"),
             dir,
         };
-        std::fs::write(&pki.ca_cert, ca_cert.pem()).expect("write CA");
-        std::fs::write(&pki.server_cert, server_cert.pem()).expect("write cert");
-        std::fs::write(&pki.server_key, server_key.serialize_pem()).expect("write key");
+        std::fs::write(&pki.ca_cert, &ca.pem).expect("write CA");
+        std::fs::write(&pki.server_cert, issued.cert_pem).expect("write cert");
+        std::fs::write(&pki.server_key, issued.key_pem).expect("write key");
         pki
     }
 
@@ -59,6 +86,74 @@ impl Pki {
         std::fs::write(&path, key.serialize_pem()).expect("write key");
         path
     }
+}
+
+/// A directory updated the way the kubelet updates a mounted Secret or
+/// ConfigMap: each version in a directory of its own, `..data` swapped to
+/// the new one in one rename, and each file a link through `..data`.
+struct Mounted {
+    dir: PathBuf,
+    n_versions: u32,
+}
+
+impl Mounted {
+    fn new(dir: &Path, files: &[(&str, &str)]) -> Mounted {
+        std::fs::create_dir_all(dir).expect("mount dir");
+        let mut mounted = Mounted {
+            dir: dir.to_owned(),
+            n_versions: 0,
+        };
+        mounted.publish(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("link");
+        }
+        mounted
+    }
+
+    fn publish(&mut self, files: &[(&str, &str)]) {
+        self.n_versions += 1;
+        let version = format!("..version_{}", self.n_versions);
+        std::fs::create_dir(self.dir.join(&version)).expect("version dir");
+        for (name, text) in files {
+            std::fs::write(self.dir.join(&version).join(name), text).expect("write");
+        }
+        let link = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &link).expect("link");
+        std::fs::rename(&link, self.dir.join("..data")).expect("swap ..data");
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The certificate a new connection to `port` is served (DER), by a real TLS
+/// client that trusts only the CAs in `trusted_pem` and resumes no session;
+/// `None` when the handshake fails.
+fn served_certificate(port: u16, trusted_pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
+        roots.add(certificate.expect("PEM")).expect("CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).ok()?;
+    }
+    Some(connection.peer_certificates()?.first()?.to_vec())
 }
 
 /// A `syncfolder server` serving HTTPS on a loopback port.
@@ -361,4 +456,144 @@ fn a_missing_or_wrong_key_stops_the_server_at_startup_naming_the_file() {
     let output = run_to_exit(command);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-key"));
+}
+
+/// The rotation a cluster goes through, under traffic: the serving
+/// certificate renewed, then a new CA trusted next to the old one, the
+/// serving certificate re-issued from it, and the old CA dropped; all as a
+/// kubelet updates mounted Secrets and ConfigMaps. No process restarts, no
+/// request fails, nothing is lost, and new connections get the new
+/// certificate.
+#[test]
+fn certificates_and_the_ca_are_replaced_under_traffic_without_a_failed_request() {
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let old_ca = TestCa::new("old CA");
+    let new_ca = TestCa::new("new CA");
+    let first = old_ca.issue();
+    let mut serving = Mounted::new(
+        &dirs.path().join("server-tls"),
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+    );
+    let mut bundle = Mounted::new(&dirs.path().join("ca-bundle"), &[("ca.crt", &old_ca.pem)]);
+    let server = TlsServer::start_configured(|command| {
+        command
+            .arg("--tls-cert")
+            .arg(serving.path("tls.crt"))
+            .arg("--tls-key")
+            .arg(serving.path("tls.key"))
+            // clients connect again every few seconds, and so meet each change
+            .args(["--max-connection-age", "2s"]);
+    });
+    let ca_cert = bundle.path("ca.crt");
+    let token = server.create_folder("rotating", &ca_cert);
+    let ca_arg = ca_cert.to_str().expect("utf-8 path");
+    let (dir_a, dir_b) = (dirs.path().join("a"), dirs.path().join("b"));
+    let (port_a, port_b) = (free_port(), free_port());
+    let agents = [(&dir_a, port_a), (&dir_b, port_b)].map(|(dir, port)| {
+        let listen = format!("127.0.0.1:{port}");
+        server.agent(
+            "rotating",
+            &token,
+            dir,
+            &["--ca-cert", ca_arg, "--metrics-listen", &listen],
+            &[],
+        )
+    });
+    assert_eq!(
+        served_certificate(server.port, &old_ca.pem),
+        Some(first.der.clone())
+    );
+
+    // a file every 150 ms, alternately on each side, for the whole rotation
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, dir_a, dir_b) = (stop.clone(), dir_a.clone(), dir_b.clone());
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let n = written.len();
+                let (dir, side) = if n % 2 == 0 {
+                    (&dir_a, "a")
+                } else {
+                    (&dir_b, "b")
+                };
+                let name = format!("stream/{side}-{n:04}.txt");
+                let bytes = random_bytes(1000 + n * 37, n as u64);
+                write_file(&dir.join(&name), &bytes);
+                written.push((name, bytes));
+                std::thread::sleep(std::time::Duration::from_millis(150));
+            }
+            written
+        })
+    };
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(2500));
+    pause();
+
+    // 1. the serving certificate renewed by the same CA
+    let renewed = old_ca.issue();
+    serving.publish(&[
+        ("tls.crt", &renewed.cert_pem),
+        ("tls.key", &renewed.key_pem),
+    ]);
+    wait_for("new connections to get the renewed certificate", || {
+        served_certificate(server.port, &old_ca.pem).as_ref() == Some(&renewed.der)
+    });
+    pause();
+
+    // 2. the new CA trusted next to the old one
+    bundle.publish(&[("ca.crt", &format!("{}{}", old_ca.pem, new_ca.pem))]);
+    pause();
+
+    // 3. the serving certificate re-issued by the new CA
+    let reissued = new_ca.issue();
+    serving.publish(&[
+        ("tls.crt", &reissued.cert_pem),
+        ("tls.key", &reissued.key_pem),
+    ]);
+    wait_for(
+        "new connections to get the certificate of the new CA",
+        || served_certificate(server.port, &new_ca.pem).as_ref() == Some(&reissued.der),
+    );
+    assert_eq!(
+        served_certificate(server.port, &old_ca.pem),
+        None,
+        "a client trusting only the old CA is refused now"
+    );
+    pause();
+
+    // 4. the old CA dropped; connections made from here on trust only the new one
+    bundle.publish(&[("ca.crt", &new_ca.pem)]);
+    pause();
+    pause();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let written = writer.join().expect("writer");
+    assert!(written.len() >= 40, "only {} files written", written.len());
+
+    let logs = [
+        agents[0].log_path.as_path(),
+        agents[1].log_path.as_path(),
+        server.process.log_path.as_path(),
+    ];
+    wait_converged_or_explain(&[&dir_a, &dir_b], &logs);
+    for (name, bytes) in &written {
+        for dir in [&dir_a, &dir_b] {
+            assert_eq!(
+                std::fs::read(dir.join(name)).ok().as_ref(),
+                Some(bytes),
+                "{name} in {}",
+                dir.display()
+            );
+        }
+    }
+    for (port, agent) in [(port_a, &agents[0]), (port_b, &agents[1])] {
+        let errors = metric_at(port, "syncfolder_agent_errors_total", "");
+        assert_eq!(errors, 0.0, "failed sync operations:\n{}", agent.log());
+        assert!(!agent.log().contains("certificate"), "{}", agent.log());
+    }
+    let server_log = server.process.log();
+    assert_eq!(
+        server_log.matches("using a new TLS certificate").count(),
+        2,
+        "{server_log}"
+    );
 }
