@@ -28,6 +28,7 @@
 
 pub mod annotations;
 mod apply;
+pub mod ca;
 pub mod certificate;
 mod cleanup;
 pub mod controller;
