@@ -37,6 +37,7 @@ pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod pki;
 pub mod process;
 pub mod quota;
 pub mod secret;
