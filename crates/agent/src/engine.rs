@@ -23,7 +23,7 @@ use crate::early_upload::{EarlyUpload, GrowingFile};
 pub use crate::engine_config::EngineConfig;
 use crate::execute::Executor;
 use crate::local_fs::{Fingerprint, LocalFs, LocalKind, LocalMeta};
-pub use crate::outcome::CycleOutcome;
+pub use crate::outcome::{CycleOutcome, PageTaken};
 use crate::own_names;
 use crate::planner::{self, LocalObservation, Observation, PlanContext, Refused};
 use crate::prefetches::{PrefetchJob, Prefetches};
@@ -160,11 +160,18 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
         }
     }
 
-    /// Takes in a page of the change feed; returns the paths it touched.
-    pub async fn apply_changes(
-        &mut self,
-        mut changes: ChangesResponse,
-    ) -> Result<BTreeSet<String>> {
+    /// Takes in a page of the change feed: the paths it touched, and
+    /// whether the engine first forgot what it synced.
+    pub async fn apply_changes(&mut self, mut changes: ChangesResponse) -> Result<PageTaken> {
+        // the server never refuses a cursor of 0 (it takes it for an agent
+        // that knows nothing), but this agent may have learned records from
+        // its own commits before its first page: then this listing may leave
+        // out a deletion the horizon forgot, which only a fresh start survives
+        let started_afresh =
+            self.state.since() == 0 && changes.horizon > 0 && !self.state.knows_nothing();
+        if started_afresh {
+            self.forget_synced_state().await?;
+        }
         self.queue_prefetches(std::mem::take(&mut changes.announced))
             .await;
         self.executor()
@@ -184,7 +191,10 @@ impl<F: LocalFs, R: Remote, C: Clock> Engine<F, R, C> {
             state_changes.advance_since(next_since);
         }
         self.state.apply(state_changes).await?;
-        Ok(touched)
+        Ok(PageTaken {
+            touched,
+            started_afresh,
+        })
     }
 
     /// The server forgot deletions this agent may not have seen (its cursor

@@ -1,4 +1,4 @@
-//! What a cycle leaves for later.
+//! What a cycle leaves for later, and what a page of the change feed did.
 
 use std::collections::BTreeSet;
 
@@ -15,4 +15,14 @@ pub struct CycleOutcome {
     pub n_applied: usize,
     /// Set when the mass-deletion guard stopped the cycle before it did anything.
     pub mass_deletion: Option<MassDeletion>,
+}
+
+/// What taking in a page of the change feed did.
+#[derive(Debug, Default)]
+pub struct PageTaken {
+    /// Paths whose server record is news.
+    pub touched: BTreeSet<String>,
+    /// The engine forgot what it synced first (a listing from 0 that may
+    /// leave out deletions the horizon forgot): the whole tree is due.
+    pub started_afresh: bool,
 }

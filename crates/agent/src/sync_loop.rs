@@ -86,9 +86,12 @@ impl<F: LocalFs, R: Remote, C: Clock> SyncLoop<F, R, C> {
     /// moves the cursor, and the paths it touched are looked at next; true
     /// when it touched any.
     pub async fn take_page(&mut self, page: ChangesResponse) -> Result<bool> {
-        let touched = self.engine.apply_changes(page).await?;
-        let news = !touched.is_empty();
-        self.policy.paths_changed(touched);
+        let taken = self.engine.apply_changes(page).await?;
+        if taken.started_afresh {
+            self.policy.start_afresh();
+        }
+        let news = !taken.touched.is_empty() || taken.started_afresh;
+        self.policy.paths_changed(taken.touched);
         Ok(news)
     }
 

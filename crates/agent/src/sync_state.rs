@@ -225,6 +225,12 @@ impl SyncState {
     }
 
     /// How many base entries there are, deleted ones included.
+    /// True when nothing was synced or learned from the server: no base,
+    /// no server record, nothing pending.
+    pub fn knows_nothing(&self) -> bool {
+        self.base.is_empty() && self.remote.is_empty() && self.pending.is_empty()
+    }
+
     pub fn n_base_entries(&self) -> usize {
         self.base.len()
     }
@@ -399,6 +405,7 @@ mod tests {
             announce_seq: None,
             wanted: Vec::new(),
             wanted_seq: None,
+            horizon: 0,
         };
         assert_eq!(cursor_after(3, &page(&[5, 4], true, 20)), 5);
         assert_eq!(cursor_after(3, &page(&[5, 4], false, 20)), 20);

@@ -190,3 +190,47 @@ async fn a_deletion_travels_but_never_over_an_edit_it_did_not_see() {
     );
     agents.server.stop().await;
 }
+
+/// Found by simulation seed 31625. An agent whose first page of the feed
+/// was empty keeps cursor 0 while its own commits teach it records. The
+/// server never refuses cursor 0 (it takes it for an agent that knows
+/// nothing), so when a deletion of such a file is forgotten past the
+/// tombstone horizon, the listing from 0 simply leaves the path out: the
+/// agent kept the file and its record forever, and never matched the server
+/// again. Now a listing from 0 that reports a horizon makes an agent that
+/// knows anything start afresh, as an expired cursor does: the file only it
+/// has is uploaded again (an old deletion may come back; nothing is lost),
+/// and both sides agree.
+#[tokio::test]
+async fn an_agent_at_cursor_zero_that_learned_from_its_commits_survives_a_forgotten_deletion() {
+    let mut agents = TwoAgents::start().await;
+    sync_once(&mut agents.b).await;
+    assert_eq!(agents.b.since(), 0, "the folder was empty");
+    std::fs::write(agents.b_path("kept.txt"), b"only b wrote this").expect("write");
+    sync_once(&mut agents.b).await;
+    assert_eq!(agents.b.since(), 0, "committing moves no cursor");
+
+    // a learns of it, deletes it, and the server forgets the deletion
+    sync_once(&mut agents.a).await;
+    assert!(agents.a_path("kept.txt").exists());
+    std::fs::remove_file(agents.a_path("kept.txt")).expect("delete");
+    sync_once(&mut agents.a).await;
+    // a reads its deletion back: its cursor is at the horizon, not below
+    sync_once(&mut agents.a).await;
+    let forgotten =
+        syncfolder_server::horizon::forget(&agents.server.state, Some(i64::MAX), i64::MAX)
+            .await
+            .expect("horizon");
+    assert_eq!(forgotten.n_tombstones, 1);
+
+    // b reads the feed from 0 for the first time, and again until still
+    sync_once(&mut agents.b).await;
+    sync_once(&mut agents.a).await;
+    sync_once(&mut agents.b).await;
+    assert_eq!(names(agents.dir_a.path()), names(agents.dir_b.path()));
+    assert_eq!(
+        std::fs::read(agents.a_path("kept.txt")).expect("back on a"),
+        b"only b wrote this"
+    );
+    assert_ne!(agents.b.since(), 0);
+}

@@ -305,6 +305,7 @@ mod tests {
             announce_seq: None,
             wanted: Vec::new(),
             wanted_seq: None,
+            horizon: 0,
         };
         let (base_url, server) = serve(vec![Canned::json(
             200,

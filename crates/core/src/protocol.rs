@@ -193,6 +193,18 @@ pub struct ChangesResponse {
     /// continue from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wanted_seq: Option<u64>,
+    /// The folder's tombstone horizon: the newest version of a deletion the
+    /// server forgot (0: none). A cursor below it is refused (410
+    /// `cursor_expired`), except 0, which the server takes for an agent that
+    /// knows nothing yet; an agent that reads from 0 while it already holds
+    /// records (learned from its own commits) must sync afresh when this is
+    /// above 0, because the listing leaves out what the horizon forgot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub horizon: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Streaming sync: a file version whose chunks a sender is uploading right

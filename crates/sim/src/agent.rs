@@ -146,16 +146,20 @@ impl SimAgent {
         let (agent_idx, statuses, gate) =
             (self.agent_idx, self.statuses.clone(), self.gate.clone());
         let woken = self.gate.start(agent_idx, Lane::Prefetcher);
+        let span = tracing::debug_span!("prefetcher", n = agent_idx);
         let task = Tracked::new(
-            in_lane(agent_idx, Lane::Prefetcher, async move {
-                if let Err(panic) = AssertUnwindSafe(prefetcher).catch_unwind().await {
-                    statuses.lock()[agent_idx].error = Some(format!(
-                        "the prefetcher panicked: {}",
-                        panic_message(&*panic)
-                    ));
-                    gate.end_agent(agent_idx);
-                }
-            }),
+            tracing::Instrument::instrument(
+                in_lane(agent_idx, Lane::Prefetcher, async move {
+                    if let Err(panic) = AssertUnwindSafe(prefetcher).catch_unwind().await {
+                        statuses.lock()[agent_idx].error = Some(format!(
+                            "the prefetcher panicked: {}",
+                            panic_message(&*panic)
+                        ));
+                        gate.end_agent(agent_idx);
+                    }
+                }),
+                span,
+            ),
             &self.gate,
             woken,
         );

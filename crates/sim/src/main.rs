@@ -1,6 +1,8 @@
 //! `syncfolder-sim --runs N [--seed S] [--steps K] [--jobs J] [--trace]`:
 //! runs seeds S, S+1, … on J threads and stops at the first failure, which
 //! it prints with its seed and the command that reproduces it.
+//! `SYNCFOLDER_LOG` (a `tracing` filter, such as `syncfolder_agent=debug`)
+//! prints the engines' and the server's logs, for replaying one seed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,14 @@ fn parse() -> anyhow::Result<Options> {
 
 fn main() -> anyhow::Result<()> {
     let options = parse()?;
+    if let Ok(filter) = std::env::var("SYNCFOLDER_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_ansi(false)
+            .init();
+    }
     let started = Instant::now();
     let next_seed = Arc::new(AtomicU64::new(options.seed));
     let n_done = Arc::new(AtomicU64::new(0));

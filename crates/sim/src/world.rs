@@ -325,7 +325,10 @@ impl World {
         };
         // the engine's futures are not `Send` in general: agents run as local tasks
         slot.task = Some(tokio::task::spawn_local(Tracked::new(
-            in_lane(agent_idx, Lane::Loop, agent.run()),
+            tracing::Instrument::instrument(
+                in_lane(agent_idx, Lane::Loop, agent.run()),
+                tracing::debug_span!("agent", n = agent_idx),
+            ),
             &self.gate,
             woken,
         )));
@@ -393,6 +396,8 @@ impl World {
 
     fn note(&mut self, line: String) {
         let step = self.journal.lock().step;
+        // between the engines' own logs when SYNCFOLDER_LOG asks for them
+        tracing::debug!(target: "syncfolder_sim", "{step:>6} {line}");
         self.trace.push(format!("{step:>6} {line}"));
     }
 

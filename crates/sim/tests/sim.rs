@@ -94,6 +94,24 @@ fn a_few_hundred_seeds_keep_every_invariant() {
     }
 }
 
+/// Seeds that once broke an invariant, each with what it found; the test
+/// that pins each bug down without the simulation is named beside it.
+const SEEDS_THAT_FOUND_BUGS: [(u64, &str); 1] = [(
+    31625,
+    "an agent at cursor 0 that had learned records from its own commits kept \
+     a file whose deletion the horizon forgot (agent tests/cycle.rs, \
+     an_agent_at_cursor_zero_that_learned_from_its_commits_survives_a_forgotten_deletion)",
+)];
+
+#[test]
+fn the_seeds_that_found_bugs_keep_every_invariant() {
+    for (seed, found) in SEEDS_THAT_FOUND_BUGS {
+        if let Err(failure) = run(&SimConfig::new(seed)) {
+            panic!("seed {seed}, which once found that {found}:\n{failure}");
+        }
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let first = run(&SimConfig::new(42)).expect("seed 42");

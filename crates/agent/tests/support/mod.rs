@@ -102,6 +102,8 @@ pub async fn sync_once(engine: &mut TestEngine) {
 pub struct TestServer {
     pub url: String,
     pub token: String,
+    /// The running server's state, for the storage jobs a test runs itself.
+    pub state: syncfolder_server::AppState,
     stop: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<Result<(), syncfolder_server::Error>>,
     _data: tempfile::TempDir,
@@ -125,6 +127,7 @@ impl TestServer {
         .await
         .expect("server");
         let url = format!("http://{}", server.local_addr());
+        let state = server.state().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
@@ -138,6 +141,7 @@ impl TestServer {
         TestServer {
             url,
             token,
+            state,
             stop,
             serving,
             _data: data,

@@ -218,6 +218,7 @@ impl Db {
             announce_seq: None,
             wanted: Vec::new(),
             wanted_seq: None,
+            horizon: from_db(horizon),
         })
     }
 
