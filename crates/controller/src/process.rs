@@ -23,15 +23,17 @@ use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::certificate::CertificateManager;
+use crate::ca::Lifetimes;
+use crate::certificate::{CaBundleWriter, service_dns_names};
 use crate::controller::ControllerSettings;
 use crate::leader::{LeaseLock, LeaseSettings, keep_electing};
 use crate::metrics::Metrics;
+use crate::pki::{Pki, PkiSettings, ServingSecret};
 use crate::server::HttpServers;
 use crate::webhook_server::{CertificateSlot, WebhookState, router, serve_tls, tls_config};
 use crate::{InjectSettings, SyncFolder};
 
-/// How often the webhook certificate and the CA bundle are checked.
+/// How often the certificates and the CA bundle are checked.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
 /// How soon a failed certificate check is retried.
 const CERTIFICATE_RETRY: Duration = Duration::from_secs(10);
@@ -51,6 +53,28 @@ pub struct ProcessConfig {
     pub leader_election_lease: Option<String>,
     /// CA certificates (PEM) trusted for `https://` sync servers, besides the system's.
     pub server_ca_cert: Option<PathBuf>,
+    pub pki: PkiConfig,
+}
+
+/// The controller's CA and what it issues besides the webhook's certificate
+/// (see `pki.rs` and `ca.rs`).
+#[derive(Debug, Clone)]
+pub struct PkiConfig {
+    /// The Secret in the controller's namespace that holds the CA.
+    pub ca_secret: String,
+    /// The sync server's serving certificate, when the controller issues it.
+    pub server: Option<ServingSecret>,
+    pub lifetimes: Lifetimes,
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        PkiConfig {
+            ca_secret: "syncfolder-ca".to_owned(),
+            server: None,
+            lifetimes: Lifetimes::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,8 +90,8 @@ pub enum CertificateSource {
     /// PEM files kept current by someone else (cert-manager); re-read
     /// every minute.
     Files { cert: PathBuf, key: PathBuf },
-    /// A CA and certificate the controller makes itself, kept in a Secret,
-    /// with the CA written into the webhook configuration.
+    /// A certificate the controller issues from its CA, kept in a Secret,
+    /// with the CA bundle written into the webhook configuration.
     Managed {
         secret: String,
         service: String,
@@ -134,13 +158,14 @@ pub async fn run_with_client(
             metrics: metrics.clone(),
             cache_ready: cache_ready.clone(),
         };
-        tokio::spawn(keep_certificate(
-            client.clone(),
-            config.namespace.clone(),
-            webhook.certificate.clone(),
-            slot.clone(),
-            stop.clone(),
-        ));
+        if let CertificateSource::Files { cert, key } = &webhook.certificate {
+            tokio::spawn(keep_certificate_files(
+                cert.clone(),
+                key.clone(),
+                slot.clone(),
+                stop.clone(),
+            ));
+        }
         tokio::spawn(serve_tls(
             listener,
             tls,
@@ -149,6 +174,44 @@ pub async fn run_with_client(
         ));
         webhook_parts = Some((cache_ready, slot));
         tracing::info!(listen = %webhook.listen, "serving the injection webhook");
+    }
+
+    // the certificates the controller issues from its CA
+    let managed_webhook = config
+        .webhook
+        .as_ref()
+        .and_then(|webhook| match &webhook.certificate {
+            CertificateSource::Managed {
+                secret,
+                service,
+                configuration,
+            } => Some((
+                ServingSecret {
+                    secret: secret.clone(),
+                    dns_names: service_dns_names(service, &config.namespace),
+                },
+                CaBundleWriter::new(client.clone(), configuration),
+            )),
+            CertificateSource::Files { .. } => None,
+        });
+    let mut serving = Vec::new();
+    let mut webhook_slot = None;
+    if let (Some((secret, writer)), Some((_, slot))) = (managed_webhook, &webhook_parts) {
+        serving.push(secret);
+        webhook_slot = Some((slot.clone(), writer));
+    }
+    serving.extend(config.pki.server.clone());
+    if !serving.is_empty() {
+        let pki = Pki::new(
+            client.clone(),
+            PkiSettings {
+                namespace: config.namespace.clone(),
+                ca_secret: config.pki.ca_secret.clone(),
+                serving,
+                lifetimes: config.pki.lifetimes,
+            },
+        );
+        tokio::spawn(keep_certificates(pki, webhook_slot, stop.clone()));
     }
 
     tokio::spawn(serve_health(
@@ -257,88 +320,102 @@ fn spawn_folder_cache(
     })
 }
 
-/// Reads the webhook's certificate from where it comes from.
-enum CertificateLoader {
-    Files { cert: PathBuf, key: PathBuf },
-    Managed(Box<CertificateManager>),
-}
-
-impl CertificateLoader {
-    /// The current certificate and key, PEM.
-    async fn load(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
-        match self {
-            CertificateLoader::Files { cert, key } => Ok((
-                tokio::fs::read(cert)
-                    .await
-                    .map_err(|err| format!("{}: {err}", cert.display()))?,
-                tokio::fs::read(key)
-                    .await
-                    .map_err(|err| format!("{}: {err}", key.display()))?,
-            )),
-            CertificateLoader::Managed(manager) => {
-                let certificate = manager
-                    .ensure_certificate(k8s_openapi::jiff::Timestamp::now())
-                    .await
-                    .map_err(|err| err.to_string())?;
-                manager
-                    .ensure_ca_bundle(&certificate.ca_pem)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                Ok((
-                    certificate.cert_pem.into_bytes(),
-                    certificate.key_pem.into_bytes(),
-                ))
-            }
-        }
-    }
-}
-
-/// Loads the webhook certificate into `slot`, and keeps it current.
-async fn keep_certificate(
-    client: Client,
-    namespace: String,
-    source: CertificateSource,
+/// Reads the webhook's certificate and key from files someone else keeps
+/// current (cert-manager), into `slot`, again every minute.
+async fn keep_certificate_files(
+    cert: PathBuf,
+    key: PathBuf,
     slot: Arc<CertificateSlot>,
     stop: CancellationToken,
 ) {
-    let loader = match source {
-        CertificateSource::Files { cert, key } => CertificateLoader::Files { cert, key },
-        CertificateSource::Managed {
-            secret,
-            service,
-            configuration,
-        } => CertificateLoader::Managed(Box::new(CertificateManager::new(
-            client,
-            &namespace,
-            &secret,
-            &service,
-            &configuration,
-        ))),
+    let read = async |path: &PathBuf| {
+        tokio::fs::read(path)
+            .await
+            .map_err(|err| format!("{}: {err}", path.display()))
     };
     let mut loaded: Option<(Vec<u8>, Vec<u8>)> = None;
     loop {
-        let outcome = match loader.load().await {
-            Ok(pem) if loaded.as_ref() == Some(&pem) => Ok(()),
-            Ok((cert, key)) => slot
+        let outcome = match (read(&cert).await, read(&key).await) {
+            (Ok(cert), Ok(key)) if loaded.as_ref() == Some(&(cert.clone(), key.clone())) => Ok(()),
+            (Ok(cert), Ok(key)) => slot
                 .set_pem(&cert, &key)
                 .map(|()| {
                     tracing::info!("the webhook serves a new certificate");
                     loaded = Some((cert, key));
                 })
                 .map_err(|err| err.to_string()),
-            Err(err) => Err(err),
+            (Err(err), _) | (_, Err(err)) => Err(err),
         };
-        let wait = match outcome {
-            Ok(()) => CERTIFICATE_CHECK,
-            Err(err) => {
-                tracing::warn!(%err, "cannot load the webhook certificate; retrying");
-                CERTIFICATE_RETRY
-            }
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+        if !wait_for_next_check(outcome, "the webhook certificate", &stop).await {
+            return;
         }
+    }
+}
+
+/// Keeps the CA and the certificates it issues current, every minute: the
+/// webhook's (served from `webhook`'s slot, with the bundle written into
+/// the webhook configuration) and the sync server's (which the server
+/// reads from its mounted Secret).
+async fn keep_certificates(
+    pki: Pki,
+    webhook: Option<(Arc<CertificateSlot>, CaBundleWriter)>,
+    stop: CancellationToken,
+) {
+    let mut served: Option<String> = None;
+    loop {
+        let outcome = async {
+            let issued = pki
+                .ensure(k8s_openapi::jiff::Timestamp::now())
+                .await
+                .map_err(|err| err.to_string())?;
+            if let Some((slot, writer)) = &webhook {
+                // the webhook's certificate is the first one issued
+                let certificate = issued
+                    .serving
+                    .first()
+                    .ok_or("no webhook certificate was issued")?;
+                // the bundle first: the API server must trust the new CA
+                // before a certificate from it is served
+                writer
+                    .ensure_ca_bundle(&issued.bundle)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                if served.as_ref() != Some(&certificate.cert_pem) {
+                    slot.set_pem(
+                        certificate.cert_pem.as_bytes(),
+                        certificate.key_pem.as_bytes(),
+                    )
+                    .map_err(|err| err.to_string())?;
+                    tracing::info!("the webhook serves a new certificate");
+                    served = Some(certificate.cert_pem.clone());
+                }
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if !wait_for_next_check(outcome, "the certificates", &stop).await {
+            return;
+        }
+    }
+}
+
+/// Waits until the next check (sooner after a failure, which it logs);
+/// false once the replica stops.
+async fn wait_for_next_check(
+    outcome: Result<(), String>,
+    what: &str,
+    stop: &CancellationToken,
+) -> bool {
+    let wait = match outcome {
+        Ok(()) => CERTIFICATE_CHECK,
+        Err(err) => {
+            tracing::warn!(%err, "cannot keep {what} current; retrying");
+            CERTIFICATE_RETRY
+        }
+    };
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
     }
 }
 

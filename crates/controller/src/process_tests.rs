@@ -299,6 +299,13 @@ async fn a_replica_leads_serves_the_webhook_and_reconciles_against_the_real_serv
         pod_name: "syncfolder-controller-abc".to_owned(),
         leader_election_lease: Some("syncfolder-controller".to_owned()),
         server_ca_cert: None,
+        pki: PkiConfig {
+            server: Some(ServingSecret {
+                secret: "syncfolder-server-tls".to_owned(),
+                dns_names: vec!["syncfolder.syncfolder-system.svc".to_owned()],
+            }),
+            ..PkiConfig::default()
+        },
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let replica = tokio::spawn(run_with_client(
@@ -344,6 +351,20 @@ async fn a_replica_leads_serves_the_webhook_and_reconciles_against_the_real_serv
     .await;
     assert_eq!(review["response"]["allowed"], true);
     assert_eq!(review["response"]["patchType"], "JSONPatch");
+
+    // the sync server's certificate comes from the same CA, whose key stays
+    // in a Secret of its own
+    let server_secret = api
+        .object("/api/v1/namespaces/syncfolder-system/secrets/syncfolder-server-tls")
+        .expect("the server's certificate Secret");
+    assert_eq!(server_secret["type"], "kubernetes.io/tls");
+    assert_eq!(server_secret["data"]["ca.crt"], secret["data"]["ca.crt"]);
+    assert!(server_secret["data"]["tls.key"].is_string());
+    let ca_secret = api
+        .object("/api/v1/namespaces/syncfolder-system/secrets/syncfolder-ca")
+        .expect("the CA Secret");
+    assert!(ca_secret["data"]["ca.key"].is_string());
+    assert!(secret["data"].get("ca.key").is_none(), "{secret}");
 
     // it leads, and reconciles the SyncFolder into a folder and a Secret
     let lease = api

@@ -191,7 +191,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::certificate::{generate, service_dns_names};
+    use crate::ca::{CaState, CaStep, Lifetimes, ServingCertificate, issue};
+    use crate::certificate::service_dns_names;
     use crate::crd::SyncFolderSpec;
 
     fn photos(namespace: &str, name: &str) -> Option<SyncFolder> {
@@ -211,12 +212,24 @@ mod tests {
         _stop: tokio::sync::oneshot::Sender<()>,
     }
 
-    async fn start() -> Running {
-        let certificate = generate(
+    /// A certificate for the webhook Service from a CA of its own.
+    fn generate() -> ServingCertificate {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let lifetimes = Lifetimes::default();
+        let ca = CaState::take(None, CaStep::Create, now, &lifetimes)
+            .expect("CA")
+            .expect("created");
+        issue(
+            &ca,
             &service_dns_names("syncfolder-webhook", "syncfolder-system"),
-            k8s_openapi::jiff::Timestamp::now(),
+            now,
+            lifetimes.certificate_validity,
         )
-        .expect("certificate");
+        .expect("certificate")
+    }
+
+    async fn start() -> Running {
+        let certificate = generate();
         let slot = Arc::new(CertificateSlot::default());
         slot.set_pem(
             certificate.cert_pem.as_bytes(),
@@ -244,7 +257,7 @@ mod tests {
         ));
         Running {
             address,
-            ca_pem: certificate.ca_pem,
+            ca_pem: certificate.ca_bundle,
             slot,
             cache_ready,
             metrics,
@@ -307,11 +320,7 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_certificate_is_served_to_the_next_connection() {
         let running = start().await;
-        let other = generate(
-            &service_dns_names("syncfolder-webhook", "syncfolder-system"),
-            k8s_openapi::jiff::Timestamp::now(),
-        )
-        .expect("certificate");
+        let other = generate();
         running
             .slot
             .set_pem(other.cert_pem.as_bytes(), other.key_pem.as_bytes())
@@ -324,7 +333,7 @@ mod tests {
             "{err}"
         );
         let renewed = Running {
-            ca_pem: other.ca_pem,
+            ca_pem: other.ca_bundle,
             ..running
         };
         let (status, _) = post(&renewed, &fixture("pod-create-plain.json"))

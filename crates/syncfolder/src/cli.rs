@@ -136,14 +136,16 @@ pub struct ControllerArgs {
     /// Serve the injection webhook (HTTPS, POST /mutate) on this address; without it no webhook runs.
     #[arg(long, env = "SYNCFOLDER_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<SocketAddr>,
-    /// The webhook's certificate (PEM). Without it the controller keeps its
-    /// own CA and certificate in a Secret and patches the CA into the webhook configuration.
+    /// The webhook's certificate (PEM). Without it the controller issues one
+    /// from its CA, keeps it in a Secret and patches the CA bundle into the
+    /// webhook configuration.
     #[arg(long, env = "SYNCFOLDER_WEBHOOK_CERT", requires = "webhook_key")]
     pub webhook_cert: Option<PathBuf>,
     /// The webhook certificate's private key (PEM).
     #[arg(long, env = "SYNCFOLDER_WEBHOOK_KEY", requires = "webhook_cert")]
     pub webhook_key: Option<PathBuf>,
-    /// The Secret (in the controller's namespace) holding the self-managed webhook certificate.
+    /// The Secret (in the controller's namespace) holding the webhook
+    /// certificate the controller issues.
     #[arg(
         long,
         env = "SYNCFOLDER_WEBHOOK_SECRET",
@@ -164,6 +166,40 @@ pub struct ControllerArgs {
         default_value = "syncfolder-sidecar-injector"
     )]
     pub webhook_configuration: String,
+    /// The Secret (in the controller's namespace) holding the controller's
+    /// CA, which issues the webhook's and the sync server's certificates.
+    #[arg(long, env = "SYNCFOLDER_CA_SECRET", default_value = "syncfolder-ca")]
+    pub ca_secret: String,
+    /// Also issue the sync server's certificate into this Secret (in the
+    /// controller's namespace), for the Service `--server-tls-service`.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_SERVER_TLS_SECRET",
+        requires = "server_tls_service"
+    )]
+    pub server_tls_secret: Option<String>,
+    /// The sync server's Service name, in the controller's namespace.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_SERVER_TLS_SERVICE",
+        requires = "server_tls_secret"
+    )]
+    pub server_tls_service: Option<String>,
+    /// How long a CA the controller makes is valid.
+    #[arg(long, env = "SYNCFOLDER_CA_VALIDITY", default_value = "3650d", value_parser = parse_duration)]
+    pub ca_validity: Duration,
+    /// A CA with less than this left is renewed: a new CA is trusted next to
+    /// it, then signs, then the old one is dropped.
+    #[arg(long, env = "SYNCFOLDER_CA_RENEW_BEFORE", default_value = "365d", value_parser = parse_duration)]
+    pub ca_renew_before: Duration,
+    /// How long a serving certificate is valid; it is renewed with a third left.
+    #[arg(long, env = "SYNCFOLDER_CERTIFICATE_VALIDITY", default_value = "90d", value_parser = parse_duration)]
+    pub certificate_validity: Duration,
+    /// How long a changed CA bundle or certificate takes to reach every pod
+    /// (kubelets refresh mounted Secrets and ConfigMaps within about two
+    /// minutes); each step of a CA renewal waits this long.
+    #[arg(long, env = "SYNCFOLDER_TRUST_PROPAGATION", default_value = "10m", value_parser = parse_duration)]
+    pub trust_propagation: Duration,
     /// The controller's own namespace (the downward API sets it in the chart).
     #[arg(long, env = "SYNCFOLDER_NAMESPACE", default_value = "default")]
     pub namespace: String,

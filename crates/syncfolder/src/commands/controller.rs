@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use syncfolder_controller::ca::Lifetimes;
+use syncfolder_controller::certificate::service_dns_names;
 use syncfolder_controller::controller::ControllerSettings;
-use syncfolder_controller::process::{CertificateSource, ProcessConfig, WebhookConfig};
+use syncfolder_controller::pki::ServingSecret;
+use syncfolder_controller::process::{CertificateSource, PkiConfig, ProcessConfig, WebhookConfig};
 
 use crate::cli::ControllerArgs;
 use crate::commands::kubernetes::inject_settings;
@@ -34,6 +37,29 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         },
         inject: inject_settings(&args.sidecar),
     });
+    if args.ca_renew_before >= args.ca_validity {
+        anyhow::bail!(
+            "--ca-renew-before ({:?}) must be shorter than --ca-validity ({:?})",
+            args.ca_renew_before,
+            args.ca_validity
+        );
+    }
+    let pki = PkiConfig {
+        ca_secret: args.ca_secret,
+        server: args
+            .server_tls_secret
+            .zip(args.server_tls_service)
+            .map(|(secret, service)| ServingSecret {
+                secret,
+                dns_names: service_dns_names(&service, &args.namespace),
+            }),
+        lifetimes: Lifetimes {
+            ca_validity: args.ca_validity,
+            ca_renew_before: args.ca_renew_before,
+            certificate_validity: args.certificate_validity,
+            propagation: args.trust_propagation,
+        },
+    };
     let config = ProcessConfig {
         controller: ControllerSettings {
             default_server_url: args.server,
@@ -48,6 +74,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         pod_name,
         leader_election_lease: args.leader_election_lease,
         server_ca_cert: args.ca_cert,
+        pki,
     };
     syncfolder_controller::process::run_process(config, super::shutdown_signal()).await?;
     Ok(())
