@@ -178,6 +178,13 @@ async fn ensure<S: Servers>(
             .await?;
         tracing::info!(%namespace, secret = %secret_name, "wrote the folder's Secret");
     }
+    // the CA bundle the sidecars trust the server with
+    if let Some(copies) = &context.settings.ca_bundle
+        && let Some(bundle) = copies.bundle.get()
+    {
+        crate::trust::publish_bundle(&context.client, namespace, &copies.config_map, &bundle)
+            .await?;
+    }
     Ok(Observation {
         folder: Some(folder),
         secret_ready: true,

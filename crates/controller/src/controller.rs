@@ -52,6 +52,18 @@ pub struct ControllerSettings {
     pub retry_after: Duration,
     /// This controller instance in Events (its pod name).
     pub instance: Option<String>,
+    /// Where the sync server's CA bundle goes in every namespace with
+    /// SyncFolders; `None` when the server is not reached over TLS with a
+    /// CA the controller knows.
+    pub ca_bundle: Option<CaBundleCopies>,
+}
+
+/// The ConfigMap each SyncFolder's namespace gets, and the bundle it holds
+/// (learned by the replica's certificate loop; nothing is written before).
+#[derive(Debug, Clone)]
+pub struct CaBundleCopies {
+    pub config_map: String,
+    pub bundle: crate::trust::TrustBundle,
 }
 
 impl std::fmt::Debug for ControllerSettings {
@@ -63,6 +75,7 @@ impl std::fmt::Debug for ControllerSettings {
             .field("status_refresh", &self.status_refresh)
             .field("retry_after", &self.retry_after)
             .field("instance", &self.instance)
+            .field("ca_bundle", &self.ca_bundle)
             .finish()
     }
 }
@@ -218,6 +231,11 @@ pub async fn run<S: Servers>(
     if !wait_for_crd(&folders, shutdown.clone()).await {
         return;
     }
+    // a new CA bundle reaches every namespace now, not at the next refresh
+    let controller = match &settings.ca_bundle {
+        Some(copies) => controller.reconcile_all_on(copies.bundle.changes()),
+        None => controller,
+    };
     let context = Arc::new(Context::new(client, servers, settings, metrics));
     controller
         .graceful_shutdown_on(shutdown)

@@ -202,6 +202,7 @@ pub fn settings() -> ControllerSettings {
         status_refresh: Duration::from_secs(60),
         retry_after: Duration::from_secs(30),
         instance: Some("syncfolder-controller-0".to_owned()),
+        ca_bundle: None,
     }
 }
 

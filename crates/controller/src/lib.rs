@@ -19,7 +19,11 @@
 //! - `server.rs`: the server's admin API as a trait ([`server::Servers`]),
 //!   and its HTTP implementation;
 //! - `secret.rs`: the folder's Secret; `status.rs`: the next status;
-//! - `metrics.rs`: the controller's Prometheus metrics.
+//! - `metrics.rs`: the controller's Prometheus metrics;
+//! - `ca.rs`, `pki.rs`: the controller's CA, its renewal, the certificates
+//!   it issues and their Secrets; `certificate.rs`: the CA bundle in the
+//!   webhook configuration; `trust.rs`: the bundle in every SyncFolder
+//!   namespace, for the sidecars.
 //!
 //! Architecture invariant: the sidecar depends only on the SyncFolder's
 //! *name*. Server URL, server folder name and token reach it through the
@@ -44,6 +48,7 @@ pub mod secret;
 pub mod server;
 pub mod sidecar;
 pub mod status;
+pub mod trust;
 pub mod webhook;
 pub mod webhook_server;
 pub mod workloads;

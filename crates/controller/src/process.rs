@@ -30,6 +30,7 @@ use crate::leader::{LeaseLock, LeaseSettings, keep_electing};
 use crate::metrics::Metrics;
 use crate::pki::{Pki, PkiSettings, ServingSecret};
 use crate::server::HttpServers;
+use crate::trust::TrustBundle;
 use crate::webhook_server::{CertificateSlot, WebhookState, router, serve_tls, tls_config};
 use crate::{InjectSettings, SyncFolder};
 
@@ -211,7 +212,12 @@ pub async fn run_with_client(
                 lifetimes: config.pki.lifetimes,
             },
         );
-        tokio::spawn(keep_certificates(pki, webhook_slot, stop.clone()));
+        let trust = config
+            .controller
+            .ca_bundle
+            .as_ref()
+            .map(|copies| copies.bundle.clone());
+        tokio::spawn(keep_certificates(pki, webhook_slot, trust, stop.clone()));
     }
 
     tokio::spawn(serve_health(
@@ -355,10 +361,12 @@ async fn keep_certificate_files(
 /// Keeps the CA and the certificates it issues current, every minute: the
 /// webhook's (served from `webhook`'s slot, with the bundle written into
 /// the webhook configuration) and the sync server's (which the server
-/// reads from its mounted Secret).
+/// reads from its mounted Secret); the bundle goes to `trust`, from where
+/// the reconciler copies it into every SyncFolder namespace.
 async fn keep_certificates(
     pki: Pki,
     webhook: Option<(Arc<CertificateSlot>, CaBundleWriter)>,
+    trust: Option<TrustBundle>,
     stop: CancellationToken,
 ) {
     let mut served: Option<String> = None;
@@ -368,6 +376,11 @@ async fn keep_certificates(
                 .ensure(k8s_openapi::jiff::Timestamp::now())
                 .await
                 .map_err(|err| err.to_string())?;
+            if let Some(trust) = &trust
+                && trust.set(issued.bundle.clone())
+            {
+                tracing::info!("the CA bundle changed; copying it into every SyncFolder namespace");
+            }
             if let Some((slot, writer)) = &webhook {
                 // the webhook's certificate is the first one issued
                 let certificate = issued

@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use syncfolder_server::{Server, ServerConfig};
 
 use super::*;
+use crate::controller::CaBundleCopies;
 use crate::fixtures::{assert_allowed_by_rbac, post_to_webhook};
 use crate::sidecar::InjectSettings;
+use crate::trust::TrustBundle;
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-process-test-0123456789";
 
@@ -284,6 +286,10 @@ async fn a_replica_leads_serves_the_webhook_and_reconciles_against_the_real_serv
             status_refresh: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
             instance: Some("syncfolder-controller-abc".to_owned()),
+            ca_bundle: Some(CaBundleCopies {
+                config_map: "syncfolder-ca".to_owned(),
+                bundle: TrustBundle::default(),
+            }),
         },
         metrics_listen,
         webhook: Some(WebhookConfig {
@@ -393,6 +399,12 @@ async fn a_replica_leads_serves_the_webhook_and_reconciles_against_the_real_serv
     })
     .await;
     assert_eq!(status["status"]["serverFolder"], "team-a.photos");
+    // the SyncFolder's namespace got the CA bundle its sidecars trust
+    let copy = eventually("the CA bundle in team-a", async || {
+        api.object("/api/v1/namespaces/team-a/configmaps/syncfolder-ca")
+    })
+    .await;
+    assert_eq!(copy["data"]["ca.crt"].as_str(), Some(ca_pem.as_str()));
     let requests = api.requests.lock().expect("lock").clone();
     for expected in [
         "GET /apis/syncfolder.io/v1alpha1/syncfolders",

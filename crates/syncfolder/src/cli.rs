@@ -178,6 +178,15 @@ pub struct ControllerArgs {
         requires = "server_tls_service"
     )]
     pub server_tls_secret: Option<String>,
+    /// The ConfigMap every SyncFolder namespace gets with the CA bundle
+    /// (`ca.crt`) the sidecars trust the sync server with, when the
+    /// controller issues the server's certificate.
+    #[arg(
+        long,
+        env = "SYNCFOLDER_CA_BUNDLE_CONFIG_MAP",
+        default_value = "syncfolder-ca"
+    )]
+    pub ca_bundle_config_map: String,
     /// The sync server's Service name, in the controller's namespace.
     #[arg(
         long,

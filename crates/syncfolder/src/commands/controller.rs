@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use syncfolder_controller::ca::Lifetimes;
 use syncfolder_controller::certificate::service_dns_names;
-use syncfolder_controller::controller::ControllerSettings;
+use syncfolder_controller::controller::{CaBundleCopies, ControllerSettings};
 use syncfolder_controller::pki::ServingSecret;
 use syncfolder_controller::process::{CertificateSource, PkiConfig, ProcessConfig, WebhookConfig};
 
@@ -44,6 +44,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.ca_validity
         );
     }
+    // the sidecars get the bundle when the controller's CA signs the server's certificate
+    let ca_bundle = args.server_tls_service.is_some().then(|| CaBundleCopies {
+        config_map: args.ca_bundle_config_map.clone(),
+        bundle: syncfolder_controller::trust::TrustBundle::default(),
+    });
     let pki = PkiConfig {
         ca_secret: args.ca_secret,
         server: args
@@ -67,6 +72,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             status_refresh: Duration::from_secs(args.status_refresh_seconds.max(1)),
             retry_after: Duration::from_secs(30),
             instance: Some(pod_name.clone()),
+            ca_bundle,
         },
         metrics_listen: args.metrics_listen,
         webhook,

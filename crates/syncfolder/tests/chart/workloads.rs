@@ -332,6 +332,7 @@ fn rbac_grants_the_controller_exactly_what_it_uses() {
             {"apiGroups": ["syncfolder.io"], "resources": ["syncfolders"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["syncfolder.io"], "resources": ["syncfolders/status"], "verbs": ["patch"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
              "resourceNames": ["syncfolder-sidecar-injector"], "verbs": ["get", "patch"]},
