@@ -231,18 +231,15 @@ impl CaState {
     }
 }
 
-/// Whether `certificate` must be issued again: none yet, another signer,
-/// other names, or a third of its validity left.
+/// Whether `certificate` must be issued again: another signer, other
+/// names, or a third of its validity left.
 pub fn needs_issuing(
-    certificate: Option<&ServingCertificate>,
+    certificate: &ServingCertificate,
     ca: &CaState,
     dns_names: &[String],
     now: Timestamp,
     lifetimes: &Lifetimes,
 ) -> bool {
-    let Some(certificate) = certificate else {
-        return true;
-    };
     let renew_at = before(certificate.not_after, lifetimes.certificate_validity / 3);
     certificate.status.issuer != fingerprint(&ca.signing.cert_pem)
         || certificate.dns_names != dns_names
@@ -444,7 +441,7 @@ mod tests {
                     bundles.push((now, state.bundle()));
                 }
             }
-            if needs_issuing(Some(&serving), &state, &names(), now, &lifetimes) {
+            if needs_issuing(&serving, &state, &names(), now, &lifetimes) {
                 serving = issue(&state, &names(), now, lifetimes.certificate_validity)
                     .expect("certificate");
                 certificates.push((now, serving.clone()));

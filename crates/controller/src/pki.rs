@@ -20,6 +20,7 @@ use crate::ca::{
     needs_issuing,
 };
 use crate::secret::{MANAGED_BY_LABEL, MANAGER};
+use crate::trust::CA_BUNDLE_KEY;
 
 const ISSUER_ANNOTATION: &str = "syncfolder.io/issuer";
 const ISSUED_AT_ANNOTATION: &str = "syncfolder.io/issued-at";
@@ -137,30 +138,22 @@ impl Pki {
             .zip(serving_secrets)
             .zip(existing)
         {
-            let certificate = match certificate {
-                Some(certificate)
-                    if !needs_issuing(
-                        Some(&certificate),
-                        &ca_state,
-                        &serving.dns_names,
-                        now,
-                        lifetimes,
-                    ) =>
-                {
-                    if certificate.ca_bundle == bundle {
-                        certificate
-                    } else {
-                        let updated = ServingCertificate {
-                            ca_bundle: bundle.clone(),
-                            ..certificate
-                        };
-                        let desired = serving_to_secret(&updated, &serving.secret);
-                        self.write(&serving.secret, secret, desired).await?;
-                        tracing::info!(secret = %serving.secret, "wrote the new CA bundle next to the certificate");
-                        updated
-                    }
+            let current = certificate.filter(|certificate| {
+                !needs_issuing(certificate, &ca_state, &serving.dns_names, now, lifetimes)
+            });
+            let certificate = match current {
+                Some(certificate) if certificate.ca_bundle == bundle => certificate,
+                Some(certificate) => {
+                    let updated = ServingCertificate {
+                        ca_bundle: bundle.clone(),
+                        ..certificate
+                    };
+                    let desired = serving_to_secret(&updated, &serving.secret);
+                    self.write(&serving.secret, secret, desired).await?;
+                    tracing::info!(secret = %serving.secret, "wrote the new CA bundle next to the certificate");
+                    updated
                 }
-                _ => {
+                None => {
                     let fresh = issue(
                         &ca_state,
                         &serving.dns_names,
@@ -210,7 +203,7 @@ impl Pki {
     }
 }
 
-fn secret(name: &str, type_: &str, data: Vec<(&str, String)>) -> Secret {
+fn secret(name: &str, type_: &str, data: BTreeMap<String, String>) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -223,7 +216,7 @@ fn secret(name: &str, type_: &str, data: Vec<(&str, String)>) -> Secret {
         type_: Some(type_.to_owned()),
         data: Some(
             data.into_iter()
-                .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
+                .map(|(key, value)| (key, ByteString(value.into_bytes())))
                 .collect(),
         ),
         ..Secret::default()
@@ -258,23 +251,9 @@ fn signing_ca_data(ca: &SigningCa, prefix: &str) -> Vec<(String, String)> {
 
 /// The CA's state as its Secret holds it.
 pub fn ca_to_secret(state: &CaState, name: &str) -> Secret {
-    let mut data = signing_ca_data(&state.signing, "ca");
-    if let Some((next, published_at)) = &state.next {
-        data.extend(signing_ca_data(next, "next"));
-        data.push(("next.published-at".to_owned(), published_at.to_string()));
-    }
-    if let Some((previous, until)) = &state.previous {
-        data.push(("previous.crt".to_owned(), previous.clone()));
-        data.push(("previous.since".to_owned(), until.to_string()));
-    }
-    let mut secret = secret(name, "Opaque", Vec::new());
-    let mut all: BTreeMap<String, ByteString> = data
-        .into_iter()
-        .map(|(key, value)| (key, ByteString(value.into_bytes())))
-        .collect();
     // an empty value stands for none: a merge patch keeps the keys it does
     // not name, so a step that ends `next` or `previous` empties them
-    for key in [
+    let mut data: BTreeMap<String, String> = [
         "next.name",
         "next.crt",
         "next.key",
@@ -282,11 +261,20 @@ pub fn ca_to_secret(state: &CaState, name: &str) -> Secret {
         "next.published-at",
         "previous.crt",
         "previous.since",
-    ] {
-        all.entry(key.to_owned()).or_insert(ByteString(Vec::new()));
+    ]
+    .into_iter()
+    .map(|key| (key.to_owned(), String::new()))
+    .collect();
+    data.extend(signing_ca_data(&state.signing, "ca"));
+    if let Some((next, published_at)) = &state.next {
+        data.extend(signing_ca_data(next, "next"));
+        data.insert("next.published-at".to_owned(), published_at.to_string());
     }
-    secret.data = Some(all);
-    secret
+    if let Some((previous, since)) = &state.previous {
+        data.insert("previous.crt".to_owned(), previous.clone());
+        data.insert("previous.since".to_owned(), since.to_string());
+    }
+    secret(name, "Opaque", data)
 }
 
 /// The CA's state a Secret holds; `None` when the signing CA is incomplete.
@@ -310,11 +298,11 @@ pub fn serving_to_secret(certificate: &ServingCertificate, name: &str) -> Secret
     let mut secret = secret(
         name,
         "kubernetes.io/tls",
-        vec![
-            ("tls.crt", certificate.cert_pem.clone()),
-            ("tls.key", certificate.key_pem.clone()),
-            ("ca.crt", certificate.ca_bundle.clone()),
-        ],
+        BTreeMap::from([
+            ("tls.crt".to_owned(), certificate.cert_pem.clone()),
+            ("tls.key".to_owned(), certificate.key_pem.clone()),
+            (CA_BUNDLE_KEY.to_owned(), certificate.ca_bundle.clone()),
+        ]),
     );
     secret.metadata.annotations = Some(BTreeMap::from([
         (
@@ -345,7 +333,7 @@ pub fn serving_from_secret(secret: &Secret) -> Option<ServingCertificate> {
     Some(ServingCertificate {
         cert_pem: text(secret, "tls.crt")?,
         key_pem: text(secret, "tls.key")?,
-        ca_bundle: text(secret, "ca.crt").unwrap_or_default(),
+        ca_bundle: text(secret, CA_BUNDLE_KEY).unwrap_or_default(),
         dns_names: annotations
             .get(DNS_NAMES_ANNOTATION)?
             .split(',')
