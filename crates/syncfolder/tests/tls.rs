@@ -136,14 +136,7 @@ fn served_certificate(port: u16, trusted_pem: &str) -> Option<Vec<u8>> {
     for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
         roots.add(certificate.expect("PEM")).expect("CA");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    let config = syncfolder_testkit::fresh_session_tls_client(roots);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut connection =
         rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");

@@ -57,3 +57,17 @@ pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool)
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A TLS client config (`ring`) trusting exactly `roots` that never resumes
+/// a session: each connection is shown the certificate the server serves
+/// now, as a test of certificate rotation needs.
+pub fn fresh_session_tls_client(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config
+}

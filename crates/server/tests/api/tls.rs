@@ -35,15 +35,9 @@ fn connector(trusted: &[&CertificateDer<'static>]) -> TlsConnector {
     for certificate in trusted {
         roots.add((*certificate).clone()).expect("root");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(Arc::new(syncfolder_testkit::fresh_session_tls_client(
+        roots,
+    )))
 }
 
 async fn handshake(
