@@ -183,7 +183,9 @@ impl Db {
         });
         let (latest, horizon) =
             folder.ok_or_else(|| Error::FolderNotFound(folder_id.to_string()))?;
-        // a cursor of 0 knows nothing yet, so it missed no deletion
+        // a cursor of 0 is never refused: an agent that knows nothing missed
+        // nothing, and one that learned records from its commits starts
+        // afresh itself on seeing `horizon` in the page
         if since > 0 && since < from_db(horizon) {
             return Err(Error::CursorExpired {
                 since,
